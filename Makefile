@@ -1,0 +1,59 @@
+# Echelon: `make run` (everything on embedded defaults) and `make test` (the whole suite).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+ECHELON := $(BIN)/echelon
+# DS: the data date the demo run processes; ITEMS x LOCATIONS: the size of the demo world
+DS ?= 2026-11-20
+ITEMS ?= 120
+LOCATIONS ?= 3
+SEED ?= 42
+DAG ?= demand_nightly
+MLFLOW_PORT ?= 5000
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(BIN)/.installed: pyproject.toml setup.py constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, from the pinned CPU wheel: an unpinned torch would pull several GB of CUDA packages
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+env: $(BIN)/.installed  ## create .venv with the pinned stack (constraints.txt) and the project installed
+
+init: env  ## initialise Airflow's metadata database and MLflow's store under var/
+	mkdir -p var && $(ECHELON) airflow db migrate > var/airflow-db-migrate.log 2>&1 || (tail -20 var/airflow-db-migrate.log; exit 1)
+
+world: env  ## generate the synthetic retail world ending at DS
+	$(ECHELON) world --items $(ITEMS) --locations $(LOCATIONS) --end $(DS) --seed $(SEED)
+
+run: init world  ## the main job: run demand_nightly for DS through Airflow and print where the results are
+	$(ECHELON) airflow dags reserialize > /dev/null
+	$(ECHELON) airflow dags test $(DAG) $$($(BIN)/python -c "from echelon.schedule import nightly_run_date; print(nightly_run_date('$(DS)').isoformat())")
+	$(ECHELON) demand summary --ds $(DS)
+
+test: env  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+airflow: init  ## start Airflow locally (api-server on :8080, scheduler, dag-processor, triggerer)
+	$(ECHELON) airflow standalone
+
+mlflow: env  ## start the MLflow UI on the project's tracking store (:5000)
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from echelon.settings import get_settings; print(get_settings().mlflow_uri)')" --port $(MLFLOW_PORT)
+
+backfill: init  ## backfill data dates FROM..TO of DAG with Airflow's backfill (needs `make airflow` running)
+	$(ECHELON) backfill --dag $(DAG) --from $(FROM) --to $(TO)
+
+bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes benchmarks/results/
+	$(BIN)/python benchmarks/demand_accuracy.py --out benchmarks/results
+	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
+
+clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
+	rm -rf var
+
+.PHONY: help env init world run test airflow mlflow backfill bench-demand clean-var

@@ -1,0 +1,183 @@
+"""The lake: parquet tables partitioned by date, published atomically with a manifest.
+
+Layout: <lake>/<layer>/<domain>/<table>/ds=YYYY-MM-DD/ holding part files and _manifest.json.
+The `ds` value lives in the folder name only (as Hive partitioning expects); readers add it back.
+
+Publishing a partition (see `publish`):
+  1. write the frame to <lake>/_staging/<uuid>/ (pandas or Spark, same result),
+  2. run the table's gate on what was written; a failure raises and publishes nothing,
+  3. write the manifest (rows, schema, order-independent content checksum),
+  4. swap: the old partition folder is renamed aside, the staged one renamed into place, the old one
+     deleted. Both renames are on one filesystem, so a reader sees the old partition or the new one,
+     never a half-written one; a killed task leaves only staging debris, which is never read.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from echelon.settings import get_settings
+
+MANIFEST = "_manifest.json"
+
+
+class LakeError(RuntimeError):
+    """A partition that is missing, unreadable or does not match its manifest."""
+
+
+def parse_ds(ds: str | dt.date) -> str:
+    """Normalise a partition date to YYYY-MM-DD, rejecting anything else with a clear error."""
+    if isinstance(ds, dt.datetime):
+        raise ValueError(f"partition date must be a date, not a timestamp: {ds!r}")
+    if isinstance(ds, dt.date):
+        return ds.isoformat()
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(ds)):
+            raise ValueError
+        return dt.date.fromisoformat(str(ds)).isoformat()
+    except ValueError:
+        raise ValueError(f"partition date must be YYYY-MM-DD, got {ds!r}") from None
+
+
+@dataclass(frozen=True)
+class Table:
+    layer: str    # raw | features | models | published | reference
+    domain: str   # demand | placement | ...
+    name: str
+
+    def root(self, lake: Path | None = None) -> Path:
+        return (lake or get_settings().lake) / self.layer / self.domain / self.name
+
+    def partition(self, ds: str, lake: Path | None = None) -> Path:
+        return self.root(lake) / f"ds={parse_ds(ds)}"
+
+    def __str__(self) -> str:
+        return f"{self.layer}/{self.domain}/{self.name}"
+
+
+def partitions(table: Table) -> list[str]:
+    """Published partition dates of a table, sorted."""
+    root = table.root()
+    if not root.exists():
+        return []
+    return sorted(p.name[3:] for p in root.glob("ds=*") if (p / MANIFEST).exists())
+
+
+def exists(table: Table, ds: str) -> bool:
+    return (table.partition(ds) / MANIFEST).exists()
+
+
+def read_manifest(table: Table, ds: str) -> dict:
+    path = table.partition(ds) / MANIFEST
+    if not path.exists():
+        raise LakeError(f"{table} has no published partition ds={parse_ds(ds)} (looked in {path.parent})")
+    return json.loads(path.read_text())
+
+
+def read(table: Table, ds: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one published partition into pandas, with its `ds` column."""
+    read_manifest(table, ds)  # raises a clear error when the partition is absent
+    frame = pd.read_parquet(table.partition(ds), columns=columns)
+    frame.insert(0, "ds", parse_ds(ds))
+    return frame
+
+
+def read_spark(spark, table: Table, ds: str):
+    """Read one published partition as a Spark DataFrame, with its `ds` column."""
+    from pyspark.sql import functions as F
+
+    read_manifest(table, ds)
+    return spark.read.parquet(str(table.partition(ds))).withColumn("ds", F.lit(parse_ds(ds)))
+
+
+def _is_spark(frame) -> bool:
+    return type(frame).__module__.startswith("pyspark")
+
+
+def _write_staging(frame, ds: str, staging: Path) -> None:
+    """Write the frame's rows (without `ds`) as parquet under staging; reject rows of another date."""
+    if _is_spark(frame):
+        from pyspark.sql import functions as F
+
+        if "ds" in frame.columns:
+            wrong = frame.where(F.col("ds").cast("string") != ds).limit(5).collect()
+            if wrong:
+                raise LakeError(f"rows for another date in partition ds={ds}: {[r.asDict() for r in wrong]}")
+            frame = frame.drop("ds")
+        frame.write.mode("overwrite").parquet(str(staging))
+    else:
+        if "ds" in frame.columns:
+            wrong = frame[frame["ds"].astype(str) != ds]
+            if len(wrong):
+                raise LakeError(f"rows for another date in partition ds={ds}:\n{wrong.head().to_string()}")
+            frame = frame.drop(columns="ds")
+        staging.mkdir(parents=True)
+        frame.to_parquet(staging / "part-00000.parquet", index=False)
+
+
+def describe(folder: Path) -> dict:
+    """Rows, schema and an order-independent checksum of a folder of parquet files.
+
+    The checksum is the sum (mod 2^64) of one hash per row, so the same rows give the same checksum
+    whatever the file split or row order Spark chose."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(folder)
+    frame = table.to_pandas()
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
+    checksum = int(row_hashes.sum(dtype="uint64")) if len(frame) else 0
+    schema = {field.name: str(field.type) for field in table.schema}
+    digest = hashlib.sha256(f"{checksum}:{json.dumps(schema, sort_keys=True)}".encode()).hexdigest()
+    return {"rows": len(frame), "schema": schema, "checksum": digest}
+
+
+def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | None = None,
+            extra: dict | None = None) -> dict:
+    """Stage, gate, then atomically swap one partition into place. Returns the manifest.
+
+    `gate` receives the staged folder and raises to stop the publish (see echelon.gates)."""
+    ds = parse_ds(ds)
+    settings = get_settings()
+    staging = settings.lake / "_staging" / f"{table.layer}.{table.domain}.{table.name}.{ds}.{uuid.uuid4().hex}"
+    try:
+        _write_staging(frame, ds, staging)
+        if gate is not None:
+            gate(staging)
+        manifest = {"table": str(table), "ds": ds, **describe(staging),
+                    "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "code_version": code_version(), **(extra or {})}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        target = table.partition(ds)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        aside = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
+        if target.exists():
+            os.rename(target, aside)
+        os.rename(staging, target)
+        shutil.rmtree(aside, ignore_errors=True)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def code_version() -> str:
+    """The git commit of the code (or ECHELON_CODE_VERSION, set in images built without .git)."""
+    if os.environ.get("ECHELON_CODE_VERSION"):
+        return os.environ["ECHELON_CODE_VERSION"]
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=get_settings().home,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"

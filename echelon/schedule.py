@@ -1,0 +1,19 @@
+"""Partition dates from Airflow run dates, in one place. A nightly run at 02:00 UTC on day D+1 processes
+the data of day D: the partition is always computed from the logical date, never from the wall clock."""
+from __future__ import annotations
+
+import datetime as dt
+
+NIGHTLY_CRON = "0 2 * * *"     # 02:00 UTC, after the day's sales have landed
+WEEKLY_CRON = "0 4 * * 1"      # Mondays 04:00 UTC
+
+
+def data_partition(logical_date: dt.datetime) -> str:
+    """The data date a nightly run processes: the day before its logical date."""
+    return (logical_date.date() - dt.timedelta(days=1)).isoformat()
+
+
+def nightly_run_date(ds: str) -> dt.datetime:
+    """The logical date of the nightly run that processes partition `ds` (inverse of data_partition)."""
+    day = dt.date.fromisoformat(ds) + dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, 2, 0, tzinfo=dt.timezone.utc)

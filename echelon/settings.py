@@ -1,0 +1,48 @@
+"""One place for configuration: environment variables with embedded defaults.
+
+Defaults keep everything inside the project folder (local Spark, SQLite for Airflow and MLflow, a lake
+folder under var/) so a newcomer needs nothing running. Production points the same variables at a Spark
+cluster, Postgres and object storage. Secrets come only from the environment (see .env.example).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path               # ECHELON_HOME: the project folder
+    var: Path                # ECHELON_VAR: runtime state (lake, reports, airflow, mlflow)
+    lake: Path               # ECHELON_LAKE: root of the parquet lake
+    reports: Path            # ECHELON_REPORTS: run reports and GX Data Docs
+    mlflow_uri: str          # MLFLOW_TRACKING_URI
+    mlflow_artifacts: str    # ECHELON_MLFLOW_ARTIFACTS: artifact root for new experiments
+    spark_master: str        # SPARK_MASTER: local[*], spark://host:7077, yarn, k8s://...
+    spark_shuffle_partitions: int
+    seed: int                # ECHELON_SEED: default seed for generators and models
+
+    @property
+    def gx_root(self) -> Path:
+        return self.reports / "gx"
+
+
+def get_settings() -> Settings:
+    """Read the environment now (not at import), so tests and tasks can point it elsewhere."""
+    env = os.environ
+    home = Path(env.get("ECHELON_HOME", PROJECT_ROOT)).resolve()
+    var = Path(env.get("ECHELON_VAR", home / "var")).resolve()
+    return Settings(
+        home=home,
+        var=var,
+        lake=Path(env.get("ECHELON_LAKE", var / "lake")).resolve(),
+        reports=Path(env.get("ECHELON_REPORTS", var / "reports")).resolve(),
+        mlflow_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{var / 'mlflow' / 'mlflow.db'}"),
+        mlflow_artifacts=env.get("ECHELON_MLFLOW_ARTIFACTS", str(var / "mlflow" / "artifacts")),
+        spark_master=env.get("SPARK_MASTER", "local[*]"),
+        spark_shuffle_partitions=int(env.get("ECHELON_SPARK_SHUFFLE_PARTITIONS", "8")),
+        seed=int(env.get("ECHELON_SEED", "42")),
+    )

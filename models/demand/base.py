@@ -1,0 +1,58 @@
+"""The contract every demand forecaster follows, and the canonical frame it reads and writes.
+
+History ("long format", see README): one row per series and time step
+    item_id (str), location_id (str, "all" when the data has no locations), timestamp (datetime64),
+    target (float, units sold), optional known covariates: price (float), promo (0/1),
+    optional static attribute: category (str).
+A series is (item_id, location_id). Future known covariates for the horizon, when a caller has them,
+come as the same columns without `target`.
+
+Forecasts: item_id, location_id, timestamp, horizon (1..H), one column per quantile named
+q_0.1 ... q_0.9; quantiles are non-decreasing and non-negative.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SERIES = ["item_id", "location_id"]
+
+
+def qcol(q: float) -> str:
+    """Column name of a quantile: 0.1 -> 'q_0.1'."""
+    return f"q_{q:g}"
+
+
+def qcols(quantiles: Sequence[float] = QUANTILES) -> list[str]:
+    return [qcol(q) for q in quantiles]
+
+
+def sort_quantiles(forecasts: pd.DataFrame, quantiles: Sequence[float] = QUANTILES) -> pd.DataFrame:
+    """Make quantiles non-negative and non-decreasing (models trained per quantile can cross)."""
+    cols = qcols(quantiles)
+    values = np.clip(forecasts[cols].to_numpy(dtype=float), 0.0, None)
+    forecasts = forecasts.copy()
+    forecasts[cols] = np.sort(values, axis=1)
+    return forecasts
+
+
+class Forecaster(Protocol):
+    name: str
+
+    def fit(self, history: pd.DataFrame, horizon: int, freq: str,
+            quantiles: Sequence[float] = QUANTILES) -> "Forecaster":
+        """Learn from the history of every series (pooled across series where the model can)."""
+
+    def predict(self, history: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast the `horizon` steps after each series' last timestamp in `history`."""
+
+    def save(self, path: Path) -> None:
+        """Write everything needed to predict into the folder `path`."""
+
+    @classmethod
+    def load(cls, path: Path) -> "Forecaster":
+        ...

@@ -1,0 +1,86 @@
+"""The nightly demand pipeline, one function per DAG task; every gate is wired here, in one place.
+
+    ingest -> features -> train -> evaluate_and_promote -> score -> report
+
+`echelon demand <step> --ds YYYY-MM-DD` runs any step by hand exactly as the DAG runs it."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+
+from echelon import lake
+
+
+def _day_after(ds: str) -> str:
+    return (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
+
+
+def ingest(ds: str) -> dict:
+    from echelon.jobs.demand import ingest as job
+
+    return job.run(ds)
+
+
+def features(ds: str) -> dict:
+    from echelon.expectations.gate import gate
+    from echelon.jobs.demand import features as job
+
+    return job.run(ds, gate=gate("demand_features", job.FEATURES, ds))
+
+
+def train(ds: str) -> dict:
+    from echelon.models.demand import train as job
+
+    return job.train(ds)
+
+
+def evaluate_and_promote(ds: str) -> dict:
+    from echelon.models.demand import train as job
+
+    return job.evaluate_and_promote(ds)
+
+
+def score(ds: str) -> dict:
+    from echelon.models.demand import score as job
+
+    return job.run(ds)
+
+
+def report(ds: str) -> str:
+    from echelon.models.demand import report as job
+
+    return str(job.build(ds))
+
+
+def summary(ds: str) -> str:
+    """Where a run's results are: printed at the end of `make run`."""
+    from echelon.expectations.gate import docs_index
+    from echelon.models.demand.report import report_dir
+    from echelon.models.demand.score import FORECASTS
+    from echelon.settings import get_settings
+
+    settings = get_settings()
+    rows = lake.read_manifest(FORECASTS, ds)["rows"] if lake.exists(FORECASTS, ds) else 0
+    return "\n".join([
+        f"demand_nightly for ds={ds}:",
+        f"  forecasts   {FORECASTS.partition(ds)}  ({rows} rows)",
+        f"  data docs   {docs_index()}",
+        f"  run report  {report_dir(ds) / 'index.html'}",
+        f"  MLflow UI   `make mlflow`, then http://127.0.0.1:5000 (store: {settings.mlflow_uri})",
+    ])
+
+
+STEPS = {"ingest": ingest, "features": features, "train": train, "evaluate_and_promote": evaluate_and_promote,
+         "score": score, "report": report, "summary": summary}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("step", choices=list(STEPS))
+    parser.add_argument("--ds", required=True, help="data partition date YYYY-MM-DD")
+
+
+def main(args: argparse.Namespace) -> int:
+    result = STEPS[args.step](lake.parse_ds(args.ds))
+    print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
+    return 0

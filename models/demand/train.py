@@ -1,0 +1,206 @@
+"""Weekly training and nightly champion/challenger evaluation of the demand forecasters.
+
+The evaluation window of a partition ds is the last `horizon` days of its history: origin = ds - horizon.
+Every candidate is fit on data up to that origin only and scored on the window, so the wQL logged with a
+model version is a true out-of-sample number; the registered model is that same fit (a pooled global model
+conditions on each series' recent history at prediction time, so its weights being `horizon` days older
+costs little). The champion, fit at an earlier origin, is scored on the same window from the same
+origin: neither model has seen the window, and @champion moves only if the challenger's wQL is lower.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+from echelon import lake, tracking
+from echelon.models.demand.base import SERIES
+from echelon.models.demand.metrics import evaluate
+from echelon.models.demand.plots import calibration_plot, fan_chart
+from echelon.models.demand.report import report_dir
+from echelon.models.demand.score import FEATURES, HORIZON, MODEL_NAME
+from echelon.settings import get_settings
+
+log = logging.getLogger(__name__)
+COVARIATES = ["price", "promo", "category"]
+
+
+def candidates() -> list[str]:
+    """Models trained at each retrain: ECHELON_DEMAND_CANDIDATES (comma separated)."""
+    names = os.environ.get("ECHELON_DEMAND_CANDIDATES", "seasonal_naive,lightgbm,feedforward")
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+def retrain_due(ds: str) -> bool:
+    """ECHELON_DEMAND_RETRAIN: 'daily', or a weekday name for weekly retraining (default sunday).
+    A registry without a champion always trains."""
+    cadence = os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday").lower()
+    if cadence == "daily" or tracking.alias_version(MODEL_NAME, tracking.CHAMPION) is None:
+        return True
+    return dt.date.fromisoformat(ds).strftime("%A").lower() == cadence
+
+
+def load_features(ds: str) -> pd.DataFrame:
+    features = lake.read(FEATURES, ds).drop(columns="ds")
+    features["date"] = pd.to_datetime(features["date"])
+    return features
+
+
+def canonical(features: pd.DataFrame) -> pd.DataFrame:
+    """The canonical long frame (base.py) of the observed rows of a feature table."""
+    observed = features[features["is_future"] == 0]
+    cols = SERIES + ["date", "target"] + [c for c in COVARIATES if c in features.columns]
+    return observed[cols].rename(columns={"date": "timestamp"}).reset_index(drop=True)
+
+
+def as_of(features: pd.DataFrame, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:
+    """The feature table as a forecaster at `origin` sees it: later rows are future rows without target."""
+    window = features[features["date"] <= origin + pd.Timedelta(days=horizon)].copy()
+    later = window["date"] > origin
+    window.loc[later, "is_future"] = 1
+    window.loc[later, "target"] = np.nan
+    return window
+
+
+def window(ds: str, horizon: int = HORIZON) -> pd.Timestamp:
+    return pd.Timestamp(ds) - pd.Timedelta(days=horizon)
+
+
+def fit_at(name: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int, seed: int):
+    """A fresh candidate fit on everything up to `origin`, and its forecasts for the window after it."""
+    from echelon.models.demand.forecast import build_forecaster
+
+    model = build_forecaster(name, seed=seed)
+    history = canonical(features[features["date"] <= origin])
+    if hasattr(model, "fit_features"):  # uses the published Spark features directly
+        model.fit_features(features, horizon, "D", cutoff=origin)
+        forecasts = model.predict_features(as_of(features, origin, horizon), origin=origin)
+    else:
+        model.fit(history, horizon, "D")
+        future = canonical(as_of(features, origin, horizon).assign(is_future=0))
+        future = future[future["timestamp"] > origin].drop(columns="target")
+        forecasts = model.predict(history, future)
+    return model, forecasts
+
+
+def _log_evaluation(ds: str, name: str, history, forecasts, actuals, prefix: str = "") -> dict:
+    import mlflow
+
+    result = evaluate(forecasts, actuals, history)
+    overall = {k: float(v) for k, v in result["overall"].iloc[0].items()}
+    mlflow.log_metrics({f"{prefix}{k}": v for k, v in overall.items() if np.isfinite(v)})
+    for segment, row in result["segments"].iterrows():
+        for metric in ("wql", "coverage_80", "mase", "wape"):
+            if metric in row and np.isfinite(row[metric]):
+                mlflow.log_metric(f"{prefix}{segment}_{metric}", float(row[metric]))
+    folder = report_dir(ds)
+    fan = fan_chart(history, forecasts, folder / f"fan_{name}.png", actuals=actuals,
+                    title=f"{name}: backtest window after {forecasts['timestamp'].min().date() - pd.Timedelta(days=1)}")
+    calib = calibration_plot(forecasts, actuals, folder / f"calibration_{name}.png", title=f"{name}: calibration")
+    mlflow.log_artifact(str(fan), "plots")
+    mlflow.log_artifact(str(calib), "plots")
+    segments = result["segments"].reset_index()
+    return {"overall": overall, "segments": segments}
+
+
+def train(ds: str, horizon: int = HORIZON, names: list[str] | None = None, seed: int | None = None,
+          force: bool = False) -> dict:
+    """Fit every candidate at the window origin, log it, register it, and mark the best @challenger."""
+    from mlflow import MlflowClient
+
+    from echelon.models.demand.pyfunc import log_forecaster
+
+    ds = lake.parse_ds(ds)
+    if not force and not retrain_due(ds):
+        log.info("no retraining on %s (cadence %s); the champion keeps scoring", ds,
+                 os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday"))
+        return {"trained": False, "ds": ds}
+    seed = get_settings().seed if seed is None else seed
+    features = load_features(ds)
+    origin = window(ds, horizon)
+    history = canonical(features[features["date"] <= origin])
+    actuals = canonical(features[(features["date"] > origin)])
+    rows = []
+    client = MlflowClient(tracking.configure())
+    for name in names or candidates():
+        with tracking.run("demand", ds, f"train-{name}", stage="train", model=name):
+            import mlflow
+
+            started = time.time()
+            model, forecasts = fit_at(name, features, origin, horizon, seed)
+            seconds = time.time() - started
+            mlflow.log_params({"model": name, "horizon": horizon, "origin": origin.date().isoformat(),
+                               "seed": seed, "train_rows": len(history), "series": history[SERIES].drop_duplicates().shape[0],
+                               "config": repr(model)[:500]})
+            mlflow.log_metric("fit_seconds", seconds)
+            scored = _log_evaluation(ds, name, history, forecasts, actuals)
+            info = log_forecaster(model, name="model", registered_model_name=MODEL_NAME,
+                                  metadata={"origin": origin.date().isoformat(), "ds": ds})
+            version = str(info.registered_model_version)
+            for key, value in {"model_type": name, "ds": ds, "origin": origin.date().isoformat(),
+                               "wql": f"{scored['overall']['wql']:.6f}"}.items():
+                client.set_model_version_tag(MODEL_NAME, version, key, value)
+        rows.append({"model": name, "version": version, "fit_seconds": round(seconds, 1),
+                     **{k: scored["overall"].get(k) for k in ("wql", "coverage_80", "mase", "wape")}})
+        log.info("trained %s: wQL %.4f, coverage %.3f in %.1f s (version %s)", name, rows[-1]["wql"],
+                 rows[-1]["coverage_80"], seconds, version)
+    table = pd.DataFrame(rows).sort_values("wql")
+    report_dir(ds).mkdir(parents=True, exist_ok=True)
+    table.to_csv(report_dir(ds) / "backtest.csv", index=False)
+    best = table.iloc[0]
+    tracking.set_alias(MODEL_NAME, tracking.CHALLENGER, best["version"])
+    return {"trained": True, "ds": ds, "challenger": {"model": best["model"], "version": best["version"],
+                                                       "wql": float(best["wql"])}, "candidates": rows}
+
+
+def score_version(version: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:
+    """Forecasts of a registered version from `origin`, through the same pyfunc path scoring uses."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    return model.predict(as_of(features, origin, horizon).drop(columns=[], errors="ignore"))
+
+
+def evaluate_and_promote(ds: str, horizon: int = HORIZON) -> dict:
+    """Score @challenger and @champion on the same window; move @champion only if the challenger wins."""
+    import mlflow
+
+    ds = lake.parse_ds(ds)
+    tracking.configure()
+    challenger = tracking.alias_version(MODEL_NAME, tracking.CHALLENGER)
+    champion = tracking.alias_version(MODEL_NAME, tracking.CHAMPION)
+    if challenger is None or challenger.tags.get("ds") != ds:
+        log.info("no new challenger for %s: nothing to evaluate", ds)
+        return {"evaluated": False, "ds": ds}
+    if champion is not None and champion.version == challenger.version:
+        return {"evaluated": False, "ds": ds, "reason": "challenger is already champion"}
+    features = load_features(ds)
+    origin = window(ds, horizon)
+    history = canonical(features[features["date"] <= origin])
+    actuals = canonical(features[features["date"] > origin])
+    scores = {}
+    with tracking.run("demand", ds, "evaluate-and-promote", stage="evaluate"):
+        for role, version in (("challenger", challenger), ("champion", champion)):
+            if version is None:
+                continue
+            forecasts = score_version(version.version, features, origin, horizon)
+            scores[role] = _log_evaluation(ds, role, history, forecasts, actuals, prefix=f"{role}_")["overall"]["wql"]
+        promoted = tracking.promote(MODEL_NAME, challenger.version, scores["challenger"], scores.get("champion"))
+        mlflow.log_params({"challenger_version": challenger.version,
+                           "champion_version": champion.version if champion else "none",
+                           "window_origin": origin.date().isoformat(), "promoted": promoted})
+    outcome = {"evaluated": True, "ds": ds, "window": f"{(origin + pd.Timedelta(days=1)).date()}..{ds}",
+               "challenger": {"version": challenger.version, "model": challenger.tags.get("model_type"),
+                              "wql": scores["challenger"]},
+               "champion_before": None if champion is None else {
+                   "version": champion.version, "model": champion.tags.get("model_type"), "wql": scores["champion"]},
+               "promoted": promoted}
+    report_dir(ds).mkdir(parents=True, exist_ok=True)
+    (report_dir(ds) / "promotion.json").write_text(json.dumps(outcome, indent=2, default=str))
+    log.info("evaluate_and_promote %s: %s", ds, outcome)
+    return outcome

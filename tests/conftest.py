@@ -1,0 +1,52 @@
+"""Shared fixtures: every test session gets its own var/ (lake, reports, MLflow, Airflow) in a temp folder,
+so tests never touch a developer's state; one local Spark session serves the whole run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_var(tmp_path_factory):
+    var = tmp_path_factory.mktemp("var")
+    saved = {k: os.environ.get(k) for k in ("ECHELON_VAR", "ECHELON_LAKE", "ECHELON_REPORTS", "MLFLOW_TRACKING_URI",
+                                            "AIRFLOW_HOME", "SPARK_MASTER")}
+    for key in saved:
+        os.environ.pop(key, None)
+    os.environ["ECHELON_VAR"] = str(var)
+    os.environ.setdefault("ECHELON_SPARK_SHUFFLE_PARTITIONS", "4")
+    os.environ["MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK"] = "true"
+    yield var
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def lake_dir(tmp_path, monkeypatch):
+    """A fresh, empty lake for one test."""
+    monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
+    return tmp_path / "lake"
+
+
+@pytest.fixture(scope="session")
+def spark(isolated_var):
+    from echelon.spark import get_spark
+
+    session = get_spark("echelon-tests", master="local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def store_item_csv():
+    path = SHARED_DATA / "store_item" / "retail_sales_sample.csv"
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (it lives in ../shared/data beside the project)")
+    return path

@@ -1,0 +1,76 @@
+"""The lake's publish contract: atomic swap, idempotent re-runs, manifests, partition isolation."""
+import json
+
+import pandas as pd
+import pytest
+
+from echelon import lake
+
+TABLE = lake.Table("raw", "test", "things")
+
+
+def frame(n=5, offset=0):
+    return pd.DataFrame({"item_id": [f"i{k}" for k in range(n)], "value": [float(k + offset) for k in range(n)]})
+
+
+def test_publish_writes_partition_and_manifest(lake_dir):
+    manifest = lake.publish(frame(), TABLE, "2026-11-20")
+    assert manifest["rows"] == 5
+    assert manifest["schema"] == {"item_id": "string", "value": "double"}
+    on_disk = json.loads((TABLE.partition("2026-11-20") / lake.MANIFEST).read_text())
+    assert on_disk["checksum"] == manifest["checksum"]
+    back = lake.read(TABLE, "2026-11-20")
+    assert list(back.columns) == ["ds", "item_id", "value"] and (back["ds"] == "2026-11-20").all()
+    assert lake.partitions(TABLE) == ["2026-11-20"]
+
+
+def test_republish_replaces_only_its_partition(lake_dir):
+    lake.publish(frame(), TABLE, "2026-11-20")
+    other = lake.publish(frame(offset=10), TABLE, "2026-11-21")
+    replaced = lake.publish(frame(3, offset=100), TABLE, "2026-11-20")
+    assert replaced["rows"] == 3
+    assert lake.read(TABLE, "2026-11-20")["value"].tolist() == [100.0, 101.0, 102.0]
+    assert lake.read_manifest(TABLE, "2026-11-21")["checksum"] == other["checksum"]
+    assert not list(TABLE.root().glob(".ds=*")), "the old copy is removed after the swap"
+
+
+def test_checksum_ignores_row_order_but_not_content(lake_dir):
+    a = lake.publish(frame(), TABLE, "2026-11-20")["checksum"]
+    b = lake.publish(frame().iloc[::-1], TABLE, "2026-11-21")["checksum"]
+    c = lake.publish(frame(offset=1), TABLE, "2026-11-22")["checksum"]
+    assert a == b and a != c
+
+
+def test_failed_gate_publishes_nothing_and_keeps_old(lake_dir):
+    before = lake.publish(frame(), TABLE, "2026-11-20")
+
+    def reject(staged):
+        assert any(staged.glob("*.parquet")), "the gate sees the staged files"
+        raise ValueError("bad data")
+
+    with pytest.raises(ValueError, match="bad data"):
+        lake.publish(frame(offset=5), TABLE, "2026-11-20", gate=reject)
+    assert lake.read_manifest(TABLE, "2026-11-20") == before
+    assert not any((lake_dir / "_staging").iterdir()), "staging is cleaned up"
+
+
+def test_rows_for_another_date_are_rejected(lake_dir):
+    bad = frame().assign(ds="2026-11-19")
+    with pytest.raises(lake.LakeError, match="another date"):
+        lake.publish(bad, TABLE, "2026-11-20")
+    assert not lake.exists(TABLE, "2026-11-20")
+
+
+def test_partition_dates_are_validated(lake_dir):
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        lake.publish(frame(), TABLE, "20261120")
+    with pytest.raises(lake.LakeError, match="no published partition ds=2026-01-01"):
+        lake.read(TABLE, "2026-01-01")
+
+
+def test_spark_and_pandas_writes_give_the_same_manifest(lake_dir, spark):
+    pdf = frame(50)
+    from_pandas = lake.publish(pdf, TABLE, "2026-11-20")
+    from_spark = lake.publish(spark.createDataFrame(pdf).repartition(3), TABLE, "2026-11-21")
+    assert from_pandas["checksum"] == from_spark["checksum"]
+    assert lake.read_spark(spark, TABLE, "2026-11-21").count() == 50
