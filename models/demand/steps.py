@@ -17,9 +17,11 @@ def _day_after(ds: str) -> str:
 
 
 def ingest(ds: str) -> dict:
+    from echelon.expectations.gate import gate
     from echelon.jobs.demand import ingest as job
 
-    return job.run(ds)
+    return job.run(ds, gate={"sales": gate("demand_raw_sales", job.RAW_SALES, ds),
+                             "plan": gate("demand_raw_plan", job.RAW_PLAN, ds, {"day_after_ds": _day_after(ds)})})
 
 
 def features(ds: str) -> dict:

@@ -1,0 +1,216 @@
+"""Raw ingest: the retailer's source extract -> the raw demand tables of one partition date.
+
+For partition ds it publishes
+- raw/demand/sales  the canonical long history (item_id, location_id, timestamp, target, price, promo,
+                    category, in_stock) for the trailing `history_days` days ending exactly at ds:
+                    ds - history_days < timestamp <= ds. Never a row after ds.
+- raw/demand/plan   the known future covariates (item_id, location_id, timestamp, price, promo,
+                    category) for the days after ds, up to `plan_days` (56). It may hold items that have
+                    no history yet (launches announced for the coming weeks).
+
+The source (source/demand/sales and source/demand/plan, written by jobs/demand/world.py or a real
+extract) is cumulative: partition S holds every day up to S, and its plan the days after S. A run for
+ds reads source partition ds, or else the latest one whose date is >= ds (saying so); days between ds
+and S come from the source history (the price/promo calendar as it happened), the rest from its plan.
+
+A user file in the documented long format or the Kaggle store-item format (read by
+models/demand/formats.py) can be ingested instead with --input; its plan holds only rows of the file
+dated after ds without a target, if any.
+
+CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--input FILE.csv]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import pandas as pd
+
+from echelon import lake
+from echelon.jobs.demand.world import PLAN_COLUMNS, SALES_COLUMNS, SOURCE_PLAN, SOURCE_SALES
+from echelon.lake import Table
+
+RAW_SALES = Table("raw", "demand", "sales")
+RAW_PLAN = Table("raw", "demand", "plan")
+DEFAULT_HISTORY_DAYS = 730   # two years: yearly lags (364 days) still have a year of targets
+PLAN_DAYS = 56
+
+Gate = Callable[[Path], None]
+
+
+class IngestError(ValueError):
+    """The source cannot give the requested partition: absent, too short, or malformed."""
+
+
+def source_partition(ds: str) -> str:
+    """The source partition to read for ds: ds itself, else the latest partition dated >= ds."""
+    ds = lake.parse_ds(ds)
+    sales = lake.partitions(SOURCE_SALES)
+    candidates = [p for p in sales if p >= ds]
+    if not candidates:
+        raise IngestError(
+            f"no source extract covers ds={ds}: {SOURCE_SALES} has partitions {_describe(sales)} under "
+            f"{SOURCE_SALES.root()}; generate one (python -m echelon.jobs.demand.world --end {ds}) or "
+            f"load the retailer's extract for a date >= {ds}")
+    chosen = ds if ds in candidates else max(candidates)
+    if not lake.exists(SOURCE_PLAN, chosen):
+        raise IngestError(f"{SOURCE_SALES} has partition ds={chosen} but {SOURCE_PLAN} does not "
+                          f"(looked in {SOURCE_PLAN.partition(chosen)}): the extract is incomplete")
+    return chosen
+
+
+def _describe(parts: list[str]) -> str:
+    if not parts:
+        return "none"
+    return f"{parts[0]}..{parts[-1]} ({len(parts)})" if len(parts) > 3 else ", ".join(parts)
+
+
+def _check_columns(frame_columns, required, where: str) -> None:
+    missing = [c for c in required if c not in frame_columns]
+    if missing:
+        raise IngestError(f"{where}: missing column(s) {missing}; found {list(frame_columns)}")
+
+
+def history_window(sales, ds: str, history_days: int):
+    """Spark: the canonical rows with ds - history_days < timestamp <= ds."""
+    from pyspark.sql import functions as F
+
+    day = dt.date.fromisoformat(ds)
+    first = day - dt.timedelta(days=history_days - 1)
+    return (sales.where((F.col("timestamp") >= F.lit(first)) & (F.col("timestamp") <= F.lit(day)))
+            .select(*SALES_COLUMNS))
+
+
+def plan_window(sales, plan, ds: str, plan_days: int):
+    """Spark: known covariates for ds < timestamp <= ds + plan_days, from the source's own history
+    (days it already covers) and then its plan. The two never overlap in a well-formed extract."""
+    from pyspark.sql import functions as F
+
+    day = dt.date.fromisoformat(ds)
+    last = day + dt.timedelta(days=plan_days)
+    future = sales.select(*PLAN_COLUMNS).unionByName(plan.select(*PLAN_COLUMNS))
+    return future.where((F.col("timestamp") > F.lit(day)) & (F.col("timestamp") <= F.lit(last)))
+
+
+def _gate_for(gate: Gate | Mapping[str, Gate] | None, table: Table) -> Gate | None:
+    if gate is None or callable(gate):
+        return gate
+    return gate.get(table.name)
+
+
+def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[str, Gate] | None = None,
+        spark=None, plan_days: int = PLAN_DAYS, log=print) -> dict:
+    """Publish raw sales and plan for ds from the source extract. Returns both manifests.
+
+    `gate` is handed to echelon.lake.publish: one callable for both tables, or a mapping
+    {"sales": ..., "plan": ...} (a table without an entry is published ungated)."""
+    from pyspark.sql import functions as F
+
+    from echelon.spark import get_spark
+
+    ds = lake.parse_ds(ds)
+    if history_days < 1 or plan_days < 0:
+        raise ValueError(f"history_days must be >= 1 and plan_days >= 0, got {history_days}, {plan_days}")
+    began = time.time()
+    source_ds = source_partition(ds)
+    if source_ds != ds:
+        log(f"ingest: no source partition for ds={ds}; using the cumulative extract ds={source_ds} "
+            f"(the latest partition dated >= {ds})")
+    spark = spark or get_spark("echelon-ingest")
+    sales = lake.read_spark(spark, SOURCE_SALES, source_ds).drop("ds")
+    plan = lake.read_spark(spark, SOURCE_PLAN, source_ds).drop("ds")
+    _check_columns(sales.columns, SALES_COLUMNS, f"{SOURCE_SALES} ds={source_ds}")
+    _check_columns(plan.columns, PLAN_COLUMNS, f"{SOURCE_PLAN} ds={source_ds}")
+
+    history = history_window(sales, ds, history_days)
+    span = history.agg(F.min("timestamp").alias("first"), F.max("timestamp").alias("last")).first()
+    if span["last"] is None:
+        first_source = sales.agg(F.min("timestamp")).first()[0]
+        raise IngestError(f"{SOURCE_SALES} ds={source_ds} has no rows in the window ending at ds={ds} "
+                          f"({history_days} days); the extract starts on {first_source}")
+    if span["last"].isoformat() != ds:
+        raise IngestError(f"{SOURCE_SALES} ds={source_ds} stops on {span['last']}, before ds={ds}: "
+                          f"a cumulative extract dated {source_ds} must cover every day up to it")
+    extra = {"source_ds": source_ds, "history_days": history_days, "plan_days": plan_days,
+             "window": [span["first"].isoformat(), ds]}
+    sales_manifest = lake.publish(history, RAW_SALES, ds, gate=_gate_for(gate, RAW_SALES), extra=extra)
+    log(f"ingest: {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows, {span['first']}..{ds}")
+    plan_manifest = lake.publish(plan_window(sales, plan, ds, plan_days), RAW_PLAN, ds,
+                                 gate=_gate_for(gate, RAW_PLAN), extra=extra)
+    log(f"ingest: {RAW_PLAN} ds={ds}: {plan_manifest['rows']:,} rows for the {plan_days} days after ds; "
+        f"done in {time.time() - began:.1f}s")
+    return {"sales": sales_manifest, "plan": plan_manifest, "source_ds": source_ds}
+
+
+# ----------------------------------------------------------------------------------------------
+# A user's own file
+# ----------------------------------------------------------------------------------------------
+
+def read_user_file(path: str | Path) -> pd.DataFrame:
+    """A long-format or Kaggle store-item file -> canonical frame (models/demand/formats.py)."""
+    from echelon.models.demand.formats import read_any
+
+    return read_any(path)
+
+
+def ingest_file(path: str | Path, ds: str | None = None, history_days: int = DEFAULT_HISTORY_DAYS,
+                gate: Gate | Mapping[str, Gate] | None = None, plan_days: int = PLAN_DAYS, log=print) -> dict:
+    """Publish raw sales (and plan) for ds from a user's file; ds defaults to its last dated target.
+
+    Only the columns the file has are published (the feature job treats absent covariates as
+    unknown); a daily file is required, since the raw tables are daily."""
+    frame = read_user_file(path)
+    stamps = pd.to_datetime(frame["timestamp"])
+    if (stamps != stamps.dt.normalize()).any():
+        sample = frame[stamps != stamps.dt.normalize()].head()
+        raise IngestError(f"{path}: the raw demand tables are daily, but some timestamps have a time of "
+                          f"day; aggregate to days first (or forecast the file directly with "
+                          f"`echelon forecast`):\n{sample.to_string(index=False)}")
+    frame = frame.assign(timestamp=stamps.dt.date)
+    known = frame["target"].notna()
+    if ds is None:
+        ds = max(frame.loc[known, "timestamp"]).isoformat()
+    ds = lake.parse_ds(ds)
+    day = dt.date.fromisoformat(ds)
+    first = day - dt.timedelta(days=history_days - 1)
+    columns = [c for c in SALES_COLUMNS if c in frame.columns]
+    history = frame.loc[known & (frame["timestamp"] >= first) & (frame["timestamp"] <= day), columns]
+    if history.empty:
+        dates = frame["timestamp"]
+        raise IngestError(f"{path}: no rows between {first} and ds={ds}; the file covers "
+                          f"{min(dates)}..{max(dates)}")
+    plan_columns = [c for c in PLAN_COLUMNS if c in frame.columns]
+    future = frame.loc[(frame["timestamp"] > day)
+                       & (frame["timestamp"] <= day + dt.timedelta(days=plan_days)), plan_columns]
+    extra = {"source_file": str(Path(path).resolve()), "history_days": history_days, "plan_days": plan_days,
+             "window": [min(history["timestamp"]).isoformat(), ds]}
+    sales_manifest = lake.publish(history.reset_index(drop=True), RAW_SALES, ds,
+                                  gate=_gate_for(gate, RAW_SALES), extra=extra)
+    plan_manifest = lake.publish(future.reset_index(drop=True), RAW_PLAN, ds,
+                                 gate=_gate_for(gate, RAW_PLAN), extra=extra)
+    log(f"ingest: {path} -> {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows; "
+        f"{RAW_PLAN}: {plan_manifest['rows']:,} rows")
+    return {"sales": sales_manifest, "plan": plan_manifest, "source_file": str(path)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m echelon.jobs.demand.ingest",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--ds", help="partition date YYYY-MM-DD (with --input: defaults to the file's last date)")
+    parser.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS)
+    parser.add_argument("--plan-days", type=int, default=PLAN_DAYS)
+    parser.add_argument("--input", help="ingest this long-format or Kaggle store-item file instead of the source")
+    args = parser.parse_args(argv)
+    if args.input:
+        ingest_file(args.input, ds=args.ds, history_days=args.history_days, plan_days=args.plan_days)
+    elif not args.ds:
+        parser.error("--ds is required (unless --input is given)")
+    else:
+        run(args.ds, history_days=args.history_days, plan_days=args.plan_days)
+
+
+if __name__ == "__main__":
+    main()

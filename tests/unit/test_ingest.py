@@ -1,0 +1,147 @@
+"""Raw ingest: the window of one partition date, never a future row, idempotent, clear errors."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from echelon import lake
+from echelon.jobs.demand import ingest, world
+
+CFG = world.WorldConfig(items=10, locations=2, start="2025-09-01", end="2025-12-31", seed=5)
+END = CFG.end
+
+
+@pytest.fixture(scope="module")
+def source_lake(spark, tmp_path_factory):
+    """A lake holding the world's source extract (ds = END); each test ingests into it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECHELON_LAKE", str(tmp_path_factory.mktemp("ingest_lake")))
+        world.run(CFG, spark=spark, log=lambda _: None)
+        yield lake.read(world.SOURCE_SALES, CFG.ds), lake.read(world.SOURCE_PLAN, CFG.ds)
+
+
+@pytest.fixture
+def messages(source_lake) -> list[str]:
+    return []
+
+
+def _run(ds, messages, **kwargs):
+    return ingest.run(ds, log=messages.append, **kwargs)
+
+
+def test_history_ends_exactly_at_ds_and_plan_covers_the_next_days(spark, source_lake, messages):
+    ds = END.isoformat()
+    result = _run(ds, messages, history_days=30, spark=spark)
+    sales, plan = lake.read(ingest.RAW_SALES, ds), lake.read(ingest.RAW_PLAN, ds)
+    assert result["source_ds"] == ds
+    assert list(sales.columns) == ["ds", *world.SALES_COLUMNS]
+    assert min(sales["timestamp"]) == END - dt.timedelta(days=29) and max(sales["timestamp"]) == END
+    assert sales.groupby(["item_id", "location_id"])["timestamp"].max().eq(END).all()
+    assert min(plan["timestamp"]) == END + dt.timedelta(days=1)
+    assert max(plan["timestamp"]) == END + dt.timedelta(days=ingest.PLAN_DAYS)
+    assert list(plan.columns) == ["ds", *world.PLAN_COLUMNS]
+    assert result["sales"]["rows"] == len(sales) and result["plan"]["rows"] == len(plan)
+
+
+def test_an_earlier_date_reads_the_cumulative_extract_and_never_leaks_the_future(spark, source_lake, messages):
+    source_sales, source_plan = source_lake
+    ds = dt.date(2025, 11, 20)
+    result = _run(ds.isoformat(), messages, history_days=60, spark=spark)
+    assert result["source_ds"] == END.isoformat()
+    assert any("using the cumulative extract ds=2025-12-31" in m for m in messages)
+
+    sales = lake.read(ingest.RAW_SALES, ds.isoformat())
+    assert max(sales["timestamp"]) == ds
+    assert min(sales["timestamp"]) == ds - dt.timedelta(days=59)
+    expected = source_sales[(source_sales["timestamp"] <= ds)
+                            & (source_sales["timestamp"] > ds - dt.timedelta(days=60))]
+    key = ["item_id", "location_id", "timestamp"]
+    pd.testing.assert_frame_equal(sales.drop(columns="ds").sort_values(key).reset_index(drop=True),
+                                  expected.drop(columns="ds").sort_values(key).reset_index(drop=True))
+
+    # The plan joins the extract's own later days (Nov 21 .. Dec 31) to its plan (Jan 1 .. Jan 15).
+    plan = lake.read(ingest.RAW_PLAN, ds.isoformat())
+    assert min(plan["timestamp"]) == ds + dt.timedelta(days=1)
+    assert max(plan["timestamp"]) == ds + dt.timedelta(days=ingest.PLAN_DAYS)
+    assert not plan.duplicated(key).any() and "target" not in plan
+    known = pd.concat([source_sales[world.PLAN_COLUMNS], source_plan[world.PLAN_COLUMNS]])
+    merged = plan.merge(known, on=key, suffixes=("", "_source"))
+    assert len(merged) == len(plan)
+    assert (merged["price"] == merged["price_source"]).all() and (merged["promo"] == merged["promo_source"]).all()
+
+
+def test_rerunning_a_date_gives_the_same_checksum_and_leaves_other_dates_alone(spark, source_lake, messages):
+    other = _run("2025-12-01", messages, history_days=20, spark=spark)
+    first = _run("2025-12-10", messages, history_days=20, spark=spark)
+    second = _run("2025-12-10", messages, history_days=20, spark=spark)
+    for table in ("sales", "plan"):
+        assert first[table]["checksum"] == second[table]["checksum"]
+        assert first[table]["rows"] == second[table]["rows"] > 0
+    assert lake.read_manifest(ingest.RAW_SALES, "2025-12-01")["checksum"] == other["sales"]["checksum"]
+    assert lake.read_manifest(ingest.RAW_SALES, "2025-12-01")["published_at"] == other["sales"]["published_at"]
+
+
+def test_a_failing_gate_publishes_nothing(spark, source_lake, messages):
+    ds = "2025-12-05"
+    assert not lake.exists(ingest.RAW_SALES, ds)
+
+    def refuse(staged):
+        raise RuntimeError(f"gate refused {staged.name}")
+
+    with pytest.raises(RuntimeError, match="gate refused"):
+        _run(ds, messages, history_days=10, spark=spark, gate={"sales": refuse})
+    assert not lake.exists(ingest.RAW_SALES, ds) and not lake.exists(ingest.RAW_PLAN, ds)
+
+    seen = []
+    _run(ds, messages, history_days=10, spark=spark, gate=lambda staged: seen.append(staged))
+    assert len(seen) == 2 and lake.exists(ingest.RAW_SALES, ds) and lake.exists(ingest.RAW_PLAN, ds)
+
+
+def test_a_date_after_every_extract_is_a_clear_error(source_lake, messages):
+    with pytest.raises(ingest.IngestError, match=r"no source extract covers ds=2026-01-01.*2025-12-31"):
+        _run("2026-01-01", messages)
+
+
+def test_a_date_before_the_extract_is_a_clear_error(spark, source_lake, messages):
+    with pytest.raises(ingest.IngestError, match="no rows in the window.*starts on 2025-09-01"):
+        _run("2025-06-01", messages, history_days=30, spark=spark)
+
+
+def test_store_item_file(tmp_path, lake_dir):
+    days = pd.date_range("2024-01-01", "2024-03-31", freq="D")
+    frame = pd.DataFrame([(d.date().isoformat(), store, item, (d.day + store + item) % 7)
+                          for d in days for store in (1, 2) for item in (1, 2, 3)],
+                         columns=["date", "store", "item", "sales"])
+    path = tmp_path / "store_item.csv"
+    frame.to_csv(path, index=False)
+
+    result = ingest.ingest_file(path, history_days=28, log=lambda _: None)
+    ds = "2024-03-31"   # the file's last date
+    sales = lake.read(ingest.RAW_SALES, ds)
+    assert result["sales"]["rows"] == 28 * 6 == len(sales)
+    assert set(sales["location_id"]) == {"1", "2"} and set(sales["item_id"]) == {"1", "2", "3"}
+    assert min(sales["timestamp"]) == dt.date(2024, 3, 4) and max(sales["timestamp"]) == dt.date(2024, 3, 31)
+    assert lake.read_manifest(ingest.RAW_PLAN, ds)["rows"] == 0
+
+    # An earlier date: the file's later days become the plan, never history.
+    ingest.ingest_file(path, ds="2024-03-01", history_days=28, log=lambda _: None)
+    assert max(lake.read(ingest.RAW_SALES, "2024-03-01")["timestamp"]) == dt.date(2024, 3, 1)
+    plan = lake.read(ingest.RAW_PLAN, "2024-03-01")
+    assert min(plan["timestamp"]) == dt.date(2024, 3, 2) and "target" not in plan
+
+
+def test_long_format_file_with_time_of_day_is_refused(tmp_path, lake_dir):
+    path = tmp_path / "hourly.csv"
+    pd.DataFrame({"item_id": ["a", "a"], "timestamp": ["2024-01-01 00:00", "2024-01-01 01:00"],
+                  "target": [1, 2]}).to_csv(path, index=False)
+    with pytest.raises(ingest.IngestError, match="daily"):
+        ingest.ingest_file(path, log=lambda _: None)
+    assert not lake.partitions(ingest.RAW_SALES)
+
+
+def test_cli_requires_a_date(capsys):
+    with pytest.raises(SystemExit):
+        ingest.main([])
+    assert "--ds is required" in capsys.readouterr().err
