@@ -7,6 +7,7 @@ echelon.models.demand.steps, which the `echelon demand <step> --ds D` command ru
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from airflow.sdk import Asset, dag, task
 
@@ -16,7 +17,7 @@ FORECASTS = Asset("echelon://published/demand/forecasts")
 
 DEFAULT_ARGS = {
     "owner": "demand",
-    "retries": 2,
+    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
     "retry_delay": dt.timedelta(minutes=2),
     "execution_timeout": dt.timedelta(hours=2),
 }
@@ -37,41 +38,43 @@ def demand_nightly():
     def partition(logical_date=None) -> str:
         return data_partition(logical_date)
 
-    @task
-    def ingest(ds: str) -> dict:
-        from echelon.models.demand import steps
-        return steps.ingest(ds)
+    # `ds` is a reserved name in Airflow's task context: the data date travels as `day`.
 
     @task
-    def features(ds: str) -> dict:
+    def ingest(day: str) -> dict:
         from echelon.models.demand import steps
-        return steps.features(ds)
+        return steps.ingest(day)
 
     @task
-    def train(ds: str) -> dict:
+    def features(day: str) -> dict:
         from echelon.models.demand import steps
-        return steps.train(ds)
+        return steps.features(day)
 
     @task
-    def evaluate_and_promote(ds: str) -> dict:
+    def train(day: str) -> dict:
         from echelon.models.demand import steps
-        return steps.evaluate_and_promote(ds)
+        return steps.train(day)
+
+    @task
+    def evaluate_and_promote(day: str) -> dict:
+        from echelon.models.demand import steps
+        return steps.evaluate_and_promote(day)
 
     @task(outlets=[FORECASTS])
-    def score(ds: str, outlet_events=None) -> dict:
+    def score(day: str, outlet_events=None) -> dict:
         from echelon.models.demand import steps
-        manifest = steps.score(ds)
-        outlet_events[FORECASTS].extra = {"ds": ds, "rows": manifest["rows"]}
+        manifest = steps.score(day)
+        outlet_events[FORECASTS].extra = {"ds": day, "rows": manifest["rows"]}
         return manifest
 
     @task
-    def report(ds: str) -> str:
+    def report(day: str) -> str:
         from echelon.models.demand import steps
-        return steps.report(ds)
+        return steps.report(day)
 
-    ds = partition()
-    published = ingest(ds) >> features(ds) >> train(ds) >> evaluate_and_promote(ds) >> score(ds)
-    published >> report(ds)
+    day = partition()
+    published = ingest(day) >> features(day) >> train(day) >> evaluate_and_promote(day) >> score(day)
+    published >> report(day)
 
 
 demand_nightly()

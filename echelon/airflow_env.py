@@ -14,7 +14,7 @@ def airflow_env(base: dict | None = None) -> dict:
     """Environment variables for Airflow: embedded defaults (SQLite, LocalExecutor, home under var/),
     any AIRFLOW__* already set (production: Postgres, Celery) wins."""
     env = dict(os.environ if base is None else base)
-    settings = get_settings()
+    settings = get_settings(env)
     home = Path(env.get("AIRFLOW_HOME", settings.var / "airflow"))
     home.mkdir(parents=True, exist_ok=True)
     defaults = {
@@ -46,3 +46,8 @@ def airflow(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPro
     executable = Path(sys.executable).with_name("airflow")
     return subprocess.run([str(executable), *args], env=airflow_env(kwargs.pop("env", None)),
                           check=check, **kwargs)
+
+
+def main(argv: list[str]) -> int:
+    """`echelon airflow ARGS...`: the airflow CLI with the project's settings."""
+    return airflow(*argv, check=False).returncode

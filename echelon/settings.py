@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,9 +31,9 @@ class Settings:
         return self.reports / "gx"
 
 
-def get_settings() -> Settings:
-    """Read the environment now (not at import), so tests and tasks can point it elsewhere."""
-    env = os.environ
+def get_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment (or `env`) now, not at import, so tests and tasks can point it elsewhere."""
+    env = os.environ if env is None else env
     home = Path(env.get("ECHELON_HOME", PROJECT_ROOT)).resolve()
     var = Path(env.get("ECHELON_VAR", home / "var")).resolve()
     return Settings(

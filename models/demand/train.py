@@ -36,6 +36,12 @@ def candidates() -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
+def model_params(name: str) -> dict:
+    """Per-model overrides of the recommended settings: ECHELON_DEMAND_MODEL_PARAMS, a JSON object such
+    as {"lightgbm": {"num_boost_round": 200}, "feedforward": {"epochs": 10}}."""
+    return json.loads(os.environ.get("ECHELON_DEMAND_MODEL_PARAMS", "{}")).get(name, {})
+
+
 def retrain_due(ds: str) -> bool:
     """ECHELON_DEMAND_RETRAIN: 'daily', or a weekday name for weekly retraining (default sunday).
     A registry without a champion always trains."""
@@ -75,7 +81,7 @@ def fit_at(name: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int
     """A fresh candidate fit on everything up to `origin`, and its forecasts for the window after it."""
     from echelon.models.demand.forecast import build_forecaster
 
-    model = build_forecaster(name, seed=seed)
+    model = build_forecaster(name, seed=seed, **model_params(name))
     history = canonical(features[features["date"] <= origin])
     if hasattr(model, "fit_features"):  # uses the published Spark features directly
         model.fit_features(features, horizon, "D", cutoff=origin)
@@ -136,7 +142,7 @@ def train(ds: str, horizon: int = HORIZON, names: list[str] | None = None, seed:
             seconds = time.time() - started
             mlflow.log_params({"model": name, "horizon": horizon, "origin": origin.date().isoformat(),
                                "seed": seed, "train_rows": len(history), "series": history[SERIES].drop_duplicates().shape[0],
-                               "config": repr(model)[:500]})
+                               "config": repr(model)[:500], **{f"param_{k}": v for k, v in model_params(name).items()}})
             mlflow.log_metric("fit_seconds", seconds)
             scored = _log_evaluation(ds, name, history, forecasts, actuals)
             info = log_forecaster(model, name="model", registered_model_name=MODEL_NAME,

@@ -1,0 +1,64 @@
+"""Every DAG imports cleanly, carries tags, retries and timeouts, and does no heavy work at import."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+HEAVY = ["pyspark", "mlflow", "torch", "lightgbm", "gluonts", "great_expectations", "pandas", "ortools"]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from echelon.airflow_env import airflow_env
+    import os
+
+    os.environ.update({k: v for k, v in airflow_env().items() if k.startswith("AIRFLOW")})
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "demand_nightly" in dagbag.dags
+
+
+def test_every_dag_has_tags_retries_and_timeouts(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+        assert not dag.catchup, f"{dag_id} would catch up on every missed interval at first unpause"
+        for task in dag.tasks:
+            assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+            assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no timeout"
+
+
+def test_demand_nightly_shape(dagbag):
+    dag = dagbag.dags["demand_nightly"]
+    order = ["partition", "ingest", "features", "train", "evaluate_and_promote", "score"]
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, f"{upstream} must precede {downstream}"
+    assert [o.uri for o in dag.get_task("score").outlets] == ["echelon://published/demand/forecasts"]
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS.glob("*.py")))
+def test_dag_files_import_no_heavy_modules(dag_file):
+    """The dag-processor parses DAG files every few seconds: heavy imports belong inside tasks."""
+    code = (f"import runpy, sys, json; runpy.run_path({str(DAGS / dag_file)!r}); "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_partition_is_the_day_before_the_logical_date():
+    import datetime as dt
+
+    from echelon.schedule import data_partition, nightly_run_date
+
+    run = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.timezone.utc)
+    assert data_partition(run) == "2026-11-20"
+    assert nightly_run_date("2026-11-20") == run
+    assert data_partition(nightly_run_date("2024-02-29")) == "2024-02-29"
