@@ -3,6 +3,7 @@ Makefile (through `echelon airflow ...`), the tests and the docker image."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,16 @@ def airflow_env(base: dict | None = None) -> dict:
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                   f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/execution/")
+    # The scheduler's task supervisors and the api-server must sign and check the same tokens: a secret
+    # generated once per Airflow home, never committed (production sets AIRFLOW__API_AUTH__JWT_SECRET).
+    if "AIRFLOW__API_AUTH__JWT_SECRET" not in env:
+        secret_file = home / ".jwt_secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(32))
+            secret_file.chmod(0o600)
+        env["AIRFLOW__API_AUTH__JWT_SECRET"] = secret_file.read_text().strip()
     return env
 
 

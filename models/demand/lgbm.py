@@ -1,0 +1,420 @@
+"""Pooled LightGBM quantile forecaster: one model per quantile across all series, direct multi-horizon.
+
+Training rows are (series, origin, h) for h = 1..H: the features known at the end of the origin date
+(the feature job's row for that date), the known covariates of the target date (calendar, promo,
+price, year-ago demand), and h itself; the label is the demand on origin + h. Origins are sampled to
+bound the row count. Every demand-valued input and the label are divided by a per-series level, so
+series of very different sizes pool into one model; the level is also the sample weight, so the
+training loss is the pinball loss in units, which is what wQL measures.
+
+The level is the series' mean over the last 364 days shrunk towards its category x location mean
+(weight LEVEL_PRIOR_DAYS observed days), so a new item's level is its category's. A share of the
+training rows is also copied as "cold starts" (own history blanked, category level), so the model
+learns how a new item's demand relates to the category features instead of reading missing values as
+zero. Crossed quantiles are sorted afterwards (base.sort_quantiles).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from echelon.jobs.demand.features import (CALENDAR_FEATURES, DOW_MEAN_FEATURES, LAG_FEATURES, LAGS,
+                                          ROLLING_FEATURES, features_pandas)
+from echelon.models.demand.base import QUANTILES, SERIES, qcol, qcols, sort_quantiles
+
+log = logging.getLogger(__name__)
+
+META_FILE = "lightgbm_forecaster.json"
+LEVEL_PRIOR_DAYS = 7.0       # weight of the category mean in a series' level, in observed days
+MIN_LEVEL = 0.1              # units/day: keeps scaled values finite for near-zero series
+
+CATEGORY_MEANS = ["cat_mean_7", "cat_mean_28", "cat_mean_91"]
+CATEGORY_DOW = [f"cat_dow_mean_{d}" for d in range(7)]
+CATEGORY_COLUMNS = ["cat_items"] + CATEGORY_MEANS + CATEGORY_DOW
+# demand-valued origin features, divided by the level
+SCALED_ORIGIN = LAG_FEATURES + ROLLING_FEATURES + DOW_MEAN_FEATURES + ["year_ago_mean_28"] + CATEGORY_MEANS + CATEGORY_DOW
+RAW_ORIGIN = ["observed_days_364", "nonzero_share_91", "stockout_days_28", "item_age_days", "price_ratio_28",
+              "promo", "day_of_week", "cat_items"]
+# what a series with no row at the origin (a new item) lacks; cold-start copies blank exactly these
+OWN_HISTORY = LAG_FEATURES + ROLLING_FEATURES + DOW_MEAN_FEATURES + [
+    "year_ago_mean_28", "observed_days_364", "nonzero_share_91", "stockout_days_28", "item_age_days",
+    "price", "price_ratio_28", "promo"]
+TARGET_RAW = CALENDAR_FEATURES + ["promo"]
+TARGET_SCALED = ["year_ago_lag_364", "year_ago_mean_7"]
+
+DEFAULT_PARAMS = {
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_data_in_leaf": 200,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "max_bin": 255,
+}
+
+
+class FeatureTableError(ValueError):
+    """The feature table lacks rows or columns the model needs."""
+
+
+def _prepare_features(features: pd.DataFrame) -> pd.DataFrame:
+    needed = ["item_id", "location_id", "date", "is_future", "target"] + SCALED_ORIGIN + RAW_ORIGIN + TARGET_RAW + TARGET_SCALED
+    missing = sorted(set(needed) - set(features.columns))
+    if missing:
+        raise FeatureTableError(f"feature table lacks column(s) {missing}: build it with "
+                                f"echelon.jobs.demand.features.build_features")
+    f = features.copy()
+    for col in SERIES:
+        f[col] = f[col].astype(str)
+    if "category" not in f.columns:
+        f["category"] = "unknown"
+    f["category"] = f["category"].fillna("unknown").astype(str)
+    f["date"] = pd.to_datetime(f["date"])
+    if "in_stock" not in f.columns:
+        f["in_stock"] = np.where(f["is_future"] == 0, 1.0, np.nan)
+    return f.sort_values(SERIES + ["date"], kind="stable").reset_index(drop=True)
+
+
+def _category_at(features: pd.DataFrame, origins: pd.DataFrame) -> pd.DataFrame:
+    """Category x location aggregates at each origin date (they are the same for every item of the
+    category), falling back to the category's mean over locations for a location it is new to."""
+    hist = features[features["is_future"] == 0]
+    by_loc = hist.groupby(["category", "location_id", "date"], sort=False)[CATEGORY_COLUMNS].first().reset_index()
+    out = origins[SERIES + ["category", "origin"]].merge(
+        by_loc.rename(columns={"date": "origin"}), on=["category", "location_id", "origin"], how="left")
+    lacking = out[CATEGORY_MEANS[1]].isna()
+    if lacking.any():
+        by_cat = by_loc.groupby(["category", "date"])[CATEGORY_COLUMNS].mean().reset_index() \
+            .rename(columns={"date": "origin"})
+        fill = out.loc[lacking, ["category", "origin"]].merge(by_cat, on=["category", "origin"], how="left")
+        out.loc[lacking, CATEGORY_COLUMNS] = fill[CATEGORY_COLUMNS].to_numpy()
+    return out[CATEGORY_COLUMNS]
+
+
+def _levels(own_mean: pd.Series, observed: pd.Series, category_mean: pd.Series, fallback: float) -> np.ndarray:
+    """Own 364-day mean shrunk towards the category mean by LEVEL_PRIOR_DAYS pseudo-observations."""
+    n = observed.fillna(0).to_numpy(dtype=float)
+    own = own_mean.to_numpy(dtype=float)
+    cat = category_mean.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        blended = (n * np.nan_to_num(own) + LEVEL_PRIOR_DAYS * cat) / (n + LEVEL_PRIOR_DAYS)
+    level = np.where(np.isfinite(cat), blended, own)
+    level = np.where(np.isfinite(level), level, fallback)
+    return np.maximum(level, MIN_LEVEL)
+
+
+class LightGBMForecaster:
+    name = "lightgbm"
+
+    def __init__(self, params: dict | None = None, num_boost_round: int = 600,
+                 max_origins_per_series: int = 365, cold_start_share: float = 0.05,
+                 seed: int = 42, num_threads: int = 1, spark=None):
+        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        self.num_boost_round = num_boost_round
+        self.max_origins_per_series = max_origins_per_series
+        self.cold_start_share = cold_start_share
+        self.seed = seed
+        self.num_threads = num_threads
+        self.spark = spark
+        self.horizon: int | None = None
+        self.freq = "D"
+        self.quantiles: tuple[float, ...] = QUANTILES
+        self.boosters: dict[float, object] = {}
+        self.feature_names: list[str] = []
+        self.fallback_level = 1.0
+        self.training_rows = 0
+
+    def __deepcopy__(self, memo):
+        # a Spark session cannot be copied (backtests deep-copy the forecaster); share it instead
+        clone = type(self).__new__(type(self))
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = value if key == "spark" else copy.deepcopy(value, memo)
+        return clone
+
+    # ------------------------------------------------------------------ design matrix
+    def _design(self, features: pd.DataFrame, origins: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
+        """One row per (series, origin, horizon): scaled origin features + target-date covariates.
+
+        origins: SERIES + category + origin (one row per series); targets: SERIES + origin + horizon +
+        date (the target date). Returns the design frame with `level` and the target `label` (NaN when
+        the target date has no observed demand)."""
+        f = features
+        origin_cols = sorted(set(SCALED_ORIGIN + RAW_ORIGIN + ["roll_mean_364", "price"]) - set(CATEGORY_COLUMNS))
+        o = origins.merge(f[SERIES + ["date"] + origin_cols].rename(columns={"date": "origin"}),
+                          on=SERIES + ["origin"], how="left")
+        o["day_of_week"] = o["origin"].dt.dayofweek          # known even without an origin row
+        category = _category_at(f, o)
+        for c in CATEGORY_COLUMNS:
+            o[c] = category[c].to_numpy(dtype=float)
+        o["level"] = _levels(o["roll_mean_364"], o["observed_days_364"], o["cat_mean_28"], self.fallback_level)
+
+        t_cols = TARGET_RAW + TARGET_SCALED + ["price", "target", "in_stock"]
+        t = f[SERIES + ["date"] + t_cols].rename(columns={c: f"t_{c}" for c in t_cols})
+        d = targets.merge(o, on=SERIES + ["origin"], how="left").merge(t, on=SERIES + ["date"], how="left")
+        return self._finish(d)
+
+    def _finish(self, d: pd.DataFrame) -> pd.DataFrame:
+        level = d["level"].to_numpy()
+        X = pd.DataFrame(index=d.index)
+        X["horizon"] = d["horizon"].to_numpy(dtype=float)
+        for c in SCALED_ORIGIN:
+            X[c] = d[c].to_numpy(dtype=float) / level
+        for c in RAW_ORIGIN:
+            X[c] = d[c].to_numpy(dtype=float)
+        for c in TARGET_RAW:
+            X[f"t_{c}"] = d[f"t_{c}"].to_numpy(dtype=float)
+        for c in TARGET_SCALED:
+            X[f"t_{c}"] = d[f"t_{c}"].to_numpy(dtype=float) / level
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X["t_price_change"] = d["t_price"].to_numpy(dtype=float) / d["price"].to_numpy(dtype=float)
+            # the target weekday's recent mean, own and category's, and its last observed value
+            t_dow = d["t_day_of_week"].fillna(0).astype(int).to_numpy()
+            rows = np.arange(len(d))
+            X["t_dow_mean"] = d[DOW_MEAN_FEATURES].to_numpy(dtype=float)[rows, t_dow] / level
+            X["t_cat_dow_mean"] = d[CATEGORY_DOW].to_numpy(dtype=float)[rows, t_dow] / level
+            lag_index = {k: i for i, k in enumerate(LAGS)}
+            back = (7 - d["horizon"].to_numpy(dtype=int) % 7) % 7
+            X["t_last_same_weekday"] = d[LAG_FEATURES].to_numpy(dtype=float)[rows, [lag_index[b] for b in back]] / level
+            # last year's change from the origin's four weeks to the target week, applied to this year
+            growth = d["roll_mean_28"].to_numpy(dtype=float) / d["year_ago_mean_28"].to_numpy(dtype=float)
+            X["growth_28"] = np.where(np.isfinite(growth), growth, np.nan)
+            projection = d["roll_mean_28"].to_numpy(dtype=float) * d["t_year_ago_mean_7"].to_numpy(dtype=float) \
+                / d["year_ago_mean_28"].to_numpy(dtype=float) / level
+            X["t_year_over_year"] = np.where(np.isfinite(projection), projection, np.nan)
+        X["level"] = level
+        X["log_level"] = np.log(level)
+        X.replace([np.inf, -np.inf], np.nan, inplace=True)
+        X["__label"] = d["t_target"].where(d["t_in_stock"].fillna(1) > 0).to_numpy(dtype=float) / level
+        return X
+
+    @staticmethod
+    def _expand(origins: pd.DataFrame, horizon: int) -> pd.DataFrame:
+        steps = np.arange(1, horizon + 1)
+        out = origins.loc[origins.index.repeat(horizon), SERIES + ["origin"]].reset_index(drop=True)
+        out["horizon"] = np.tile(steps, len(origins))
+        out["date"] = out["origin"] + pd.to_timedelta(out["horizon"], unit="D")
+        return out
+
+    # ------------------------------------------------------------------ training
+    def fit(self, history: pd.DataFrame, horizon: int, freq: str = "D",
+            quantiles: Sequence[float] = QUANTILES) -> "LightGBMForecaster":
+        """Build features from a canonical history with local Spark, then fit_features."""
+        self._check_freq(freq)
+        started = time.time()
+        features = features_pandas(_canonical(history), spark=self.spark)
+        log.info("lightgbm: built %d feature rows in %.1f s", len(features), time.time() - started)
+        return self.fit_features(features, horizon, freq, quantiles)
+
+    def fit_features(self, features: pd.DataFrame, horizon: int, freq: str = "D",
+                     quantiles: Sequence[float] = QUANTILES, cutoff=None) -> "LightGBMForecaster":
+        """Train on a feature table (the published sales_features or build_features output), using
+        only labels dated on or before `cutoff` (default: the last observed date)."""
+        import lightgbm as lgb
+
+        self._check_freq(freq)
+        self.horizon, self.freq, self.quantiles = int(horizon), freq, tuple(quantiles)
+        f = _prepare_features(features)
+        hist = f[f["is_future"] == 0]
+        cutoff = pd.Timestamp(cutoff) if cutoff is not None else hist["date"].max()
+        hist = hist[hist["date"] <= cutoff]
+        f = f[f["date"] <= cutoff]
+        rng = np.random.default_rng(self.seed)
+
+        candidates = hist.loc[hist["date"] < cutoff, SERIES + ["category", "date"]].rename(columns={"date": "origin"})
+        candidates = candidates.assign(_r=rng.random(len(candidates)))
+        rank = candidates.groupby(SERIES)["_r"].rank(method="first")
+        origins = candidates[rank <= self.max_origins_per_series].drop(columns="_r").reset_index(drop=True)
+        levels = hist["roll_mean_364"].dropna()
+        self.fallback_level = float(max(levels.median(), MIN_LEVEL)) if len(levels) else 1.0
+
+        targets = self._expand(origins, self.horizon)
+        targets = targets[targets["date"] <= cutoff]
+        design = self._design(f, origins, targets)
+        design = self._with_cold_starts(design, f, origins, targets, rng)
+        design = design[np.isfinite(design["__label"])]
+        if design.empty:
+            raise FeatureTableError("no training rows: the feature table has no observed demand after an origin")
+        label = design.pop("__label").to_numpy()
+        weight = design["level"].to_numpy()
+        self.feature_names = list(design.columns)
+        self.training_rows = len(design)
+        log.info("lightgbm: %d training rows (%d origins, horizon %d, cutoff %s), %d features",
+                 len(design), len(origins), self.horizon, cutoff.date(), len(self.feature_names))
+
+        dataset = lgb.Dataset(design.to_numpy(dtype=np.float32), label=label, weight=weight,
+                              feature_name=self.feature_names, free_raw_data=False,
+                              params={"max_bin": self.params.get("max_bin", 255), "verbose": -1})
+        self.boosters = {}
+        for q in self.quantiles:
+            started = time.time()
+            params = {**self.params, "objective": "quantile", "alpha": q, "seed": self.seed,
+                      "deterministic": True, "force_row_wise": True, "verbose": -1,
+                      "num_threads": self.num_threads}
+            self.boosters[q] = lgb.train(params, dataset, num_boost_round=self.num_boost_round)
+            log.info("lightgbm: quantile %g trained in %.1f s", q, time.time() - started)
+        return self
+
+    def _with_cold_starts(self, design, features, origins, targets, rng) -> pd.DataFrame:
+        """Append copies of a random share of the rows as if the item had just launched: own history
+        blank, level from the category. Teaches the pooled model the new-item case."""
+        if self.cold_start_share <= 0 or design.empty:
+            return design
+        pick = rng.random(len(design)) < self.cold_start_share
+        if not pick.any():
+            return design
+        chosen = targets[pick].reset_index(drop=True)
+        cold_origins = chosen[SERIES + ["origin"]].drop_duplicates().merge(
+            origins, on=SERIES + ["origin"], how="left")
+        blank = features.copy()
+        # the design reads own history from the origin rows; blank them for these origins only
+        keyed = blank.set_index(SERIES + ["date"]).index
+        cold_keys = pd.MultiIndex.from_frame(cold_origins[SERIES + ["origin"]].rename(columns={"origin": "date"}))
+        mask = keyed.isin(cold_keys)
+        blank.loc[mask, OWN_HISTORY] = np.nan
+        # the target date's year-ago values are own history too
+        target_keys = pd.MultiIndex.from_frame(chosen[SERIES + ["date"]])
+        blank.loc[keyed.isin(target_keys), TARGET_SCALED] = np.nan
+        # keep the category aggregates of the real table (blanking does not touch them)
+        cold = self._design(blank, cold_origins, chosen)
+        return pd.concat([design, cold], ignore_index=True)
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, history: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast `horizon` days after each series' last date; series only in `future` (new items)
+        are forecast from the last date of the whole history using their category."""
+        self._check_fitted()
+        hist = _canonical(history)
+        plan = _future_grid(hist, future, self.horizon)
+        features = features_pandas(hist, future=plan, spark=self.spark)
+        return self.predict_features(features)
+
+    def predict_features(self, features: pd.DataFrame, origin=None) -> pd.DataFrame:
+        """Forecast from a feature table. origin=None: from each series' last observed date (series
+        with no observed row start at the table's last observed date), reading the target dates'
+        covariates from the table's future rows. origin=<date>: every series from that date (for
+        backtests on one full table)."""
+        self._check_fitted()
+        f = _prepare_features(features)
+        observed = f[f["is_future"] == 0]
+        series = f.groupby(SERIES, sort=True)["category"].first().reset_index()
+        if origin is not None:
+            origins = series.assign(origin=pd.Timestamp(origin))
+        else:
+            last = observed.groupby(SERIES)["date"].max().rename("origin").reset_index()
+            origins = series.merge(last, on=SERIES, how="left")
+            origins["origin"] = origins["origin"].fillna(observed["date"].max())
+        targets = self._expand(origins, self.horizon)
+        present = targets.merge(f[SERIES + ["date"]], on=SERIES + ["date"], how="left", indicator=True)
+        absent = present[present["_merge"] == "left_only"]
+        if len(absent):
+            raise FeatureTableError(
+                f"feature table lacks {len(absent)} target-date rows (series x date) needed to forecast "
+                f"{self.horizon} days ahead, e.g.\n{absent[SERIES + ['origin', 'date']].head().to_string()}\n"
+                f"build it with a future frame or horizon >= {self.horizon}")
+        design = self._design(f, origins, targets)
+        design.pop("__label")
+        X = design[self.feature_names].to_numpy(dtype=np.float32)
+        level = design["level"].to_numpy()
+        out = targets[SERIES + ["date", "horizon"]].rename(columns={"date": "timestamp"}).reset_index(drop=True)
+        for q in self.quantiles:
+            out[qcol(q)] = self.boosters[q].predict(X, num_threads=self.num_threads) * level
+        return sort_quantiles(out, self.quantiles)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Path) -> None:
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for q, booster in self.boosters.items():
+            files[str(q)] = f"quantile_{q:g}.txt"
+            booster.save_model(str(path / files[str(q)]))
+        meta = {"name": self.name, "params": self.params, "num_boost_round": self.num_boost_round,
+                "max_origins_per_series": self.max_origins_per_series,
+                "cold_start_share": self.cold_start_share, "seed": self.seed, "num_threads": self.num_threads,
+                "horizon": self.horizon, "freq": self.freq, "quantiles": list(self.quantiles),
+                "feature_names": self.feature_names, "fallback_level": self.fallback_level,
+                "training_rows": self.training_rows, "model_files": files}
+        (path / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "LightGBMForecaster":
+        import lightgbm as lgb
+
+        path = Path(path)
+        meta = json.loads((path / META_FILE).read_text())
+        model = cls(params=meta["params"], num_boost_round=meta["num_boost_round"],
+                    max_origins_per_series=meta["max_origins_per_series"],
+                    cold_start_share=meta["cold_start_share"], seed=meta["seed"], num_threads=meta["num_threads"])
+        model.horizon, model.freq = meta["horizon"], meta["freq"]
+        model.quantiles = tuple(meta["quantiles"])
+        model.feature_names = meta["feature_names"]
+        model.fallback_level = meta["fallback_level"]
+        model.training_rows = meta["training_rows"]
+        model.boosters = {float(q): lgb.Booster(model_file=str(path / name)) for q, name in meta["model_files"].items()}
+        return model
+
+    # ------------------------------------------------------------------ helpers
+    def _check_fitted(self) -> None:
+        if not self.boosters:
+            raise RuntimeError("LightGBMForecaster is not fitted: call fit or fit_features first")
+
+    @staticmethod
+    def _check_freq(freq: str) -> None:
+        if pd.tseries.frequencies.to_offset(freq) != pd.tseries.frequencies.to_offset("D"):
+            raise ValueError(f"LightGBMForecaster works on daily data (its features are daily calendar, "
+                             f"lags and windows); got freq={freq!r}. Use seasonal_naive or a GluonTS model.")
+
+    def __repr__(self) -> str:
+        return f"LightGBMForecaster(num_boost_round={self.num_boost_round}, params={self.params})"
+
+
+def _canonical(history: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("item_id", "timestamp", "target") if c not in history.columns]
+    if missing:
+        raise ValueError(f"history frame lacks column(s) {missing}; has {list(history.columns)}")
+    hist = history.copy()
+    if "location_id" not in hist.columns:
+        hist["location_id"] = "all"
+    for col in SERIES:
+        hist[col] = hist[col].astype(str)
+    hist["timestamp"] = pd.to_datetime(hist["timestamp"])
+    return hist
+
+
+def _future_grid(hist: pd.DataFrame, future: pd.DataFrame | None, horizon: int) -> pd.DataFrame:
+    """The horizon dates after each series' last date (new series in `future`: after the history's
+    last date), with the known covariates `future` gives for them (price carried forward otherwise)."""
+    last = hist.groupby(SERIES)["timestamp"].max()
+    keys = last.reset_index().rename(columns={"timestamp": "origin"})
+    if "category" in hist.columns:
+        keys = keys.merge(hist.groupby(SERIES)["category"].last().reset_index(), on=SERIES, how="left")
+    if future is not None and len(future):
+        fut = _canonical(future.assign(target=np.nan) if "target" not in future.columns else future)
+        new = fut[SERIES + (["category"] if "category" in fut.columns else [])].drop_duplicates(SERIES)
+        new = new.merge(keys[SERIES], on=SERIES, how="left", indicator=True)
+        new = new[new["_merge"] == "left_only"].drop(columns="_merge").assign(origin=hist["timestamp"].max())
+        keys = pd.concat([keys, new], ignore_index=True)
+    grid = keys.loc[keys.index.repeat(horizon)].reset_index(drop=True)
+    grid["timestamp"] = grid["origin"] + pd.to_timedelta(np.tile(np.arange(1, horizon + 1), len(keys)), unit="D")
+    grid = grid.drop(columns="origin")
+    if future is not None and len(future):
+        covariates = [c for c in ("price", "promo") if c in fut.columns]
+        if covariates:
+            grid = grid.merge(fut[SERIES + ["timestamp"] + covariates], on=SERIES + ["timestamp"], how="left")
+        if "category" in fut.columns and "category" in grid.columns:
+            cat = fut.groupby(SERIES)["category"].first().rename("_cat").reset_index()
+            grid = grid.merge(cat, on=SERIES, how="left")
+            grid["category"] = grid["category"].fillna(grid["_cat"])
+            grid = grid.drop(columns="_cat")
+        elif "category" in fut.columns:
+            grid = grid.merge(fut.groupby(SERIES)["category"].first().reset_index(), on=SERIES, how="left")
+    return grid

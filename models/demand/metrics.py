@@ -1,0 +1,179 @@
+"""Forecast accuracy: pinball loss, weighted quantile loss, coverage, MASE, WAPE, overall and by segment.
+
+Definitions (as GluonTS computes them, so numbers compare with published benchmarks):
+- pinball(y, f, q)  = max(q (y - f), (q - 1)(y - f))
+- wQL[q]            = 2 * sum(pinball) / sum(|y|)            (GluonTS `wQuantileLoss[q]`)
+- mean wQL          = mean of wQL[q] over the quantiles        (GluonTS `mean_wQuantileLoss`)
+- coverage          = share of actuals inside [q_0.1, q_0.9]   (nominal 80 %)
+- MASE              = per series: mean |y - median| / mean |y_t - y_{t-m}| over that series' history
+                      (m = the season, 7 for daily data), then averaged over series
+- WAPE              = sum |y - median| / sum |y|
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from echelon.models.demand.base import QUANTILES, SERIES, qcol
+
+MEDIAN = 0.5
+LOWER, UPPER = 0.1, 0.9
+RECENT_DAYS = 91          # window that classifies fast and slow movers
+NEW_ITEM_DAYS = 28        # a series with less history than this at the origin is a new item
+
+
+def pinball_loss(actual, forecast, q: float) -> np.ndarray:
+    """Element-wise pinball (quantile) loss of the q-quantile forecast."""
+    diff = np.asarray(actual, dtype=float) - np.asarray(forecast, dtype=float)
+    return np.maximum(q * diff, (q - 1.0) * diff)
+
+
+def weighted_quantile_loss(actual, forecast, q: float) -> float:
+    """2 * sum pinball / sum |y| (NaN when the actuals sum to zero)."""
+    denom = np.abs(np.asarray(actual, dtype=float)).sum()
+    return float(2.0 * pinball_loss(actual, forecast, q).sum() / denom) if denom > 0 else float("nan")
+
+
+def mean_weighted_quantile_loss(actual, forecasts: dict[float, np.ndarray] | pd.DataFrame,
+                                quantiles: Sequence[float] = QUANTILES) -> float:
+    """Mean over quantiles of wQL; `forecasts` maps quantile -> values or is a frame with q_ columns."""
+    values = [weighted_quantile_loss(actual, _column(forecasts, q), q) for q in quantiles]
+    return float(np.mean(values))
+
+
+def coverage(actual, lower, upper) -> float:
+    """Share of actuals within [lower, upper] (inclusive)."""
+    actual = np.asarray(actual, dtype=float)
+    return float(np.mean((actual >= np.asarray(lower)) & (actual <= np.asarray(upper)))) if len(actual) else float("nan")
+
+
+def wape(actual, point) -> float:
+    actual = np.asarray(actual, dtype=float)
+    denom = np.abs(actual).sum()
+    return float(np.abs(actual - np.asarray(point, dtype=float)).sum() / denom) if denom > 0 else float("nan")
+
+
+def season_length(freq: str | None) -> int:
+    """The seasonal period of a pandas frequency: 7 for daily, 52 weekly, 24 hourly, 12 monthly ..."""
+    if not freq:
+        return 1
+    base = pd.tseries.frequencies.to_offset(freq).name.split("-")[0].upper()
+    return {"D": 7, "B": 5, "W": 52, "H": 24, "MIN": 60, "T": 60, "M": 12, "ME": 12, "MS": 12,
+            "Q": 4, "QE": 4, "QS": 4, "Y": 1, "A": 1, "YE": 1, "YS": 1}.get(base, 1)
+
+
+def mase_scale(history: pd.DataFrame, season: int = 7) -> pd.Series:
+    """Per-series mean |y_t - y_{t-season}| over the history (indexed by SERIES); NaN when undefined."""
+    hist = _series_keys(history).sort_values(SERIES + ["timestamp"], kind="stable")
+    diffs = hist.groupby(SERIES, sort=False)["target"].diff(season).abs()
+    scale = diffs.groupby([hist[c] for c in SERIES], sort=False).mean()
+    return scale.where(scale > 0)
+
+
+def _column(forecasts, q: float) -> np.ndarray:
+    if isinstance(forecasts, pd.DataFrame):
+        return forecasts[qcol(q)].to_numpy(dtype=float)
+    return np.asarray(forecasts[q], dtype=float)
+
+
+def _series_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    if "location_id" not in frame.columns:
+        frame["location_id"] = "all"
+    for col in SERIES:
+        frame[col] = frame[col].astype(str)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
+def scores(frame: pd.DataFrame, quantiles: Sequence[float] = QUANTILES) -> dict[str, float]:
+    """All metrics on a joined frame of actuals (`target`), q_ columns and `mase_scale`."""
+    y = frame["target"].to_numpy(dtype=float)
+    out: dict[str, float] = {"rows": float(len(frame)), "series": float(frame[SERIES].drop_duplicates().shape[0])}
+    wql = {q: weighted_quantile_loss(y, frame[qcol(q)], q) for q in quantiles}
+    out["wql"] = float(np.mean(list(wql.values())))
+    if LOWER in quantiles and UPPER in quantiles:
+        out["coverage_80"] = coverage(y, frame[qcol(LOWER)], frame[qcol(UPPER)])
+    if MEDIAN in quantiles:
+        median = frame[qcol(MEDIAN)].to_numpy(dtype=float)
+        out["wape"] = wape(y, median)
+        abs_err = pd.Series(np.abs(y - median), index=frame.index) / frame["mase_scale"]
+        per_series = abs_err.groupby([frame[c] for c in SERIES]).mean()
+        out["mase"] = float(per_series.mean()) if per_series.notna().any() else float("nan")
+    for q in quantiles:
+        out[f"wql_{qcol(q)}"] = wql[q]
+        out[f"pinball_{qcol(q)}"] = float(pinball_loss(y, frame[qcol(q)], q).mean())
+    return out
+
+
+def default_segments(actuals: pd.DataFrame, history: pd.DataFrame, forecasts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Segment labels per (series, timestamp) row of `actuals`.
+
+    new_item:   the series has fewer than NEW_ITEM_DAYS observed rows in `history` (or none).
+    fast_mover / slow_mover: established series above / at-or-below the median mean demand of the
+                last RECENT_DAYS of history (a relative split, so both segments exist on any data).
+    promo_day:  rows with promo = 1 (taken from actuals, else from the forecasts frame).
+    """
+    actuals = _series_keys(actuals)
+    hist = _series_keys(history)
+    keys = actuals[SERIES + ["timestamp"]].copy()
+    counts = hist.groupby(SERIES)["target"].count()
+    last = hist["timestamp"].max()
+    recent = hist[hist["timestamp"] > last - pd.Timedelta(days=RECENT_DAYS)] if len(hist) else hist
+    recent_mean = recent.groupby(SERIES)["target"].mean()
+    series = keys[SERIES].drop_duplicates().set_index(SERIES)
+    series["observed"] = counts.reindex(series.index).fillna(0).to_numpy()
+    series["recent_mean"] = recent_mean.reindex(series.index).to_numpy()
+    established = series["observed"] >= NEW_ITEM_DAYS
+    threshold = series.loc[established, "recent_mean"].median()
+    series["segment"] = np.where(~established, "new_item",
+                                 np.where(series["recent_mean"] > threshold, "fast_mover", "slow_mover"))
+    labelled = [keys.merge(series[["segment"]].reset_index(), on=SERIES, how="inner")]
+    promo_source = actuals if "promo" in actuals.columns else (
+        _series_keys(forecasts) if forecasts is not None and "promo" in forecasts.columns else None)
+    if promo_source is not None:
+        promo = promo_source.loc[promo_source["promo"].fillna(0).astype(float) > 0, SERIES + ["timestamp"]]
+        labelled.append(promo.assign(segment="promo_day"))
+    return pd.concat(labelled, ignore_index=True)
+
+
+def evaluate(forecasts: pd.DataFrame, actuals: pd.DataFrame, history: pd.DataFrame,
+             segments: pd.DataFrame | None = None, quantiles: Sequence[float] = QUANTILES,
+             season: int = 7) -> dict[str, pd.DataFrame]:
+    """Score forecasts against actuals.
+
+    forecasts: item_id, location_id, timestamp, q_ columns (the canonical forecasts frame).
+    actuals:   item_id, location_id, timestamp, target (optionally promo).
+    history:   what the forecaster saw (MASE scale per series, segment definitions).
+    segments:  optional item_id, location_id, [timestamp,] segment rows; default `default_segments`.
+    Returns {"overall": one-row frame, "segments": one row per segment (index `segment`),
+             "joined": the row-level frame that was scored}.
+    Rows with a forecast but no actual (or the reverse) are left out of the scores.
+    """
+    missing = [c for c in [qcol(q) for q in quantiles] if c not in forecasts.columns]
+    if missing:
+        raise ValueError(f"forecasts frame lacks quantile column(s) {missing}; has {list(forecasts.columns)}")
+    fc = _series_keys(forecasts)
+    act = _series_keys(actuals)[SERIES + ["timestamp", "target"]]
+    joined = fc.merge(act, on=SERIES + ["timestamp"], how="inner")
+    scale = mase_scale(history, season).rename("mase_scale").reset_index()
+    joined = joined.merge(scale, on=SERIES, how="left")
+    overall = pd.DataFrame([scores(joined, quantiles)])
+
+    if segments is None:
+        segments = default_segments(actuals, history, forecasts)
+    segments = segments.copy()
+    for col in SERIES:
+        segments[col] = segments[col].astype(str)
+    on = SERIES + (["timestamp"] if "timestamp" in segments.columns else [])
+    if "timestamp" in segments.columns:
+        segments["timestamp"] = pd.to_datetime(segments["timestamp"])
+    rows = []
+    for name, labels in segments.groupby("segment", sort=True):
+        part = joined.merge(labels[on].drop_duplicates(), on=on, how="inner")
+        if len(part):
+            rows.append({"segment": name, **scores(part, quantiles)})
+    by_segment = pd.DataFrame(rows).set_index("segment") if rows else pd.DataFrame()
+    return {"overall": overall, "segments": by_segment, "joined": joined}

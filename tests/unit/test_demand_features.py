@@ -1,0 +1,155 @@
+"""The demand feature job (Spark SQL) on tiny hand-made frames: values, no leakage, future rows, CLI."""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from echelon import lake
+from echelon.jobs.demand import features as job
+from echelon.spark import get_spark
+
+START = pd.Timestamp("2024-11-20")       # spans Thanksgiving (Nov 28), Black Friday, Cyber Monday, Christmas
+DAYS = 40
+
+
+def _history() -> pd.DataFrame:
+    days = pd.date_range(START, periods=DAYS, freq="D")
+    ramp = pd.DataFrame({"item_id": "A", "location_id": "L1", "category": "toys", "timestamp": days,
+                         "target": np.arange(DAYS, dtype=float), "price": 10.0, "promo": 0, "in_stock": 1})
+    flat = pd.DataFrame({"item_id": "B", "location_id": "L1", "category": "toys", "timestamp": days,
+                         "target": 5.0, "price": 4.0, "promo": 0, "in_stock": 1})
+    # a stockout-censored day: sold 0 because the shelf was empty, not because nobody wanted it
+    flat.loc[flat["timestamp"] == START + pd.Timedelta(days=30), ["target", "in_stock"]] = [0.0, 0]
+    july = pd.DataFrame({"item_id": "C", "location_id": "L2", "category": "garden",
+                         "timestamp": pd.date_range("2024-07-01", periods=14, freq="D"),
+                         "target": 3.0, "price": 1.0, "promo": 0, "in_stock": 1})
+    return pd.concat([ramp, flat, july], ignore_index=True)
+
+
+def _future() -> pd.DataFrame:
+    last = START + pd.Timedelta(days=DAYS - 1)
+    return pd.DataFrame({"item_id": "A", "location_id": "L1", "timestamp": [last + pd.Timedelta(days=k) for k in (1, 2)],
+                         "price": [8.0, 8.0], "promo": [1, 0]})
+
+
+@pytest.fixture(scope="module")
+def spark():
+    return get_spark("echelon-test-demand-features")
+
+
+@pytest.fixture(scope="module")
+def built(spark):
+    return job.features_pandas(_history(), future=_future(), spark=spark)
+
+
+def _row(frame, item, date):
+    rows = frame[(frame["item_id"] == item) & (frame["date"] == pd.Timestamp(date))]
+    assert len(rows) == 1, f"expected one row for {item} {date}, got {len(rows)}"
+    return rows.iloc[0]
+
+
+def test_lags_and_rolling_values(built):
+    day10 = START + pd.Timedelta(days=10)                     # A's target = day index
+    a = _row(built, "A", day10)
+    assert a["lag_0"] == 10 and a["lag_1"] == 9 and a["lag_6"] == 4
+    assert np.isnan(a["lag_13"])                              # before the first day
+    assert a["roll_mean_7"] == pytest.approx(np.mean(np.arange(4, 11)))
+    assert a["roll_std_7"] == pytest.approx(np.std(np.arange(4, 11), ddof=1))
+    assert a["roll_mean_28"] == pytest.approx(np.mean(np.arange(0, 11)))
+    assert a["item_age_days"] == 9                            # first sale on day 1 (day 0 sold nothing)
+    last = _row(built, "A", START + pd.Timedelta(days=39))
+    assert last["lag_27"] == 12
+    assert last["roll_mean_28"] == pytest.approx(np.mean(np.arange(12, 40)))
+    # the mean of each weekday over the last four weeks: days 39, 32, 25, 18 share last's weekday
+    assert last[f"dow_mean_{last['day_of_week']}"] == pytest.approx(np.mean([39, 32, 25, 18]))
+    other = (last["day_of_week"] + 1) % 7                     # days 33, 26, 19, 12
+    assert last[f"dow_mean_{other}"] == pytest.approx(np.mean([33, 26, 19, 12]))
+
+
+def test_stockout_days_are_left_out_of_statistics(built):
+    b = _row(built, "B", START + pd.Timedelta(days=33))
+    assert b["roll_mean_7"] == pytest.approx(5.0)             # the censored 0 would pull it to 4.29
+    assert b["stockout_days_28"] == 1
+    assert np.isnan(_row(built, "B", START + pd.Timedelta(days=30))["lag_0"])
+
+
+def test_category_aggregates_average_the_items(built):
+    day = START + pd.Timedelta(days=10)
+    a = _row(built, "A", day)
+    # per-item mean of A (ramp) and B (5): over days 4..10
+    expected = np.mean([(k + 5.0) / 2 for k in range(4, 11)])
+    assert a["cat_mean_7"] == pytest.approx(expected)
+    assert a["cat_items"] == 2
+    assert _row(built, "B", day)["cat_mean_7"] == pytest.approx(expected)
+
+
+def test_calendar_and_holidays(built):
+    flags = built.drop_duplicates("date").set_index("date")
+    assert flags.loc["2024-11-28", "is_holiday"] == 1                 # Thanksgiving
+    assert flags.loc["2024-11-29", "is_black_friday"] == 1
+    assert flags.loc["2024-12-02", "is_cyber_monday"] == 1
+    assert flags.loc["2024-12-25", "is_holiday"] == 1
+    assert flags.loc["2024-12-24", "days_to_christmas"] == 1
+    assert flags.loc["2024-07-04", "is_holiday"] == 1
+    assert flags.loc["2024-07-09", "is_prime_day"] == 1               # second Tuesday of July
+    assert flags.loc["2024-07-10", "is_prime_day"] == 1
+    assert flags["is_prime_day"].sum() == 2
+    monday = flags.loc["2024-12-02"]
+    assert (monday["day_of_week"], monday["day_of_month"], monday["month"]) == (0, 2, 12)
+    assert monday["day_of_year"] == 337
+
+
+def test_future_rows_carry_known_covariates_only(built):
+    future = built[built["is_future"] == 1]
+    assert set(future["item_id"]) == {"A"} and len(future) == 2
+    first = future.sort_values("date").iloc[0]
+    assert first["promo"] == 1 and first["price"] == 8.0
+    assert first["price_ratio_28"] == pytest.approx(8.0 / np.mean([10.0] * 27 + [8.0]))
+    for col in ("target", "lag_0", "roll_mean_7", "dow_mean_0", "cat_mean_28"):
+        assert np.isnan(first[col]), col
+    assert first["item_age_days"] == 39                    # first sale on day 1, this is day 40
+
+
+def test_no_leakage_changing_a_later_target(spark, built):
+    history = _history()
+    change_day = START + pd.Timedelta(days=20)
+    changed = history.copy()
+    changed.loc[(changed["item_id"] == "A") & (changed["timestamp"] == change_day), "target"] = 1000.0
+    rebuilt = job.features_pandas(changed, future=_future(), spark=spark)
+    before = built[built["date"] < change_day].reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, rebuilt[rebuilt["date"] < change_day].reset_index(drop=True))
+    # and the change does reach the later rows (of A and, through the category, of B)
+    after_a, after_b = _row(rebuilt, "A", change_day), _row(rebuilt, "B", change_day)
+    assert after_a["roll_mean_7"] != _row(built, "A", change_day)["roll_mean_7"]
+    assert after_b["cat_mean_7"] != _row(built, "B", change_day)["cat_mean_7"]
+
+
+def test_missing_day_gives_null_lag_not_a_shifted_value(spark):
+    history = _history()
+    history = history[~((history["item_id"] == "A") & (history["timestamp"] == START + pd.Timedelta(days=9)))]
+    frame = job.features_pandas(history[history["item_id"] == "A"], spark=spark)
+    row = _row(frame, "A", START + pd.Timedelta(days=10))
+    assert np.isnan(row["lag_1"]) and row["lag_2"] == 8
+    assert row["roll_mean_7"] == pytest.approx(np.mean([4, 5, 6, 7, 8, 10]))
+
+
+def test_duplicate_rows_are_refused_with_examples(spark):
+    history = _history()
+    with pytest.raises(job.FeatureInputError, match="duplicate.*'item_id': 'A'"):
+        job.build_features(spark, spark.createDataFrame(pd.concat([history, history.iloc[[3]]]).assign(
+            timestamp=lambda f: f["timestamp"].dt.date)), source="raw/demand/sales ds=2024-12-29")
+
+
+def test_cli_run_publishes_the_partition(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
+    ds = (START + pd.Timedelta(days=DAYS - 1)).date().isoformat()
+    sales = _history()[lambda f: f["item_id"] != "C"]
+    # dates, as the raw ingest writes them (pandas' nanosecond timestamps are unreadable to Spark 4)
+    sales["timestamp"] = sales["timestamp"].dt.date
+    lake.publish(sales, job.SALES, ds)
+    manifest = job.run(ds, horizon=3, spark=spark)
+    published = lake.read(job.FEATURES, ds)
+    assert manifest["rows"] == len(published) == 2 * (DAYS + 3)
+    assert published["is_future"].sum() == 6
+    assert published["date"].max() == dt.date(2025, 1, 1)

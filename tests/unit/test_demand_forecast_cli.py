@@ -1,0 +1,180 @@
+"""`echelon forecast`: argument parsing, frequency handling, and whole runs writing the output file."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from echelon.models.demand.base import qcols
+from echelon.models.demand.forecast import build_parser, main, parse_quantiles, resolve_freq
+
+NINE = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+
+
+def run_cli(*argv: str) -> int:
+    return main(build_parser().parse_args(list(argv)))
+
+
+def store_item_csv(path, days=90):
+    """Kaggle-shaped daily file: 2 stores x 2 items, weekly pattern, one store ends a week early."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for store in (1, 2):
+        for item in (1, 2):
+            n = days if store == 1 else days - 7
+            dates = pd.date_range("2017-01-01", periods=n, freq="D")
+            level = 10 * item + 4 * (dates.dayofweek >= 5)
+            rows.append(pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "store": store, "item": item,
+                                      "sales": rng.poisson(level)}))
+    pd.concat(rows).to_csv(path, index=False)
+    return path
+
+
+def weekly_long_csv(path, weeks=60):
+    """Long format, no locations, weeks dated on Mondays, with price and promo."""
+    rng = np.random.default_rng(1)
+    dates = pd.date_range("2022-01-03", periods=weeks, freq="W-MON")
+    frames = [pd.DataFrame({"item_id": item, "timestamp": dates.strftime("%Y-%m-%d"),
+                            "target": rng.poisson(20 + 5 * k, weeks), "price": 3.0 + k,
+                            "promo": (rng.random(weeks) < 0.2).astype(int)})
+              for k, item in enumerate(["sku-1", "sku-2", "sku-3"])]
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def check_output(out, keys, n_series, horizon, last_by_series, freq):
+    frame = pd.read_csv(out, parse_dates=["timestamp"], dtype={"item_id": str, "location_id": str})
+    assert list(frame.columns) == keys + ["timestamp"] + qcols()
+    assert len(frame) == n_series * horizon
+    values = frame[qcols()].to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (np.diff(values, axis=1) >= 0).all()
+    for key, group in frame.groupby(keys):
+        key = key if isinstance(key, tuple) else (key,)
+        expected = pd.date_range(last_by_series[key], periods=horizon + 1, freq=freq)[1:]
+        assert group["timestamp"].tolist() == expected.tolist()
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------
+
+def test_quantiles_parse_lists_and_progressions():
+    assert parse_quantiles("0.1,0.2,...,0.9") == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    assert parse_quantiles(NINE) == parse_quantiles("0.1,0.2,...,0.9")
+    assert parse_quantiles("0.9, 0.5,0.05") == (0.05, 0.5, 0.9)
+    assert parse_quantiles("0.05,0.1,...,0.3") == (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+    for bad in ("0,0.5", "0.5,1.2", "a,b", "0.1,...", ""):
+        with pytest.raises(ValueError, match="--quantiles"):
+            parse_quantiles(bad)
+
+
+def test_freq_is_checked_against_the_data():
+    mondays = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=5, freq="W-MON")})
+    assert resolve_freq(mondays, "W") == "W-MON"            # weekly anchor taken from the data
+    assert resolve_freq(mondays, "D") == "D"
+    hours = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=5, freq="h")})
+    assert resolve_freq(hours, "h") == "h"
+    mid_month = pd.DataFrame({"timestamp": pd.to_datetime(["2024-01-15", "2024-02-15"])})
+    with pytest.raises(ValueError, match="not on the 'MS' grid"):
+        resolve_freq(mid_month, "MS")
+    with pytest.raises(ValueError, match="not a pandas frequency"):
+        resolve_freq(mondays, "fortnightly")
+
+
+def test_bad_input_exits_2_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,timestamp,target\na,2024-01-01,1\na,2024-01-02,-5\n")
+    code = run_cli("--input", str(bad), "--output", str(tmp_path / "o.csv"), "--horizon", "3",
+                   "--model", "feedforward")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "negative 'target'" in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs with the fast models
+# ---------------------------------------------------------------------------------------------
+
+def test_daily_seasonal_naive_writes_horizon_rows_per_series(tmp_path, capsys):
+    source, out = store_item_csv(tmp_path / "train.csv"), tmp_path / "naive.csv"
+    assert run_cli("--input", str(source), "--output", str(out), "--freq", "D", "--horizon", "10",
+                   "--model", "seasonal_naive") == 0
+    raw = pd.read_csv(source, parse_dates=["date"])
+    last = {(str(i), str(s)): d for (i, s), d in raw.groupby(["item", "store"])["date"].max().items()}
+    check_output(out, ["item_id", "location_id"], 4, 10, last, "D")
+    assert "wrote 40 rows (4 series x 10 steps, model seasonal_naive)" in capsys.readouterr().out
+
+
+def test_weekly_seasonal_naive_with_fewer_quantiles(tmp_path):
+    source, out = weekly_long_csv(tmp_path / "weekly.csv"), tmp_path / "weekly_naive.csv"
+    assert run_cli("--input", str(source), "--output", str(out), "--freq", "W", "--horizon", "6",
+                   "--quantiles", "0.05,0.5,0.95", "--model", "seasonal_naive") == 0
+    frame = pd.read_csv(out, parse_dates=["timestamp"])
+    assert list(frame.columns) == ["item_id", "timestamp", "q_0.05", "q_0.5", "q_0.95"]
+    assert len(frame) == 3 * 6
+    assert (frame["timestamp"].dt.dayofweek == 0).all()       # Monday-dated weeks stay Mondays
+    assert frame["timestamp"].min() == pd.Timestamp("2022-01-03") + pd.Timedelta(weeks=60)
+
+
+@pytest.mark.slow
+def test_auto_picks_the_backtest_winner_and_prints_the_table(tmp_path, capsys):
+    # LightGBM builds its features with Spark, too slow here; its own tests cover it.
+    source, out = store_item_csv(tmp_path / "train.csv", days=120), tmp_path / "auto.csv"
+    assert run_cli("--input", str(source), "--output", str(out), "--horizon", "7",
+                   "--model", "auto", "--candidates", "seasonal_naive,feedforward", "--epochs", "1",
+                   "--backtest-windows", "2") == 0
+    printed = capsys.readouterr().out
+    table = printed.split("lower is better):")[1].split("chosen model:")[0]
+    rows = [line.split() for line in table.strip().splitlines()[1:]]
+    assert {r[0] for r in rows} == {"seasonal_naive", "feedforward"}
+    assert all(r[-2] == "2" for r in rows)                      # both backtested on 2 windows
+    wqls = [float(r[1]) for r in rows]
+    assert wqls == sorted(wqls)                                 # best first
+    chosen = printed.split("chosen model: ")[1].split()[0]
+    assert chosen == rows[0][0]
+    assert len(pd.read_csv(out)) == 4 * 7
+
+
+def test_auto_leaves_daily_only_lightgbm_out_of_weekly_backtests(tmp_path, capsys):
+    source, out = weekly_long_csv(tmp_path / "weekly.csv"), tmp_path / "auto_w.csv"
+    assert run_cli("--input", str(source), "--output", str(out), "--freq", "W", "--horizon", "4",
+                   "--model", "auto") == 0
+    printed = capsys.readouterr().out
+    assert "chosen model: seasonal_naive" in printed and "lightgbm" not in printed
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs (neural nets: slow, one short epoch)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_daily_store_item_file_with_locations(tmp_path, capsys):
+    source, out = store_item_csv(tmp_path / "train.csv"), tmp_path / "out" / "forecasts.csv"
+    code = run_cli("--input", str(source), "--output", str(out), "--freq", "D", "--horizon", "14",
+                   "--quantiles", "0.1,0.2,...,0.9", "--model", "tft", "--epochs", "1", "--seed", "3")
+    assert code == 0
+    raw = pd.read_csv(source, parse_dates=["date"])
+    last = {(str(i), str(s)): d for (i, s), d in raw.groupby(["item", "store"])["date"].max().items()}
+    frame = check_output(out, ["item_id", "location_id"], 4, 14, last, "D")
+    assert frame.groupby("item_id")["q_0.5"].mean()["2"] > frame.groupby("item_id")["q_0.5"].mean()["1"]
+    assert "wrote 56 rows" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_weekly_long_file_without_locations_via_python_m(tmp_path):
+    source, out = weekly_long_csv(tmp_path / "weekly.csv"), tmp_path / "weekly_out.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "echelon.models.demand.forecast", "--input", str(source),
+         "--output", str(out), "--freq", "W", "--horizon", "8", "--quantiles", NINE,
+         "--model", "feedforward", "--epochs", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = {(item,): pd.Timestamp("2022-01-03") + pd.Timedelta(weeks=59)
+            for item in ("sku-1", "sku-2", "sku-3")}
+    frame = check_output(out, ["item_id"], 3, 8, last, "W-MON")
+    assert (frame["timestamp"].dt.dayofweek == 0).all()
