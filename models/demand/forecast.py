@@ -226,8 +226,6 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     quantiles = parse_quantiles(args.quantiles)
     candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
     unknown = [c for c in candidates if c not in MODELS]
