@@ -86,6 +86,16 @@ def test_seasonal_naive_is_exact_on_a_perfectly_weekly_series():
     assert forecast["timestamp"].iloc[0] == stamps[-1] + pd.Timedelta(days=1)
 
 
+@pytest.mark.parametrize("freq, season", [("h", 24), ("W-MON", 52)])
+def test_seasonal_naive_infers_the_season_from_the_frequency(freq, season):
+    stamps = pd.date_range("2021-01-04", periods=3 * season, freq=freq)
+    pattern = np.arange(season, dtype=float) ** 1.5
+    history = pd.DataFrame({"item_id": "p", "timestamp": stamps, "target": pattern[np.arange(len(stamps)) % season]})
+    forecast = SeasonalNaiveForecaster().fit(history, horizon=season + 2, freq=freq).predict(history)
+    np.testing.assert_allclose(forecast["q_0.9"], pattern[np.arange(season + 2) % season])
+    assert forecast["timestamp"].iloc[0] == stamps[-1] + pd.tseries.frequencies.to_offset(freq)
+
+
 def test_seasonal_naive_save_load_roundtrip(tmp_path, split):
     history, _ = split
     model = SeasonalNaiveForecaster().fit(history, horizon=HORIZON, freq="D")
