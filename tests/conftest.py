@@ -2,6 +2,7 @@
 so tests never touch a developer's state; one local Spark session serves the whole run."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def spark(isolated_var):
     session = get_spark("echelon-tests", master="local[2]")
     yield session
     session.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # py4j's finalisers log at interpreter exit, after pytest has closed the streams its log capture
+    # wrote to: silence them so the run does not end in "--- Logging error ---" tracebacks.
+    logging.getLogger("py4j").disabled = True
 
 
 @pytest.fixture(scope="session")

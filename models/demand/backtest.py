@@ -16,8 +16,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from echelon.models.demand.base import QUANTILES, SERIES
-from echelon.models.demand.metrics import default_segments, evaluate, scores, season_length
+from echelon.models.demand.base import QUANTILES, SERIES, canonical
+from echelon.models.demand.metrics import default_segments, evaluate, scores, season_length, segment_scores
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,7 @@ def backtest(forecaster, data: pd.DataFrame, horizon: int, n_windows: int = 3, f
              step: int | None = None, quantiles: Sequence[float] = QUANTILES,
              segments: pd.DataFrame | None = None) -> BacktestResult:
     """Fit/predict/score `forecaster` over `n_windows` rolling origins of the canonical frame `data`."""
-    data = data.copy()
-    if "location_id" not in data.columns:
-        data["location_id"] = "all"
-    for col in SERIES:
-        data[col] = data[col].astype(str)
-    data["timestamp"] = pd.to_datetime(data["timestamp"])
+    data = canonical(data)
     offset = pd.tseries.frequencies.to_offset(freq)
     season = season_length(freq)
     name = getattr(forecaster, "name", type(forecaster).__name__)
@@ -90,16 +85,7 @@ def backtest(forecaster, data: pd.DataFrame, horizon: int, n_windows: int = 3, f
 
     joined = pd.concat(all_forecasts, ignore_index=True)
     overall = pd.DataFrame([scores(joined, quantiles)])
-    seg_labels = pd.concat(all_segments, ignore_index=True)
-    on = SERIES + ["window"] + (["timestamp"] if "timestamp" in seg_labels.columns else [])
-    if "timestamp" in seg_labels.columns:
-        seg_labels["timestamp"] = pd.to_datetime(seg_labels["timestamp"])
-    rows = []
-    for name_, labels in seg_labels.groupby("segment", sort=True):
-        part = joined.merge(labels[on].drop_duplicates(), on=on, how="inner")
-        if len(part):
-            rows.append({"segment": name_, **scores(part, quantiles)})
-    by_segment = pd.DataFrame(rows).set_index("segment") if rows else pd.DataFrame()
+    by_segment = segment_scores(joined, pd.concat(all_segments, ignore_index=True), quantiles, extra_keys=["window"])
     return BacktestResult(model=name, windows=pd.DataFrame(window_rows), overall=overall,
                           segments=by_segment, forecasts=joined,
                           params={"horizon": horizon, "n_windows": n_windows, "freq": freq, "step": step or horizon})

@@ -40,6 +40,21 @@ def sort_quantiles(forecasts: pd.DataFrame, quantiles: Sequence[float] = QUANTIL
     return forecasts
 
 
+def canonical(frame: pd.DataFrame, required: Sequence[str] = ("item_id", "timestamp", "target")) -> pd.DataFrame:
+    """A copy with string series keys (location_id "all" when absent) and datetime timestamps."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}; has {list(frame.columns)}")
+    frame = frame.copy()
+    if "location_id" not in frame.columns:
+        frame["location_id"] = "all"
+    for col in SERIES:
+        frame[col] = frame[col].astype(str)
+    if "timestamp" in frame.columns:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
 class Forecaster(Protocol):
     name: str
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from echelon.jobs.demand.features import (CALENDAR_FEATURES, DOW_MEAN_FEATURES, LAG_FEATURES, LAGS,
                                           ROLLING_FEATURES, features_pandas)
-from echelon.models.demand.base import QUANTILES, SERIES, qcol, qcols, sort_quantiles
+from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol, sort_quantiles
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class LightGBMForecaster:
         """Build features from a canonical history with local Spark, then fit_features."""
         self._check_freq(freq)
         started = time.time()
-        features = features_pandas(_canonical(history), spark=self.spark)
+        features = features_pandas(canonical(history), spark=self.spark)
         log.info("lightgbm: built %d feature rows in %.1f s", len(features), time.time() - started)
         return self.fit_features(features, horizon, freq, quantiles)
 
@@ -292,7 +292,7 @@ class LightGBMForecaster:
         """Forecast `horizon` days after each series' last date; series only in `future` (new items)
         are forecast from the last date of the whole history using their category."""
         self._check_fitted()
-        hist = _canonical(history)
+        hist = canonical(history)
         plan = _future_grid(hist, future, self.horizon)
         features = features_pandas(hist, future=plan, spark=self.spark)
         return self.predict_features(features)
@@ -378,19 +378,6 @@ class LightGBMForecaster:
         return f"LightGBMForecaster(num_boost_round={self.num_boost_round}, params={self.params})"
 
 
-def _canonical(history: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in ("item_id", "timestamp", "target") if c not in history.columns]
-    if missing:
-        raise ValueError(f"history frame lacks column(s) {missing}; has {list(history.columns)}")
-    hist = history.copy()
-    if "location_id" not in hist.columns:
-        hist["location_id"] = "all"
-    for col in SERIES:
-        hist[col] = hist[col].astype(str)
-    hist["timestamp"] = pd.to_datetime(hist["timestamp"])
-    return hist
-
-
 def _future_grid(hist: pd.DataFrame, future: pd.DataFrame | None, horizon: int) -> pd.DataFrame:
     """The horizon dates after each series' last date (new series in `future`: after the history's
     last date), with the known covariates `future` gives for them (price carried forward otherwise)."""
@@ -399,7 +386,7 @@ def _future_grid(hist: pd.DataFrame, future: pd.DataFrame | None, horizon: int) 
     if "category" in hist.columns:
         keys = keys.merge(hist.groupby(SERIES)["category"].last().reset_index(), on=SERIES, how="left")
     if future is not None and len(future):
-        fut = _canonical(future.assign(target=np.nan) if "target" not in future.columns else future)
+        fut = canonical(future.assign(target=np.nan) if "target" not in future.columns else future)
         new = fut[SERIES + (["category"] if "category" in fut.columns else [])].drop_duplicates(SERIES)
         new = new.merge(keys[SERIES], on=SERIES, how="left", indicator=True)
         new = new[new["_merge"] == "left_only"].drop(columns="_merge").assign(origin=hist["timestamp"].max())

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from echelon.models.demand.base import QUANTILES, SERIES, qcol
+from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol
 
 MEDIAN = 0.5
 LOWER, UPPER = 0.1, 0.9
@@ -66,7 +66,7 @@ def season_length(freq: str | None) -> int:
 
 def mase_scale(history: pd.DataFrame, season: int = 7) -> pd.Series:
     """Per-series mean |y_t - y_{t-season}| over the history (indexed by SERIES); NaN when undefined."""
-    hist = _series_keys(history).sort_values(SERIES + ["timestamp"], kind="stable")
+    hist = _keys(history).sort_values(SERIES + ["timestamp"], kind="stable")
     diffs = hist.groupby(SERIES, sort=False)["target"].diff(season).abs()
     scale = diffs.groupby([hist[c] for c in SERIES], sort=False).mean()
     return scale.where(scale > 0)
@@ -78,14 +78,8 @@ def _column(forecasts, q: float) -> np.ndarray:
     return np.asarray(forecasts[q], dtype=float)
 
 
-def _series_keys(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    if "location_id" not in frame.columns:
-        frame["location_id"] = "all"
-    for col in SERIES:
-        frame[col] = frame[col].astype(str)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
-    return frame
+def _keys(frame: pd.DataFrame) -> pd.DataFrame:
+    return canonical(frame, required=("item_id", "timestamp"))
 
 
 def scores(frame: pd.DataFrame, quantiles: Sequence[float] = QUANTILES) -> dict[str, float]:
@@ -116,8 +110,8 @@ def default_segments(actuals: pd.DataFrame, history: pd.DataFrame, forecasts: pd
                 last RECENT_DAYS of history (a relative split, so both segments exist on any data).
     promo_day:  rows with promo = 1 (taken from actuals, else from the forecasts frame).
     """
-    actuals = _series_keys(actuals)
-    hist = _series_keys(history)
+    actuals = _keys(actuals)
+    hist = _keys(history)
     keys = actuals[SERIES + ["timestamp"]].copy()
     counts = hist.groupby(SERIES)["target"].count()
     last = hist["timestamp"].max()
@@ -132,7 +126,7 @@ def default_segments(actuals: pd.DataFrame, history: pd.DataFrame, forecasts: pd
                                  np.where(series["recent_mean"] > threshold, "fast_mover", "slow_mover"))
     labelled = [keys.merge(series[["segment"]].reset_index(), on=SERIES, how="inner")]
     promo_source = actuals if "promo" in actuals.columns else (
-        _series_keys(forecasts) if forecasts is not None and "promo" in forecasts.columns else None)
+        _keys(forecasts) if forecasts is not None and "promo" in forecasts.columns else None)
     if promo_source is not None:
         promo = promo_source.loc[promo_source["promo"].fillna(0).astype(float) > 0, SERIES + ["timestamp"]]
         labelled.append(promo.assign(segment="promo_day"))
@@ -155,8 +149,8 @@ def evaluate(forecasts: pd.DataFrame, actuals: pd.DataFrame, history: pd.DataFra
     missing = [c for c in [qcol(q) for q in quantiles] if c not in forecasts.columns]
     if missing:
         raise ValueError(f"forecasts frame lacks quantile column(s) {missing}; has {list(forecasts.columns)}")
-    fc = _series_keys(forecasts)
-    act = _series_keys(actuals)[SERIES + ["timestamp", "target"]]
+    fc = _keys(forecasts)
+    act = _keys(actuals)[SERIES + ["timestamp", "target"]]
     joined = fc.merge(act, on=SERIES + ["timestamp"], how="inner")
     scale = mase_scale(history, season).rename("mase_scale").reset_index()
     joined = joined.merge(scale, on=SERIES, how="left")
@@ -164,16 +158,17 @@ def evaluate(forecasts: pd.DataFrame, actuals: pd.DataFrame, history: pd.DataFra
 
     if segments is None:
         segments = default_segments(actuals, history, forecasts)
-    segments = segments.copy()
-    for col in SERIES:
-        segments[col] = segments[col].astype(str)
-    on = SERIES + (["timestamp"] if "timestamp" in segments.columns else [])
-    if "timestamp" in segments.columns:
-        segments["timestamp"] = pd.to_datetime(segments["timestamp"])
+    return {"overall": overall, "segments": segment_scores(joined, segments, quantiles), "joined": joined}
+
+
+def segment_scores(joined: pd.DataFrame, segments: pd.DataFrame, quantiles: Sequence[float] = QUANTILES,
+                   extra_keys: Sequence[str] = ()) -> pd.DataFrame:
+    """scores() per segment; `segments` labels series (or series x timestamp) rows with a `segment`."""
+    segments = canonical(segments, required=("item_id", "segment"))
+    on = SERIES + list(extra_keys) + (["timestamp"] if "timestamp" in segments.columns else [])
     rows = []
     for name, labels in segments.groupby("segment", sort=True):
         part = joined.merge(labels[on].drop_duplicates(), on=on, how="inner")
         if len(part):
             rows.append({"segment": name, **scores(part, quantiles)})
-    by_segment = pd.DataFrame(rows).set_index("segment") if rows else pd.DataFrame()
-    return {"overall": overall, "segments": by_segment, "joined": joined}
+    return pd.DataFrame(rows).set_index("segment") if rows else pd.DataFrame()

@@ -16,22 +16,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from echelon.models.demand.base import QUANTILES, SERIES, qcol, qcols, sort_quantiles
+from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol, qcols, sort_quantiles
 from echelon.models.demand.metrics import season_length
 
 MODEL_FILE = "seasonal_naive.json"
 
 
 def _prepare(history: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in ("item_id", "timestamp", "target") if c not in history.columns]
-    if missing:
-        raise ValueError(f"history frame lacks column(s) {missing}; has {list(history.columns)}")
-    hist = history.copy()
-    if "location_id" not in hist.columns:
-        hist["location_id"] = "all"
-    for col in SERIES:
-        hist[col] = hist[col].astype(str)
-    hist["timestamp"] = pd.to_datetime(hist["timestamp"])
+    hist = canonical(history)
     hist["target"] = hist["target"].astype(float)
     return hist.sort_values(SERIES + ["timestamp"], kind="stable")[SERIES + ["timestamp", "target"]]
 

@@ -23,10 +23,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 import mlflow
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
 
-from echelon.models.demand.base import QUANTILES, qcols
+from echelon.models.demand.base import QUANTILES
 
 ARTIFACT = "forecaster"
 
@@ -88,23 +86,6 @@ def predict_from_features(forecaster, features: pd.DataFrame) -> pd.DataFrame:
     return forecaster.predict(history, future if len(future) else None)
 
 
-def forecast_signature(quantiles: Sequence[float] = QUANTILES) -> ModelSignature:
-    """Input: canonical history (+ optional covariates); output: canonical forecasts."""
-    inputs = Schema([
-        ColSpec("string", "item_id"),
-        ColSpec("string", "location_id", required=False),
-        ColSpec("datetime", "timestamp"),
-        ColSpec("double", "target"),
-        ColSpec("double", "price", required=False),
-        ColSpec("double", "promo", required=False),
-        ColSpec("string", "category", required=False),
-    ])
-    outputs = Schema([ColSpec("string", "item_id"), ColSpec("string", "location_id"),
-                      ColSpec("datetime", "timestamp"), ColSpec("long", "horizon")]
-                     + [ColSpec("double", c) for c in qcols(quantiles)])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
 _BACKENDS = {  # the packages a forecaster's module needs at load time, besides mlflow and pandas
     "gluon": ["gluonts", "torch", "lightning"],
     "lgbm": ["lightgbm", "pyspark"],        # its features are built with Spark
@@ -153,7 +134,8 @@ def log_forecaster(forecaster: Any, name: str = "model", registered_model_name: 
             registered_model_name=registered_model_name,
             metadata={"forecaster": getattr(forecaster, "name", None),
                       "horizon": getattr(forecaster, "horizon", None),
-                      "freq": getattr(forecaster, "freq", None), **(metadata or {})},
+                      "freq": getattr(forecaster, "freq", None), "quantiles": list(quantiles),
+                      **(metadata or {})},
             **log_model_kwargs,
         )
 

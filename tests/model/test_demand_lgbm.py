@@ -5,7 +5,7 @@ import pytest
 
 from echelon.jobs.demand.features import features_pandas
 from echelon.models.demand.backtest import backtest
-from echelon.models.demand.base import QUANTILES, qcols
+from echelon.models.demand.base import qcols
 from echelon.models.demand.lgbm import FeatureTableError, LightGBMForecaster
 from echelon.models.demand.metrics import evaluate
 from echelon.models.demand.naive import SeasonalNaiveForecaster
