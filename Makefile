@@ -53,7 +53,10 @@ bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes be
 	$(BIN)/python benchmarks/demand_accuracy.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
 
+bench-capacity: env  ## capacity clearing speed (10k/100k/1M requests) and the market simulation; writes benchmarks/results/
+	$(BIN)/python benchmarks/capacity_bench.py --out benchmarks/results
+
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill bench-demand clean-var
+.PHONY: help env init world run test airflow mlflow backfill bench-demand bench-capacity clean-var

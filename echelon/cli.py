@@ -14,6 +14,7 @@ COMMANDS = {
     "forecast": ("echelon.models.demand.forecast", "forecast a long/Kaggle/M5 file with a chosen or auto-picked model"),
     "world": ("echelon.jobs.demand.world", "generate the synthetic retail world and network into the lake"),
     "demand": ("echelon.models.demand.steps", "run one step of the nightly demand pipeline for a date"),
+    "capacity": ("echelon.models.capacity.steps", "weekly FBA capacity rounds: a pipeline step, or clear/period on files"),
     "backfill": ("echelon.backfill", "backfill a DAG over data dates with Airflow's own backfill"),
     "airflow": ("echelon.airflow_env", "run the airflow CLI with the project's Airflow settings"),
 }

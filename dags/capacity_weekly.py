@@ -1,0 +1,80 @@
+"""capacity_weekly: base limits -> requests -> clear -> statements -> simulate -> report, once a week.
+
+A run at Monday 04:00 UTC clears the round whose cut-off was the Sunday before (ds = logical date - 1
+day). Rounds of one period build on each other (grants reduce later capacity, later prices protect
+earlier fees), so runs go one at a time, in date order (backfills too). Task bodies are one line: the
+logic lives in echelon.models.capacity.steps (`echelon capacity <step> --ds D`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import Asset, dag, task
+
+from echelon.schedule import WEEKLY_CRON, data_partition
+
+CAPACITY_ROUND = Asset("echelon://published/capacity/grants")
+
+DEFAULT_ARGS = {
+    "owner": "capacity",
+    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
+    "retry_delay": dt.timedelta(minutes=2),
+    "execution_timeout": dt.timedelta(hours=1),
+}
+
+
+@dag(
+    dag_id="capacity_weekly",
+    schedule=WEEKLY_CRON,
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["capacity", "weekly"],
+    doc_md=__doc__,
+)
+def capacity_weekly():
+    @task
+    def partition(logical_date=None) -> str:
+        return data_partition(logical_date)
+
+    # `ds` is reserved in Airflow's task context: the round date travels as `day`.
+
+    @task
+    def base_limits(day: str) -> dict:
+        from echelon.models.capacity import steps
+        return steps.base_limits(day)
+
+    @task
+    def requests(day: str) -> dict:
+        from echelon.models.capacity import steps
+        return steps.requests(day)
+
+    @task(outlets=[CAPACITY_ROUND])
+    def clear(day: str, outlet_events=None) -> dict:
+        from echelon.models.capacity import steps
+        result = steps.clear(day)
+        outlet_events[CAPACITY_ROUND].extra = {"ds": day, "granted_cuft": result["summary"]["granted_cuft"]}
+        return result
+
+    @task
+    def statements(day: str) -> dict:
+        from echelon.models.capacity import steps
+        return steps.statements(day)
+
+    @task
+    def simulate(day: str) -> dict:
+        from echelon.models.capacity import steps
+        return steps.simulate(day)
+
+    @task
+    def report(day: str) -> str:
+        from echelon.models.capacity import steps
+        return steps.report(day)
+
+    day = partition()
+    base_limits(day) >> requests(day) >> clear(day) >> statements(day) >> simulate(day) >> report(day)
+
+
+capacity_weekly()
