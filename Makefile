@@ -56,7 +56,10 @@ bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes be
 bench-capacity: env  ## capacity clearing speed (10k/100k/1M requests) and the market simulation; writes benchmarks/results/
 	$(BIN)/python benchmarks/capacity_bench.py --out benchmarks/results
 
+bench-placement: env  ## decomposition vs monolithic on generated placement instances; writes benchmarks/results/
+	$(BIN)/python benchmarks/placement_scaling.py --out benchmarks/results
+
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill bench-demand bench-capacity clean-var
+.PHONY: help env init world run test airflow mlflow backfill bench-demand bench-capacity bench-placement clean-var

@@ -15,6 +15,7 @@ COMMANDS = {
     "world": ("echelon.jobs.demand.world", "generate the synthetic retail world and network into the lake"),
     "demand": ("echelon.models.demand.steps", "run one step of the nightly demand pipeline for a date"),
     "capacity": ("echelon.models.capacity.steps", "weekly FBA capacity rounds: a pipeline step, or clear/period on files"),
+    "placement": ("echelon.models.placement.steps", "solve, check or simulate the nightly inventory placement"),
     "backfill": ("echelon.backfill", "backfill a DAG over data dates with Airflow's own backfill"),
     "airflow": ("echelon.airflow_env", "run the airflow CLI with the project's Airflow settings"),
 }

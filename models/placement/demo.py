@@ -1,0 +1,42 @@
+"""Publish a generated placement world to the lake: network tables, items and a forecasts partition in
+the shapes of the `network`, `items` and `forecasts` contracts. For demos and tests of the lake path
+without running the demand pipeline; the nightly job reads whatever the real producers published."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from echelon import lake
+from echelon.models.placement import solve as job
+from echelon.models.placement.instance import generate_tables
+
+HORIZON = 28
+
+
+def forecasts_from_summary(summary: pd.DataFrame, ds: str, window: int, horizon: int = HORIZON) -> pd.DataFrame:
+    """Daily decile forecasts whose window sums reproduce the summary (normal per day)."""
+    from scipy.stats import norm
+
+    day0 = dt.date.fromisoformat(ds)
+    rows = summary.loc[summary.index.repeat(horizon)].reset_index(drop=True)
+    rows["horizon"] = np.tile(np.arange(1, horizon + 1), len(summary)).astype("int32")
+    rows["target_date"] = [day0 + dt.timedelta(days=int(h)) for h in rows["horizon"]]
+    m, s = rows["mean"] / window, rows["sd"] / np.sqrt(window)
+    out = pd.DataFrame({"item_id": rows["item_id"], "location_id": rows["region_id"],
+                        "target_date": rows["target_date"], "horizon": rows["horizon"]})
+    for k in range(1, 10):
+        out[f"q_0.{k}"] = np.maximum(0.0, m + s * norm.ppf(k / 10)).round(6)
+    out["model_version"] = "generated/0"
+    return out
+
+
+def publish(ds: str, items: int = 12, facilities: int = 4, regions: int = 3, seed: int = 1) -> dict:
+    t = generate_tables(items, facilities, regions, seed)
+    manifests = {"forecasts": lake.publish(forecasts_from_summary(t["summary"], ds, t["window"]), job.FORECASTS, ds)}
+    for name, table in (("items", job.ITEMS), ("facilities", job.FACILITIES),
+                        ("delivery_lanes", job.DELIVERY_LANES), ("transfer_lanes", job.TRANSFER_LANES)):
+        manifests[name] = lake.publish(t[name], table, ds)
+    return manifests
+

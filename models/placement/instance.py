@@ -1,0 +1,315 @@
+"""A placement instance: the network and every item's demand scenarios, as NumPy arrays.
+
+Two ways in, one shape out:
+- `from_tables`: the published forecasts (item x region x day quantiles) and the network reference tables;
+- `generate`: a seeded synthetic instance of any size (benchmarks, `--generate items=N,...`), drawn in
+  the same table shapes and built through the same `from_tables`.
+
+Demand over the planning window. The window is W = review period + the mean DC->FC transfer lead time:
+stock placed tonight must cover demand until the next review plus the time a refill takes to arrive.
+Per item x region, each forecast day's distribution is summarised by a mean (the average of its nine
+deciles) and a standard deviation ((q_0.9 - q_0.1) / 2.563, exact for a normal); days are summed as
+independent, and the stochastic lead time adds its textbook term:
+    mean = sum_t m_t,   var = sum_{t<=W} s_t^2 + (mean / W)^2 * sd(L)^2.
+K equiprobable scenarios (sample average approximation) sit at the normal quantiles of levels
+(k - 0.5) / K, the same level in every region of an item (comonotone: a conservative choice that leaves
+regional risk pooling to the dynamic fulfillment). Each scenario splits over speeds by a fixed mix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+SPEEDS = ("same_day", "one_day", "two_day")
+QUANTILE_COLUMNS = [f"q_0.{k}" for k in range(1, 10)]
+NORMAL_Z90 = 1.2815515655446004
+
+
+class InstanceError(ValueError):
+    """Inputs a placement cannot be built from: the message names the table, the rows and the problem."""
+
+
+@dataclass(frozen=True)
+class Params:
+    review_days: int = 7                 # nightly plan, weekly review: the window stock must cover
+    scenarios: int = 5                   # K equiprobable demand scenarios per item
+    speed_mix: tuple = (0.2, 0.35, 0.45)   # share of demand promised same-day, one-day, two-day
+    late_penalty: tuple = (3.0, 1.5, 1.0)  # $/unit when the serving FC cannot meet that promise
+    lost_sale_share: float = 0.35        # lost sale costs this share of the price (margin) ...
+    lost_sale_fixed: float = 2.0         # ... plus a goodwill cost per unit
+    hold_cuft_day: float = 0.02          # $/cuft/day of FC space
+    capital_rate: float = 0.25           # annual cost of capital on inventory value
+    dc_hold_share: float = 0.6           # DC holding relative to FC holding
+    dc_safety_z: float = 1.28            # DC covers vendor lead time mean + z * sd of its refill flow
+
+    def with_overrides(self, **kw) -> "Params":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+@dataclass
+class Instance:
+    """Arrays indexed by item n, FC f, DC d, region r, speed s, scenario k."""
+    item_ids: np.ndarray          # [N]
+    fc_ids: np.ndarray            # [F]
+    dc_ids: np.ndarray            # [D]
+    region_ids: np.ndarray        # [R]
+    cube: np.ndarray              # [N] cubic feet per unit
+    price: np.ndarray             # [N]
+    demand: np.ndarray            # [N, R, K] units over the window in scenario k (all speeds)
+    prob: np.ndarray              # [K]
+    window_days: int
+    ship_cost: np.ndarray         # [F, R] $/unit on the delivery lane
+    meets: np.ndarray             # [F, R, S] bool: the lane keeps that speed's promise
+    transfer_cost: np.ndarray     # [D, F] $/unit DC -> FC
+    dc_cover: np.ndarray          # [D] DC stock per unit of refill flow over the window
+    fc_storage: np.ndarray        # [F] cuft
+    fc_flow: np.ndarray           # [F] outbound units/day
+    dc_storage: np.ndarray        # [D] cuft
+    dc_flow: np.ndarray           # [D] outbound units/day
+    params: Params = field(default_factory=Params)
+    daily_mean: np.ndarray | None = None   # [N, R] expected units/day (for the simulator)
+    daily_sd: np.ndarray | None = None     # [N, R]
+
+    # --- derived sizes and per-item costs ---------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return len(self.item_ids), len(self.fc_ids), len(self.dc_ids), len(self.region_ids), len(self.prob)
+
+    @property
+    def hold_fc(self) -> np.ndarray:
+        """$/unit held at an FC over the window: space by cube plus capital by price."""
+        p = self.params
+        return (p.hold_cuft_day * self.cube + p.capital_rate / 365.0 * self.price) * self.window_days
+
+    @property
+    def hold_dc(self) -> np.ndarray:
+        return self.params.dc_hold_share * self.hold_fc
+
+    @property
+    def lost_penalty(self) -> np.ndarray:
+        return self.params.lost_sale_share * self.price + self.params.lost_sale_fixed
+
+    @property
+    def capacity(self) -> np.ndarray:
+        """The coupling right-hand sides, in resource order: FC storage, DC storage, FC flow, DC flow."""
+        return np.concatenate([self.fc_storage, self.dc_storage, self.fc_flow, self.dc_flow]).astype(float)
+
+    def resources(self) -> pd.DataFrame:
+        """facility_id and resource (storage|flow) of each coupling row, in `capacity` order."""
+        return pd.DataFrame({
+            "facility_id": np.concatenate([self.fc_ids, self.dc_ids, self.fc_ids, self.dc_ids]),
+            "resource": ["storage"] * (len(self.fc_ids) + len(self.dc_ids)) + ["flow"] * (len(self.fc_ids) + len(self.dc_ids)),
+            "echelon": ["FC"] * len(self.fc_ids) + ["DC"] * len(self.dc_ids) + ["FC"] * len(self.fc_ids) + ["DC"] * len(self.dc_ids),
+        })
+
+    def subset(self, index) -> "Instance":
+        """The same network with only some items (a Spark bucket, a test slice)."""
+        index = np.asarray(index)
+        return replace(self, item_ids=self.item_ids[index], cube=self.cube[index], price=self.price[index],
+                       demand=self.demand[index],
+                       daily_mean=None if self.daily_mean is None else self.daily_mean[index],
+                       daily_sd=None if self.daily_sd is None else self.daily_sd[index])
+
+    def network_arrays(self) -> dict:
+        """Everything but the items: what every Spark task needs (small, pickled once per job)."""
+        return {k: getattr(self, k) for k in ("fc_ids", "dc_ids", "region_ids", "prob", "window_days",
+                                              "ship_cost", "meets", "transfer_cost", "dc_cover", "fc_storage",
+                                              "fc_flow", "dc_storage", "dc_flow", "params")}
+
+
+# -------------------------------------------------------------------------------------------------
+# From tables
+# -------------------------------------------------------------------------------------------------
+
+def window_days(transfer_lanes: pd.DataFrame, params: Params) -> int:
+    lead = float(transfer_lanes["lead_time_mean_days"].mean()) if len(transfer_lanes) else 0.0
+    return int(params.review_days + round(lead))
+
+
+def demand_summary(forecasts: pd.DataFrame, window: int, lead_time_sd: float) -> pd.DataFrame:
+    """Forecast rows (item_id, location_id, horizon, q_0.1..q_0.9) -> item_id, region_id, mean, sd over
+    the first `window` horizon days (see the module docstring)."""
+    missing = [c for c in ["item_id", "location_id", "horizon", *QUANTILE_COLUMNS] if c not in forecasts.columns]
+    if missing:
+        raise InstanceError(f"forecasts: missing column(s) {missing}; found {list(forecasts.columns)}")
+    days = forecasts[forecasts["horizon"] <= window]
+    q = days[QUANTILE_COLUMNS].to_numpy(dtype=float)
+    frame = pd.DataFrame({"item_id": days["item_id"].to_numpy(), "region_id": days["location_id"].to_numpy(),
+                          "mean": q.mean(axis=1), "var": ((q[:, -1] - q[:, 0]) / (2 * NORMAL_Z90)) ** 2})
+    out = frame.groupby(["item_id", "region_id"], as_index=False, sort=True)[["mean", "var"]].sum()
+    out["sd"] = np.sqrt(out["var"] + (out["mean"] / window) ** 2 * lead_time_sd ** 2)
+    return out.drop(columns="var")
+
+
+def scenario_levels(k: int) -> np.ndarray:
+    from scipy.stats import norm
+
+    return norm.ppf((np.arange(k) + 0.5) / k)
+
+
+def from_tables(summary: pd.DataFrame, items: pd.DataFrame, facilities: pd.DataFrame,
+                delivery_lanes: pd.DataFrame, transfer_lanes: pd.DataFrame, window: int,
+                params: Params = Params()) -> Instance:
+    """Arrays from the demand summary and the network tables (checked: every item is reachable, every
+    capacity present and non-negative, every item has a cube). Raises InstanceError naming the rows."""
+    check_network(facilities, delivery_lanes, transfer_lanes)
+    fcs = facilities[facilities["facility_type"] == "FC"].sort_values("facility_id")
+    dcs = facilities[facilities["facility_type"] == "DC"].sort_values("facility_id")
+    fc_ids, dc_ids = fcs["facility_id"].to_numpy(), dcs["facility_id"].to_numpy()
+    region_ids = np.array(sorted(set(delivery_lanes["region_id"]) | set(summary["region_id"])))
+    item_ids = np.array(sorted(summary["item_id"].unique()))
+
+    lanes = delivery_lanes[delivery_lanes["facility_id"].isin(fc_ids)]
+    unreachable = sorted(set(summary["region_id"]) - set(lanes["region_id"]))
+    if unreachable:
+        bad = summary[summary["region_id"].isin(unreachable)]
+        raise InstanceError(f"{bad['item_id'].nunique()} item(s) have no reachable FC: no delivery lane from any "
+                            f"FC reaches region(s) {unreachable}; e.g. items {sorted(bad['item_id'].unique())[:5]}")
+    info = items.drop_duplicates("item_id").set_index("item_id").reindex(item_ids)
+    no_cube = info.index[info["cube_cuft"].isna() | ~(info["cube_cuft"] > 0) | info["price"].isna()].tolist()
+    if no_cube:
+        raise InstanceError(f"{len(no_cube)} forecast item(s) have no valid cube_cuft/price in items: {no_cube[:5]}")
+
+    F, D, R = len(fc_ids), len(dc_ids), len(region_ids)
+    f_of, r_of = {f: i for i, f in enumerate(fc_ids)}, {r: i for i, r in enumerate(region_ids)}
+    fi, ri = lanes["facility_id"].map(f_of).to_numpy(), lanes["region_id"].map(r_of).to_numpy()
+    # A missing lane is unusable: a prohibitive cost keeps the LP simple (no lane -> no shipment).
+    ship = np.full((F, R), 1e4)
+    ship[fi, ri] = lanes["cost_per_unit"].to_numpy(dtype=float)
+    meets = np.zeros((F, R, len(SPEEDS)), dtype=bool)
+    for s, speed in enumerate(SPEEDS):
+        meets[fi, ri, s] = lanes[speed].to_numpy(dtype=bool)
+
+    d_of = {d: i for i, d in enumerate(dc_ids)}
+    tl = transfer_lanes[transfer_lanes["from_facility_id"].isin(dc_ids) & transfer_lanes["to_facility_id"].isin(fc_ids)]
+    transfer = np.full((D, F), 1e4)
+    transfer[tl["from_facility_id"].map(d_of).to_numpy(), tl["to_facility_id"].map(f_of).to_numpy()] = \
+        tl["cost_per_unit"].to_numpy(dtype=float)
+    vendor_lt = dcs["vendor_lead_time_mean_days"].fillna(0.0).to_numpy(dtype=float)
+    vendor_sd = dcs["vendor_lead_time_std_days"].fillna(0.0).to_numpy(dtype=float)
+    dc_cover = (vendor_lt + params.dc_safety_z * vendor_sd) / window
+
+    K = params.scenarios
+    n_of = {n: i for i, n in enumerate(item_ids)}
+    mean = np.zeros((len(item_ids), R))
+    sd = np.zeros((len(item_ids), R))
+    ni, rj = summary["item_id"].map(n_of).to_numpy(), summary["region_id"].map(r_of).to_numpy()
+    mean[ni, rj], sd[ni, rj] = summary["mean"].to_numpy(), summary["sd"].to_numpy()
+    demand = np.maximum(0.0, mean[:, :, None] + sd[:, :, None] * scenario_levels(K)[None, None, :])
+
+    return Instance(
+        item_ids=item_ids, fc_ids=fc_ids, dc_ids=dc_ids, region_ids=region_ids,
+        cube=info["cube_cuft"].to_numpy(dtype=float), price=info["price"].to_numpy(dtype=float),
+        demand=demand, prob=np.full(K, 1.0 / K), window_days=window, ship_cost=ship, meets=meets,
+        transfer_cost=transfer, dc_cover=dc_cover,
+        fc_storage=fcs["storage_capacity_cuft"].to_numpy(dtype=float),
+        fc_flow=fcs["flow_capacity_units_per_day"].to_numpy(dtype=float),
+        dc_storage=dcs["storage_capacity_cuft"].to_numpy(dtype=float),
+        dc_flow=dcs["flow_capacity_units_per_day"].to_numpy(dtype=float), params=params,
+        daily_mean=mean / window, daily_sd=sd / np.sqrt(window))
+
+
+def check_network(facilities: pd.DataFrame, delivery_lanes: pd.DataFrame, transfer_lanes: pd.DataFrame) -> None:
+    """The in-process twin of the network gate (for generated instances and direct callers)."""
+    problems = []
+    for column in ("storage_capacity_cuft", "flow_capacity_units_per_day"):
+        bad = facilities[facilities[column].isna() | (facilities[column] < 0)]
+        if len(bad):
+            problems.append(f"{column} missing or negative at {bad['facility_id'].tolist()[:5]}")
+    if not (facilities["facility_type"] == "FC").any():
+        problems.append("no FC in facilities")
+    if not (facilities["facility_type"] == "DC").any():
+        problems.append("no DC in facilities")
+    known = set(facilities["facility_id"])
+    strangers = sorted((set(delivery_lanes["facility_id"]) | set(transfer_lanes["from_facility_id"])
+                        | set(transfer_lanes["to_facility_id"])) - known)
+    if strangers:
+        problems.append(f"lanes name facilities not in facilities: {strangers[:5]}")
+    if problems:
+        raise InstanceError("network: " + "; ".join(problems))
+
+
+# -------------------------------------------------------------------------------------------------
+# Generated instances
+# -------------------------------------------------------------------------------------------------
+
+def generate_tables(items: int = 50, facilities: int = 6, regions: int = 4, seed: int = 42,
+                    dcs: int | None = None, tightness: float = 0.8, window: int = 10) -> dict[str, pd.DataFrame]:
+    """Seeded network tables (the `network` contract's shapes), an items table and a demand summary.
+
+    Capacities: total FC storage is `tightness` x the cube of the network's expected window demand,
+    total FC flow `tightness / 0.8 * 0.85` x its mean daily units, split over FCs with +-50% noise, so
+    some FCs bind and others are slack."""
+    rng = np.random.default_rng([seed, 3])
+    F, R = facilities, regions
+    D = dcs or max(1, F // 5)
+    region_ids = [f"R{r + 1:02d}" for r in range(R)]
+    fc_ids, dc_ids = [f"FC{k + 1:02d}" for k in range(F)], [f"DC{k + 1:02d}" for k in range(D)]
+    rxy = rng.uniform([0, 0], [3000, 1500], size=(R, 2))
+    fxy = rxy[np.arange(F) % R] + rng.normal(0, 40, size=(F, 2))
+    dxy = rxy[rng.integers(0, R, D)] + rng.normal(0, 150, size=(D, 2))
+    dist = np.hypot(*(fxy[:, None, :] - rxy[None, :, :]).transpose(2, 0, 1))
+    lanes = pd.DataFrame({"facility_id": np.repeat(fc_ids, R), "region_id": np.tile(region_ids, F),
+                          "distance_km": dist.ravel().round(1)})
+    lanes["same_day"] = lanes["distance_km"] <= 120.0
+    lanes["one_day"] = lanes["distance_km"] <= 700.0
+    lanes["two_day"] = True
+    lanes["cost_per_unit"] = (1.0 + 0.002 * lanes["distance_km"]).round(3)
+    tdist = np.hypot(*(dxy[:, None, :] - fxy[None, :, :]).transpose(2, 0, 1)).ravel()
+    transfer = pd.DataFrame({"from_facility_id": np.repeat(dc_ids, F), "to_facility_id": np.tile(fc_ids, D),
+                             "cost_per_unit": (0.25 + 0.0006 * tdist).round(3),
+                             "lead_time_mean_days": (1.0 + tdist / 400.0).round(2),
+                             "lead_time_std_days": (0.2 + 0.15 * (1.0 + tdist / 400.0)).round(2)})
+
+    item_ids = [f"I{n:06d}" for n in range(items)]
+    cube = np.exp(rng.normal(np.log(0.3), 0.9, items)).round(3)
+    price = np.exp(rng.normal(np.log(25.0), 0.8, items)).round(2)
+    rate = np.exp(rng.normal(np.log(2.0), 1.2, items))                       # units/day, all regions
+    share = rng.dirichlet(np.full(R, 2.0))
+    region_rate = rate[:, None] * share[None, :] * rng.uniform(0.5, 1.5, (items, R))
+    mean = region_rate * window
+    sd = np.sqrt(mean) * rng.uniform(1.0, 2.0, (items, R))                   # over-dispersed counts
+    summary = pd.DataFrame({"item_id": np.repeat(item_ids, R), "region_id": np.tile(region_ids, items),
+                            "mean": mean.ravel(), "sd": sd.ravel()})
+
+    fc_weight = share[np.arange(F) % R] / np.bincount(np.arange(F) % R, minlength=R)[np.arange(F) % R]
+    fc_weight = fc_weight * rng.uniform(0.5, 1.5, F)
+    fc_weight /= fc_weight.sum()
+    total_cube = float((mean.sum(axis=1) * cube).sum())
+    daily_units = float(mean.sum()) / window
+    facilities_table = pd.concat([
+        pd.DataFrame({"facility_id": dc_ids, "facility_type": "DC", "echelon": 1,
+                      "storage_capacity_cuft": np.ceil(2.0 * total_cube / D),
+                      "flow_capacity_units_per_day": np.ceil(1.2 * daily_units / D),
+                      "vendor_lead_time_mean_days": rng.uniform(10, 21, D).round(1)}),
+        pd.DataFrame({"facility_id": fc_ids, "facility_type": "FC", "echelon": 2,
+                      "storage_capacity_cuft": np.ceil(tightness * total_cube * fc_weight),
+                      "flow_capacity_units_per_day": np.ceil(tightness / 0.8 * 0.85 * daily_units * fc_weight),
+                      "vendor_lead_time_mean_days": np.nan})], ignore_index=True)
+    facilities_table["vendor_lead_time_std_days"] = 0.25 * facilities_table["vendor_lead_time_mean_days"]
+    items_table = pd.DataFrame({"item_id": item_ids, "cube_cuft": cube, "price": price})
+    return {"facilities": facilities_table, "delivery_lanes": lanes, "transfer_lanes": transfer,
+            "items": items_table, "summary": summary, "window": window}
+
+
+def generate(items: int = 50, facilities: int = 6, regions: int = 4, seed: int = 42,
+             params: Params = Params(), **kw) -> Instance:
+    t = generate_tables(items, facilities, regions, seed, **kw)
+    return from_tables(t["summary"], t["items"], t["facilities"], t["delivery_lanes"], t["transfer_lanes"],
+                       t["window"], params)
+
+
+def parse_generate(spec: str) -> dict:
+    """'items=N,facilities=F,regions=R,seed=S' -> kwargs for `generate` (clear error on anything else)."""
+    allowed = {"items", "facilities", "regions", "seed", "dcs"}
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        if key not in allowed or not value.lstrip("-").isdigit():
+            raise ValueError(f"--generate expects items=N,facilities=F,regions=R,seed=S; cannot read {part!r}")
+        out[key] = int(value)
+        if out[key] < (0 if key == "seed" else 1):
+            raise ValueError(f"--generate: {key} must be positive, got {value}")
+    return out

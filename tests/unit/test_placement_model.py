@@ -1,0 +1,118 @@
+"""The placement model's known answers: newsvendor, decomposition = monolithic, prices, capacities,
+bad generator specs, and the simulator's stock accounting."""
+import json
+
+import numpy as np
+import pytest
+
+from echelon.models.placement import lagrangian, lp, simulate
+from echelon.models.placement.instance import Instance, Params, generate, parse_generate
+
+
+def single_fc(demand, lost=20.0, hold=2.0):
+    """One item, one FC, one DC, one region: capacities far from binding."""
+    K = len(demand)
+    params = Params(scenarios=K, hold_cuft_day=hold / 10, capital_rate=0.0, dc_hold_share=0.0,
+                    lost_sale_share=0.0, lost_sale_fixed=lost)
+    return Instance(item_ids=np.array(["A"]), fc_ids=np.array(["FC01"]), dc_ids=np.array(["DC01"]),
+                    region_ids=np.array(["R01"]), cube=np.array([1.0]), price=np.array([10.0]),
+                    demand=np.array(demand, float).reshape(1, 1, K), prob=np.full(K, 1 / K), window_days=10,
+                    ship_cost=np.array([[1.0]]), meets=np.ones((1, 1, 3), bool), transfer_cost=np.array([[0.5]]),
+                    dc_cover=np.array([0.0]), fc_storage=np.array([1e6]), fc_flow=np.array([1e6]),
+                    dc_storage=np.array([1e6]), dc_flow=np.array([1e6]), params=params)
+
+
+@pytest.mark.parametrize("lost,expected_rank", [(20.0, 5), (4.5, 2), (7.5, 4)])
+def test_single_fc_single_item_is_the_newsvendor(lost, expected_rank):
+    demand = [30.0, 10.0, 50.0, 20.0, 40.0]
+    inst = single_fc(demand, lost=lost)
+    # A unit of target costs holding h = 2 over the window whether sold or not; a sale saves the lost-sale
+    # penalty less shipping and refill (1.5). Stock up while P(D > x) (pi - c) > h: F(x*) >= 1 - h / (pi - c).
+    under, over = lost - 1.5, 2.0
+    fractile = 1 - over / under
+    expected = np.sort(demand)[int(np.ceil(fractile * len(demand))) - 1]
+    assert np.sort(demand)[expected_rank - 1] == expected          # the case really tests what it says
+    for result in (lagrangian.monolithic(inst), lagrangian.solve(inst)):
+        assert result.plan["x"][0, 0] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.fixture(scope="module", params=[(24, 4, 3, 1), (40, 5, 3, 7)])
+def pair(request):
+    n, f, r, seed = request.param
+    inst = generate(items=n, facilities=f, regions=r, seed=seed)
+    return inst, lagrangian.monolithic(inst), lagrangian.solve(inst, max_iter=60, tol=1e-4)
+
+
+def test_decomposition_matches_the_monolithic_optimum(pair):
+    inst, mono, dec = pair
+    assert dec.bound <= mono.objective * (1 + 1e-7)                  # a valid dual bound
+    assert mono.objective <= dec.objective * (1 + 1e-7)              # the recovered plan is a feasible plan
+    assert dec.objective == pytest.approx(mono.objective, rel=1e-3)  # within 0.1%
+    assert dec.gap <= 1e-3 and dec.status in ("optimal", "gap_limit")
+
+
+def test_recovered_plan_respects_every_capacity(pair):
+    inst, mono, dec = pair
+    assert (dec.usage <= inst.capacity * (1 + 1e-7) + 1e-7).all()
+    assert dec.max_capacity_violation(inst) <= 1e-7
+    # the plan's own arrays agree with the usage it reports
+    assert np.allclose(dec.plan["usage"].sum(axis=0), dec.usage)
+
+
+def test_prices_are_zero_on_slack_and_positive_on_binding_capacities(pair):
+    inst, mono, dec = pair
+    util = mono.usage / inst.capacity
+    slack, binding = util < 0.98, mono.prices > 1e-3
+    assert slack.any() and binding.any()                              # the instance has both kinds
+    assert np.allclose(dec.prices[slack], 0.0, atol=1e-6)
+    assert (dec.prices[binding] > 0).all()
+
+
+def test_infeasible_capacity_still_gives_a_feasible_plan_with_the_shortfall():
+    inst = generate(items=20, facilities=4, regions=3, seed=2, tightness=0.05)
+    result = lagrangian.solve(inst, max_iter=40, tol=1e-3)
+    assert result.max_capacity_violation(inst) <= 1e-7
+    demand = (inst.demand * inst.prob).sum()
+    assert result.plan["lost_units"].sum() > 0.5 * demand           # most demand cannot be served
+    assert (result.prices[: len(inst.fc_ids)] > 0).all()              # every FC's storage is priced
+
+
+def test_subproblem_chunks_are_independent():
+    inst = generate(items=10, facilities=3, regions=2, seed=4)
+    lam = np.linspace(0.0, 2.0, len(inst.capacity))
+    whole = lp.solve_items(inst, lam=lam, chunk=64)
+    split = lp.solve_items(inst, lam=lam, chunk=3)
+    assert np.allclose(whole["priced"], split["priced"], rtol=1e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["items=0", "items=ten", "stores=3", "items=5,seed"])
+def test_bad_generate_spec_is_rejected(spec):
+    with pytest.raises(ValueError, match="--generate"):
+        parse_generate(spec)
+
+
+def test_generated_solve_writes_plan_and_summary(tmp_path):
+    from echelon.models.placement.solve import run_generated
+
+    summary = run_generated({"items": 8, "facilities": 3, "regions": 2, "seed": 3}, "lagrangian", tmp_path)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("objective", "bound", "gap", "seconds", "method", "status", "max_capacity_violation"):
+        assert key in written
+    assert written["bound"] <= written["objective"] + 1e-6 and written["max_capacity_violation"] <= 1e-7
+    assert (tmp_path / "plan.parquet").exists() and (tmp_path / "convergence.png").exists()
+    assert summary["method"] == "lagrangian"
+
+
+def test_simulator_stock_balances_and_optimised_plan_beats_baselines():
+    inst = generate(items=40, facilities=5, regions=3, seed=5)
+    plan = lagrangian.solve(inst, max_iter=40, tol=1e-3).plan["x"]
+    out = simulate.simulate(inst, plan, days=21, seed=1)
+    ledger = out["ledger"]
+    assert np.allclose(ledger["initial"] + ledger["received"], ledger["shipped"] + ledger["final"])
+    assert (ledger["final"] >= 0).all()
+    assert out["on_time_units"] + out["late_units"] + out["lost_units"] == pytest.approx(out["demand_units"])
+    table = simulate.compare(inst, plan, days=21, seed=1).set_index("policy")
+    best = table.loc["optimised"]
+    for baseline in ("newsvendor", "proportional"):
+        assert best["shipping_cost_per_unit"] < table.loc[baseline, "shipping_cost_per_unit"]
+        assert best["on_time_share"] >= table.loc[baseline, "on_time_share"]
