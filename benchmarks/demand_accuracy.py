@@ -7,6 +7,7 @@ LightGBM settings were chosen on the two earlier windows only (--tune; the round
 results/demand_accuracy_tuning.csv); the last window is the held-out test.
 
     python benchmarks/demand_accuracy.py --out benchmarks/results [--models seasonal_naive,lightgbm]
+    python benchmarks/demand_accuracy.py --models tft --cache DIR --out /tmp/part   # one model, kept in DIR
     python benchmarks/demand_accuracy.py --tune     # one tuning round on the two earlier windows,
                                                     # appended to results/demand_accuracy_tuning.csv
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -46,10 +48,13 @@ LGBM_SETTINGS: dict = {"num_boost_round": 300, "max_origins_per_series": 100, "c
                        "params": {"learning_rate": 0.08, "num_leaves": 15, "min_data_in_leaf": 800,
                                   "feature_fraction": 0.5}}
 
+GLUON_OVERRIDES: dict = {}  # e.g. {"epochs": 10} from --gluon-epochs, when the time budget is short
+
+
 def _gluon(name: str) -> object:
     from echelon.models.demand.gluon import recommended  # torch is imported only when a GluonTS model runs
 
-    return recommended(name, seed=SEED)
+    return recommended(name, seed=SEED, **GLUON_OVERRIDES)
 
 
 FORECASTERS: dict[str, Callable[[], object]] = {
@@ -166,6 +171,9 @@ def write_results(results: Mapping[str, BacktestResult], out: Path, data: pd.Dat
         "",
         f"LightGBM settings: `{json.dumps(LGBM_SETTINGS)}` (seed {SEED}, one thread).",
         "",
+        "Models as they ran:", "",
+        *[f"- {name}: `{res.params.get('model', '?')}`" for name, res in results.items()],
+        "",
         *_tuning_section(out),
         "Reproduce: `python benchmarks/demand_accuracy.py --out benchmarks/results`.",
         "",
@@ -278,6 +286,11 @@ def main(argv: list[str] | None = None, factories: Mapping[str, Callable[[], obj
     parser.add_argument("--models", default=None,
                         help="comma-separated subset of the model names (default: all of them)")
     parser.add_argument("--tune", action="store_true", help="run the LightGBM tuning grid on windows 1-2")
+    parser.add_argument("--gluon-epochs", type=int, default=None,
+                        help="train the GluonTS models for N epochs instead of their recommended budget")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep each model's backtest in DIR/<model>.pkl and reuse it when present: models can "
+                             "run in separate processes (--models a / --models b), then one run writes the table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.data.exists():
@@ -285,6 +298,8 @@ def main(argv: list[str] | None = None, factories: Mapping[str, Callable[[], obj
               f"date,store,item,sales); nothing was written.")
         return 0
     data = load_store_item(args.data)
+    if args.gluon_epochs:
+        GLUON_OVERRIDES["epochs"] = args.gluon_epochs
     if args.tune:
         # each run appends one round (around the current LGBM_SETTINGS) to the recorded tuning history
         path = args.out / "demand_accuracy_tuning.csv"
@@ -302,7 +317,18 @@ def main(argv: list[str] | None = None, factories: Mapping[str, Callable[[], obj
     if unknown:
         parser.error(f"unknown model(s) {unknown}; known: {sorted(factories)}")
     chosen = {name: factories[name] for name in names}
-    results = run_benchmark(data, chosen)
+    results = {}
+    for name, factory in chosen.items():
+        cached = args.cache / f"{name}.pkl" if args.cache else None
+        if cached and cached.exists():
+            log.info("%s: reusing %s", name, cached)
+            results[name] = pickle.loads(cached.read_bytes())
+            results[name].params.setdefault("model", repr(factory()))  # results kept before backtest recorded it
+            continue
+        results[name] = run_benchmark(data, {name: factory})[name]
+        if cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_bytes(pickle.dumps(results[name]))
     path = write_results(results, args.out, data)
     print(path.read_text())
     return 0

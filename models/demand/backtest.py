@@ -88,5 +88,6 @@ def backtest(forecaster, data: pd.DataFrame, horizon: int, n_windows: int = 3, f
     by_segment = segment_scores(joined, pd.concat(all_segments, ignore_index=True), quantiles, extra_keys=["window"])
     return BacktestResult(model=name, windows=pd.DataFrame(window_rows), overall=overall,
                           segments=by_segment, forecasts=joined,
-                          params={"horizon": horizon, "n_windows": n_windows, "freq": freq, "step": step or horizon})
+                          params={"horizon": horizon, "n_windows": n_windows, "freq": freq, "step": step or horizon,
+                                  "model": repr(forecaster)})
 
