@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml setup.py constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, from the pinned CPU wheel: an unpinned torch would pull several GB of CUDA packages
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,stack]'
 	touch $@
 
 env: $(BIN)/.installed  ## create .venv with the pinned stack (constraints.txt) and the project installed
@@ -49,17 +49,23 @@ mlflow: env  ## start the MLflow UI on the project's tracking store (:5000)
 backfill: init  ## backfill data dates FROM..TO of DAG with Airflow's backfill (needs `make airflow` running)
 	$(ECHELON) backfill --dag $(DAG) --from $(FROM) --to $(TO)
 
+stack: env  ## the production-shaped stack from real processes: Airflow + MLflow on Postgres, a Spark cluster (Ctrl-C stops)
+	$(BIN)/python -m echelon.stack
+
+test-stack: env  ## only the stack tests (tests/stack): Postgres, Spark cluster, scheduler runs, browser checks
+	$(BIN)/python -m pytest -q tests/stack
+
 bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes benchmarks/results/
 	$(BIN)/python benchmarks/demand_accuracy.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
 
-bench-capacity: env  ## capacity clearing speed (10k/100k/1M requests) and the market simulation; writes benchmarks/results/
-	$(BIN)/python benchmarks/capacity_bench.py --out benchmarks/results
-
 bench-placement: env  ## decomposition vs monolithic on generated placement instances; writes benchmarks/results/
 	$(BIN)/python benchmarks/placement_scaling.py --out benchmarks/results
+
+bench-capacity: env  ## capacity clearing speed (10k/100k/1M requests) and the market simulation; writes benchmarks/results/
+	$(BIN)/python benchmarks/capacity_bench.py --out benchmarks/results
 
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill bench-demand bench-capacity bench-placement clean-var
+.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-demand bench-placement bench-capacity clean-var

@@ -1,0 +1,368 @@
+"""The production-shaped stack from real processes, without containers: the topology of docker/compose.yaml
+started on loopback from the same settings, used by `make stack` and by tests/stack/.
+
+    Postgres (already running)  ->  a dedicated database pair <name>_airflow / <name>_mlflow, created here
+    Spark standalone master + worker             SPARK_MASTER=spark://127.0.0.1:<port>
+    MLflow tracking server on Postgres           MLFLOW_TRACKING_URI=http://127.0.0.1:<port>, proxied artifacts
+    Airflow api-server, scheduler, dag-processor, triggerer on Postgres (LocalExecutor), simple auth on
+
+Every service binds 127.0.0.1 on a free port. Secrets come only from the environment: the Airflow admin
+password is ECHELON_AIRFLOW_ADMIN_PASSWORD (a random one is generated, and written 0600 under the stack's
+folder, when it is unset); the Postgres URL is ECHELON_STACK_POSTGRES_URL."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from echelon.airflow_env import airflow_env
+from echelon.settings import get_settings
+
+BIN = Path(sys.executable).parent
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+AIRFLOW_ROLES = ("api-server", "dag-processor", "scheduler", "triggerer")
+
+
+class StackError(RuntimeError):
+    """A stack that cannot start: the message says what and where, for a person to act on."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_database(url: str, database: str, driver: str | None = None) -> str:
+    parts = urlsplit(url)
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return urlunsplit(parts._replace(scheme=scheme, path=f"/{database}"))
+
+
+def _connect(admin_url: str):
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(admin_url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StackError(f"Postgres is unreachable at {redact(admin_url)}: {first}. Start it "
+                         "(e.g. `pg_ctlcluster 15 main start`) or point ECHELON_STACK_POSTGRES_URL at a "
+                         "server where this user may create databases.") from None
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction (so no `with conn:`)
+    return conn
+
+
+def create_databases(admin_url: str, names: list[str]) -> None:
+    from psycopg2 import sql
+
+    with closing(_connect(admin_url)) as conn, conn.cursor() as cur:
+        for name in names:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_databases(admin_url: str, names: list[str]) -> None:
+    from psycopg2 import sql
+
+    with closing(_connect(admin_url)) as conn, conn.cursor() as cur:
+        for name in names:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def database_exists(admin_url: str, name: str) -> bool:
+    with closing(_connect(admin_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))  # bound, never formatted
+        return cur.fetchone() is not None
+
+
+def http_get(url: str, headers: dict | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+class Stack:
+    """Start with `start()` (or `with Stack(...) as stack:`), stop with `stop()`; `env` is the environment
+    of every service, task and CLI call of this stack."""
+
+    def __init__(self, var: Path, name: str | None = None, postgres_url: str | None = None,
+                 roles: tuple[str, ...] = AIRFLOW_ROLES, spark_worker_cores: int = 2,
+                 spark_worker_memory: str = "3g", base_env: dict | None = None, keep_databases: bool = False):
+        base = dict(os.environ if base_env is None else base_env)
+        self.var = Path(var).resolve()
+        self.dir = self.var / "stack"
+        self.logs = self.dir / "logs"
+        self.name = name or f"echelon_stack_{uuid.uuid4().hex[:8]}"
+        self.postgres_url = postgres_url or base.get("ECHELON_STACK_POSTGRES_URL", DEFAULT_POSTGRES)
+        self.databases = [f"{self.name}_airflow", f"{self.name}_mlflow"]
+        self.roles = roles
+        self.worker_cores, self.worker_memory = spark_worker_cores, spark_worker_memory
+        self.keep_databases = keep_databases
+        self.ports = {k: free_port() for k in ("spark", "spark_ui", "worker", "worker_ui", "mlflow", "airflow")}
+        self.spark_url = f"spark://127.0.0.1:{self.ports['spark']}"
+        self.spark_ui = f"http://127.0.0.1:{self.ports['spark_ui']}"
+        self.mlflow_url = f"http://127.0.0.1:{self.ports['mlflow']}"
+        self.airflow_url = f"http://127.0.0.1:{self.ports['airflow']}"
+        self.admin_user = base.get("ECHELON_AIRFLOW_ADMIN_USER", "admin")
+        self.admin_password = base.get("ECHELON_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
+        self._created = False
+        self.env = self._environment(base)
+
+    # -- configuration -------------------------------------------------------------------------------
+    def _environment(self, base: dict) -> dict:
+        home = self.var / "airflow"
+        env = {**base, "ECHELON_VAR": str(self.var), "AIRFLOW_HOME": str(home),
+               "SPARK_MASTER": self.spark_url, "SPARK_LOCAL_IP": "127.0.0.1",
+               "SPARK_CONF_DIR": str(self.dir / "spark-conf"),
+               "ECHELON_SPARK_DRIVER_MEMORY": base.get("ECHELON_SPARK_DRIVER_MEMORY", "1g"),
+               "MLFLOW_TRACKING_URI": self.mlflow_url,
+               # the domains' experiments keep their artifacts under ECHELON_MLFLOW_ARTIFACTS (default
+               # <var>/mlflow/artifacts: a filesystem every process of this one-machine stack shares); the
+               # server proxies the same folder for experiments created without a location
+               "ECHELON_MLFLOW_ARTIFACTS": str(self.var / "mlflow" / "artifacts"),
+               "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": with_database(self.postgres_url, self.databases[0], "psycopg2"),
+               "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+               "AIRFLOW__API__HOST": "127.0.0.1", "ECHELON_AIRFLOW_PORT": str(self.ports["airflow"]),
+               "AIRFLOW__API__PORT": str(self.ports["airflow"]), "AIRFLOW__API__WORKERS": "1",
+               "AIRFLOW__API__BASE_URL": self.airflow_url,
+               # authentication on: named users only, their passwords from the environment (below)
+               "AIRFLOW__CORE__AUTH_MANAGER":
+                   "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.admin_user}:admin",
+               "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+               "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+               "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+               "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+               "no_proxy": "*"}
+        for key in ("ECHELON_LAKE", "ECHELON_REPORTS"):
+            env.pop(key, None)  # the stack's lake and reports live under its own var/
+        return airflow_env(env)
+
+    def _write_configs(self) -> None:
+        conf = self.dir / "spark-conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        # one core per application so that parallel DAG runs share the worker instead of queueing
+        (conf / "spark-defaults.conf").write_text("spark.cores.max 1\nspark.executor.memory 1g\n")
+        passwords = Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        passwords.parent.mkdir(parents=True, exist_ok=True)
+        passwords.write_text(json.dumps({self.admin_user: self.admin_password}) + "\n")
+        passwords.chmod(0o600)
+
+    # -- processes -----------------------------------------------------------------------------------
+    def _spawn(self, role: str, argv: list[str]) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{role}.log", "wb") as out:
+            self.processes[role] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                                    cwd=self.dir, start_new_session=True)
+
+    def _wait(self, what: str, check, timeout: float = 180.0, roles: tuple[str, ...] = ()) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if check():
+                return
+            for role in roles:
+                if self.processes[role].poll() is not None:
+                    raise StackError(f"{role} exited with {self.processes[role].returncode} while waiting for "
+                                     f"{what}:\n{self.tail(role)}")
+            time.sleep(1.0)
+        raise StackError(f"timed out after {timeout:.0f}s waiting for {what}\n"
+                         + "\n".join(self.tail(r) for r in roles))
+
+    def tail(self, role: str, chars: int = 3000) -> str:
+        path = self.logs / f"{role}.log"
+        return f"--- {role}.log:\n" + (path.read_text(errors="replace")[-chars:] if path.exists() else "(none)")
+
+    def spark_state(self) -> dict:
+        status, body = http_get(f"{self.spark_ui}/json/")
+        return json.loads(body) if status == 200 else {}
+
+    def _start_spark(self) -> None:
+        import pyspark
+
+        spark_class = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+        self.env["SPARK_NO_DAEMONIZE"] = "1"
+        self._spawn("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                     "--port", str(self.ports["spark"]), "--webui-port", str(self.ports["spark_ui"])])
+        self._wait("the Spark master", self.spark_state, roles=("spark-master",))
+        self._spawn("spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", self.spark_url,
+                                     "--host", "127.0.0.1", "--port", str(self.ports["worker"]),
+                                     "--webui-port", str(self.ports["worker_ui"]), "--cores", str(self.worker_cores),
+                                     "--memory", self.worker_memory, "--work-dir", str(self.dir / "spark-work")])
+
+    def _start_mlflow(self) -> None:
+        store = with_database(self.postgres_url, self.databases[1], "psycopg2")  # SQLAlchemy 2.1 defaults to psycopg 3
+        # create the schema once, before several server workers could race to do it
+        init = subprocess.run([sys.executable, "-c", "import sys\nfrom mlflow.store.tracking.sqlalchemy_store "
+                               "import SqlAlchemyStore\nSqlAlchemyStore(sys.argv[1], sys.argv[2])", store,
+                               str(self.var / "mlflow" / "artifacts")], env=self.env, capture_output=True, text=True)
+        if init.returncode:
+            raise StackError(f"MLflow could not create its schema in {redact(store)}:\n{init.stderr[-2000:]}")
+        self._spawn("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", store,
+                               "--registry-store-uri", store, "--serve-artifacts",
+                               "--artifacts-destination", str(self.var / "mlflow" / "artifacts"),
+                               "--host", "127.0.0.1", "--port", str(self.ports["mlflow"]), "--workers", "2",
+                               "--allowed-hosts", f"127.0.0.1:{self.ports['mlflow']},localhost:{self.ports['mlflow']}"])
+
+    def _start_airflow(self) -> None:
+        migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, capture_output=True,
+                                 text=True)
+        if migrate.returncode:
+            raise StackError(f"airflow db migrate failed on {redact(self.env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}"
+                             f":\n{migrate.stdout[-1500:]}\n{migrate.stderr[-2000:]}")
+        for role in self.roles:
+            # the scheduler's log server would listen on every interface (not configurable in 3.3); the
+            # api-server reads the task logs from the same folder, so it is not needed on one machine
+            extra = ["--skip-serve-logs"] if role == "scheduler" else []
+            self._spawn(role, [str(BIN / "airflow"), role, *extra])
+
+    def start(self) -> "Stack":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_configs()
+        create_databases(self.postgres_url, self.databases)
+        self._created = True
+        try:
+            self._start_spark()
+            self._start_mlflow()
+            self._start_airflow()  # migrates while the JVMs and MLflow come up
+            self._wait("a Spark worker to register", lambda: self.spark_state().get("aliveworkers", 0) >= 1,
+                       roles=("spark-master", "spark-worker"))
+            self._wait("the MLflow server", lambda: http_get(f"{self.mlflow_url}/health")[0] == 200, roles=("mlflow",))
+            self._wait("the Airflow api-server",
+                       lambda: http_get(f"{self.airflow_url}/api/v2/monitor/health")[0] == 200, roles=("api-server",))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for role, process in self.processes.items():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+        if self._created and not self.keep_databases:
+            drop_databases(self.postgres_url, self.databases)
+            self._created = False
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the Airflow REST API, authenticated ---------------------------------------------------------
+    def token(self) -> str:
+        if self._token is None:
+            body = json.dumps({"username": self.admin_user, "password": self.admin_password}).encode()
+            request = urllib.request.Request(f"{self.airflow_url}/auth/token", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                self._token = json.loads(response.read())["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(f"{self.airflow_url}/api/v2/{path.lstrip('/')}", method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {self.token()}",
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise StackError(f"{method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 240.0) -> None:
+        def parsed():
+            try:
+                self.api("GET", f"dags/{dag_id}")
+                return True
+            except StackError:
+                return False
+        self._wait(f"the dag-processor to parse {dag_id}", parsed, timeout, roles=("dag-processor",))
+
+    def describe(self) -> str:
+        settings = get_settings(self.env)
+        return "\n".join([
+            f"Airflow UI   {self.airflow_url}  (user {self.admin_user}; password: ECHELON_AIRFLOW_ADMIN_PASSWORD or "
+            f"{self.env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})",
+            f"MLflow UI    {self.mlflow_url}", f"Spark master {self.spark_url}  (UI {self.spark_ui})",
+            f"Postgres     {', '.join(self.databases)} on {redact(self.postgres_url)}",
+            f"Lake         {settings.lake}", f"Reports      {settings.reports}", f"Logs         {self.logs}",
+            "Environment for the CLI: " + " ".join(f"{k}={self.env[k]}" for k in (
+                "ECHELON_VAR", "AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI",
+                "SPARK_MASTER", "SPARK_CONF_DIR", "ECHELON_AIRFLOW_PORT")),
+            f"A world for it: ECHELON_VAR={self.var} echelon world --items 50 --locations 2 --end <ds>, then unpause "
+            "demand_nightly in the UI or run `echelon backfill` with the environment above."])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--var", default=None, help="state folder (default: <ECHELON_VAR>/stack-var)")
+    parser.add_argument("--postgres-url", default=None, help=f"admin URL (default ECHELON_STACK_POSTGRES_URL or {DEFAULT_POSTGRES})")
+    parser.add_argument("--name", default=None, help="database name prefix (default: a unique one)")
+    parser.add_argument("--keep-databases", action="store_true", help="do not drop the databases on exit")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`echelon stack`: start the stack, print where everything is, run until Ctrl-C, then tear down."""
+    var = Path(args.var) if args.var else get_settings().var / "stack-var"
+    stack = Stack(var, name=args.name, postgres_url=args.postgres_url, keep_databases=args.keep_databases)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"echelon stack: {exc}", file=sys.stderr)
+        return 2
+    print(stack.describe(), flush=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping and all(p.poll() is None for p in stack.processes.values()):
+            time.sleep(2)
+    except KeyboardInterrupt:
+        pass
+    dead = [r for r, p in stack.processes.items() if p.poll() is not None]
+    if dead:
+        print("echelon stack: stopped because a service exited:\n" + "\n".join(stack.tail(r) for r in dead),
+              file=sys.stderr)
+    stack.stop()
+    return 1 if dead else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m echelon.stack", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

@@ -1,0 +1,72 @@
+"""One production-shaped stack (echelon.stack) per test module: Airflow and MLflow on a dedicated Postgres
+database pair created and dropped here, a Spark standalone master and worker, all on loopback, on a tiny
+world. Everything the tests look at (screenshots, service logs) is copied to <ECHELON_VAR>/reports/stack."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from echelon.schedule import data_partition
+
+BIN = Path(sys.executable).parent
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "reports" / "stack"   # kept after the run
+
+
+def latest_nightly_tick(now: dt.datetime | None = None) -> dt.datetime:
+    """The run the scheduler creates when demand_nightly is unpaused (catchup=False: the latest 02:00 UTC
+    tick). The test world ends at its data date, so that run is a real nightly run of the scheduler's own."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    tick = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    return tick if now >= tick else tick - dt.timedelta(days=1)
+
+
+def stack_env(var: Path) -> dict:
+    env = {**os.environ, "ECHELON_VAR": str(var), "ECHELON_DEMAND_CANDIDATES": "seasonal_naive,lightgbm",
+           # retrain every date, so that parallel backfill runs write to MLflow at the same time
+           "ECHELON_DEMAND_RETRAIN": "daily", "ECHELON_TASK_RETRIES": "0", "ECHELON_SPARK_SHUFFLE_PARTITIONS": "2",
+           "ECHELON_DEMAND_MODEL_PARAMS": json.dumps({"lightgbm": {"num_boost_round": 40, "max_origins_per_series": 60}}),
+           "ECHELON_AIRFLOW_ADMIN_PASSWORD": os.environ.get("ECHELON_AIRFLOW_ADMIN_PASSWORD") or os.urandom(12).hex()}
+    for key in ("ECHELON_LAKE", "ECHELON_REPORTS", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "SPARK_MASTER"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from echelon.stack import Stack, StackError, _connect
+
+    try:
+        _connect(os.environ.get("ECHELON_STACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")).close()
+    except StackError as exc:
+        pytest.skip(f"no Postgres for the stack: {exc}")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("java is not installed: the Spark standalone master/worker needs a JVM")
+    var = tmp_path_factory.mktemp("stack") / "var"
+    env = stack_env(var)
+    ds = data_partition(latest_nightly_tick())
+    # the world is generated on local Spark while the stack comes up (both are mostly waiting on JVMs)
+    var.mkdir(parents=True)
+    world_log = open(var / "world.log", "w")
+    world = subprocess.Popen([str(BIN / "echelon"), "world", "--items", "10", "--locations", "2", "--start",
+                              "2025-03-01", "--end", ds, "--seed", "7", "--master", "local[2]"],
+                             env={**env, "ECHELON_SPARK_DRIVER_MEMORY": "1g"}, stdout=world_log,
+                             stderr=subprocess.STDOUT)
+    instance = Stack(var, base_env=env, roles=("api-server", "dag-processor", "scheduler"))
+    try:
+        instance.start()
+        assert world.wait(timeout=600) == 0, (var / "world.log").read_text()[-3000:]
+        instance.ds = ds
+        yield instance
+    finally:
+        if world.poll() is None:
+            world.kill()
+        instance.stop()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(instance.logs, ARTIFACTS / "logs", dirs_exist_ok=True)

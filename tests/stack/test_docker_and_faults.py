@@ -1,0 +1,74 @@
+"""Cheap checks of the production shape that need no running stack: the compose files are valid and
+safe (no Docker engine runs here, so they are checked as YAML), and the stack script fails clearly when
+Postgres is unreachable."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from echelon.stack import free_port, redact
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|SECRET_KEY|FERNET_KEY)$")
+
+
+def compose(name: str) -> dict:
+    return yaml.safe_load((DOCKER / name).read_text())
+
+
+def test_compose_has_the_topology_with_health_checks_and_named_volumes():
+    main = compose("compose.yaml")
+    services = main["services"]
+    assert {"postgres", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-triggerer", "spark-master", "spark-worker"} <= set(services)
+    for name, service in services.items():
+        if name != "airflow-init":
+            assert "healthcheck" in service, f"{name} has no health check"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith(".") or source in main["volumes"], f"{name}: volume {source} is not declared"
+    assert "postgresql+psycopg2://" in services["airflow-scheduler"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert "/mlflow" in services["mlflow"]["environment"]["MLFLOW_BACKEND"]
+    assert services["airflow-scheduler"]["environment"]["SPARK_MASTER"].endswith("spark-master:7077}")
+    celery = compose("compose.celery.yaml")["services"]
+    assert {"redis", "airflow-worker"} <= set(celery)
+    assert celery["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_no_secret_has_a_default_and_every_variable_is_in_env_example():
+    example = (ROOT / ".env.example").read_text()
+    for name in ("compose.yaml", "compose.celery.yaml"):
+        text = (DOCKER / name).read_text()
+        for var, modifier in re.findall(r"\$\{([A-Z0-9_]+)(:[-?][^}]*)?\}", text):
+            assert re.search(rf"^# {var}=", example, re.M), f"{name}: ${{{var}}} is not documented in .env.example"
+            if SECRET_NAME.search(var):
+                assert modifier.startswith(":?"), f"{name}: the secret {var} must be required, not defaulted"
+        # no literal secret values: every secret-named setting is a reference to the environment
+        for key, value in re.findall(r"^\s*([A-Z0-9_]+):\s*(\S.*)$", text, re.M):
+            if SECRET_NAME.search(key):
+                assert "${" in value, f"{name}: {key} has a literal value"
+        for port in re.findall(r'"(\S+:\d+)"\]', text):
+            assert port.startswith("127.0.0.1:"), f"{name}: port {port} is published beyond loopback"
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"^USER echelon$", dockerfile, re.M), "the image must run as a non-root user"
+    assert not SECRET_NAME.search(" ".join(re.findall(r"^ENV .*", dockerfile, re.M))), "a secret is baked into the image"
+
+
+def test_redact_hides_passwords():
+    assert redact("postgresql://u:s3cret@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert redact("postgresql://postgres@127.0.0.1:5432/postgres") == "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def test_unreachable_postgres_gives_a_clear_message(tmp_path):
+    url = f"postgresql://echelon:s3cret@127.0.0.1:{free_port()}/postgres"   # nothing listens there
+    out = subprocess.run([sys.executable, "-m", "echelon.stack", "--postgres-url", url, "--var", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "Postgres is unreachable at postgresql://echelon:***@127.0.0.1" in out.stderr
+    assert "Traceback" not in out.stderr and "s3cret" not in out.stderr + out.stdout
+    assert not list(tmp_path.rglob("*.log")), "no service was started"

@@ -1,0 +1,287 @@
+"""The production-shaped stack end to end, on real processes (see conftest.py): authentication, the
+scheduler's own nightly run of demand_nightly on Postgres and a Spark cluster, a backfill whose runs
+overlap, concurrent MLflow writers with nothing lost, re-running a task, and the UIs in headless Chromium.
+
+The tests share one stack and run in file order: each builds on the runs of the one before."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from echelon.schedule import nightly_run_date
+from echelon.stack import http_get
+
+BIN = Path(sys.executable).parent
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "reports" / "stack"   # screenshots kept after the run
+
+pytestmark = pytest.mark.slow
+DAG = "demand_nightly"
+TASKS = {"partition", "ingest", "features", "train", "evaluate_and_promote", "score", "report"}
+
+
+def parse(ts: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def day(ds: str, delta: int) -> str:
+    return (dt.date.fromisoformat(ds) + dt.timedelta(days=delta)).isoformat()
+
+
+def wait_runs(stack, wanted: set[str], run_type: str, timeout: float) -> dict[str, dict]:
+    """Poll the API until the runs of `run_type` at logical dates `wanted` have finished."""
+    deadline = time.time() + timeout
+    while True:
+        runs = stack.api("GET", f"dags/{DAG}/dagRuns?limit=100")["dag_runs"]
+        found = {parse(r["logical_date"]).isoformat(): r for r in runs
+                 if r["run_type"] == run_type and r["logical_date"]}
+        done = {k: r for k, r in found.items() if k in wanted and r["state"] in ("success", "failed")}
+        if len(done) == len(wanted):
+            return done
+        if time.time() > deadline:
+            pytest.fail(f"{run_type} runs {sorted(wanted)} did not finish in {timeout:.0f}s: "
+                        f"{ {k: r['state'] for k, r in found.items()} }\n{stack.tail('scheduler')}")
+        time.sleep(5)
+
+
+def task_instances(stack, run_id: str) -> dict[str, dict]:
+    return {t["task_id"]: t for t in stack.api("GET", f"dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]}
+
+
+def forecasts(stack, ds: str) -> Path:
+    return stack.var / "lake" / "published" / "demand" / "forecasts" / f"ds={ds}"
+
+
+def check_published_once(stack, ds: str) -> None:
+    part = forecasts(stack, ds)
+    manifest = json.loads((part / "_manifest.json").read_text())
+    frame = pd.read_parquet(part)
+    assert manifest["rows"] == len(frame) == 10 * 2 * 28, ds
+    assert not frame.duplicated(["item_id", "location_id", "target_date"]).any(), ds
+    leftovers = [p.name for p in (stack.var / "lake" / "_staging").glob(f"*forecasts.{ds}.*")]
+    assert leftovers == [], f"staging left behind for {ds}: {leftovers}"
+
+
+# -- security ------------------------------------------------------------------------------------------
+def test_api_requires_authentication_and_services_bind_loopback(stack):
+    assert http_get(f"{stack.airflow_url}/api/v2/dags")[0] == 401
+    status, _ = http_get(f"{stack.airflow_url}/api/v2/dags", {"Authorization": "Bearer not-a-token"})
+    assert status in (401, 403), status   # refused either way
+    wrong = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H",
+                            "Content-Type: application/json", "-d",
+                            json.dumps({"username": stack.admin_user, "password": "wrong"}),
+                            f"{stack.airflow_url}/auth/token"], capture_output=True, text=True)
+    assert wrong.stdout in ("401", "403"), wrong.stdout
+    assert stack.api("GET", f"dags/{DAG}")["dag_id"] == DAG      # the env's password works
+    passwords = Path(stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    assert passwords.stat().st_mode & 0o077 == 0, "the password file is readable by others"
+
+    import psutil
+
+    pids = set()
+    for process in stack.processes.values():
+        root = psutil.Process(process.pid)
+        pids |= {root.pid, *(c.pid for c in root.children(recursive=True))}
+    listening = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert {c.laddr.port for c in listening} >= {stack.ports["airflow"], stack.ports["mlflow"], stack.ports["spark"]}
+    exposed = [(psutil.Process(c.pid).name(), c.laddr) for c in listening
+               if c.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
+
+
+# -- the nightly run, through the scheduler --------------------------------------------------------------
+def test_scheduler_runs_the_nightly_dag_on_the_cluster(stack):
+    stack.api("PATCH", f"dags/{DAG}", {"is_paused": False})  # catchup=False: the latest 02:00 tick runs now
+    logical = nightly_run_date(stack.ds).isoformat()
+    run = wait_runs(stack, {logical}, "scheduled", timeout=600)[logical]
+    tasks = task_instances(stack, run["dag_run_id"])
+    assert run["state"] == "success", {t: i["state"] for t, i in tasks.items()}
+    assert set(tasks) == TASKS and {t["state"] for t in tasks.values()} == {"success"}
+    check_published_once(stack, stack.ds)
+    # the Spark jobs ran on the standalone master, not on a local session
+    apps = stack.spark_state().get("completedapps", []) + stack.spark_state().get("activeapps", [])
+    assert len(apps) >= 3, apps
+
+
+# -- a backfill with two runs at once -----------------------------------------------------------------
+def test_backfill_runs_in_parallel_and_publishes_each_partition_once(stack):
+    dates = [day(stack.ds, -2), day(stack.ds, -1)]
+    out = subprocess.run([str(BIN / "echelon"), "backfill", "--dag", DAG, "--from", dates[0], "--to", dates[1],
+                          "--max-active-runs", "2"], env=stack.env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    wanted = {nightly_run_date(d).isoformat() for d in dates}
+    runs = wait_runs(stack, wanted, "backfill", timeout=900)
+    assert {r["state"] for r in runs.values()} == {"success"}, runs
+    starts = [parse(r["start_date"]) for r in runs.values()]
+    ends = [parse(r["end_date"]) for r in runs.values()]
+    assert max(starts) < min(ends), f"the backfill runs did not overlap: {starts} {ends}"
+    for ds, run in zip(sorted(dates), sorted(runs.values(), key=lambda r: r["logical_date"])):
+        tries = {t: i["try_number"] for t, i in task_instances(stack, run["dag_run_id"]).items()}
+        assert tries["score"] == 1, tries          # published by one attempt
+        check_published_once(stack, ds)
+    # the untouched nightly partition is still the scheduler's
+    assert (forecasts(stack, stack.ds) / "_manifest.json").exists()
+
+
+# -- MLflow: concurrent writers, nothing lost ---------------------------------------------------------
+WRITER = """
+import sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+exp = mlflow.set_experiment("stack-concurrency")
+for i in range(int(sys.argv[3])):
+    with mlflow.start_run(run_name=f"{sys.argv[2]}-{i}"):
+        mlflow.log_params({"writer": sys.argv[2], "i": i})
+        mlflow.log_metrics({"m": i * 1.0, "n": 2.0 * i})
+        mlflow.set_tag("writer", sys.argv[2])
+print("ok")
+"""
+
+
+def test_mlflow_server_takes_concurrent_writers_without_losing_runs(stack, tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow_url)
+    # the two parallel backfill runs each trained and registered both candidates: all four are there
+    demand = client.get_experiment_by_name("echelon-demand")
+    for ds in (day(stack.ds, -2), day(stack.ds, -1)):
+        trained = client.search_runs([demand.experiment_id], f"tags.ds = '{ds}' and tags.stage = 'train'")
+        assert sorted(r.data.tags["model"] for r in trained) == ["lightgbm", "seasonal_naive"], ds
+        assert all(r.info.status == "FINISHED" for r in trained)
+    versions = client.search_model_versions("name = 'demand_forecaster'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, 7)), "a registered version is missing"
+
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    per_writer = 15
+    writers = [subprocess.Popen([sys.executable, str(script), stack.mlflow_url, name, str(per_writer)],
+                                env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
+    results = [w.communicate(timeout=300) for w in writers]
+    for writer, (stdout, stderr) in zip(writers, results):
+        assert writer.returncode == 0 and "locked" not in stderr, stderr[-2000:]
+    experiment = client.get_experiment_by_name("stack-concurrency")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(runs) == 2 * per_writer
+    assert {(r.data.tags["writer"], r.data.params["i"]) for r in runs} == \
+        {(w, str(i)) for w in "ab" for i in range(per_writer)}
+    assert all(r.info.status == "FINISHED" and r.data.metrics["n"] == 2 * r.data.metrics["m"] for r in runs)
+
+
+# -- analyst workflow: re-run one task of a finished run -------------------------------------------------
+def test_rerun_a_task_of_a_finished_run(stack):
+    logical = nightly_run_date(stack.ds).isoformat()
+    run = wait_runs(stack, {logical}, "scheduled", timeout=60)[logical]
+    before = task_instances(stack, run["dag_run_id"])["report"]
+    report = stack.var / "reports" / "demand" / f"ds={stack.ds}" / "index.html"
+    report.unlink()
+    stack.api("POST", f"dags/{DAG}/clearTaskInstances",
+              {"dag_run_id": run["dag_run_id"], "task_ids": ["report"], "dry_run": False, "only_failed": False})
+    deadline = time.time() + 300
+    while True:
+        after = task_instances(stack, run["dag_run_id"])["report"]
+        if after["try_number"] > before["try_number"] and after["state"] in ("success", "failed"):
+            break
+        assert time.time() < deadline, f"the cleared task did not re-run: {after}"
+        time.sleep(5)
+    assert after["state"] == "success" and report.exists()
+    assert task_instances(stack, run["dag_run_id"])["score"]["try_number"] == 1   # nothing else re-ran
+
+
+# -- the UIs, in headless Chromium ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium chromium-driver)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+def shoot(page, name: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    (ARTIFACTS / "screenshots").mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, ARTIFACTS / "screenshots" / path.name)
+    return path
+
+
+def test_airflow_ui_lists_dags_and_shows_the_green_nightly_run(stack, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{stack.airflow_url}/dags")
+    # not logged in: the UI sends us to the login form
+    page.wait_for_url("**/login**", timeout=60_000)
+    page.locator("input[name=username]").fill(stack.admin_user)
+    page.locator("input[name=password]").fill(stack.admin_password)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{stack.airflow_url}/dags")
+    expect(page.get_by_role("link", name=DAG).first).to_be_visible(timeout=60_000)
+    shoot(page, "airflow-dags", tmp_path)
+    run_id = wait_runs(stack, {nightly_run_date(stack.ds).isoformat()}, "scheduled", 60).popitem()[1]["dag_run_id"]
+    page.goto(f"{stack.airflow_url}/dags/{DAG}/runs/{run_id}")
+    # the run's Task Instances table: one row per task, each one green ("Success")
+    rows = page.get_by_role("row")
+    for task in sorted(TASKS):
+        row = rows.filter(has=page.get_by_text(task, exact=True))
+        expect(row.first).to_contain_text("Success", timeout=60_000)
+    expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
+    shoot(page, "airflow-nightly-run", tmp_path)
+    page.close()
+
+
+def test_mlflow_ui_shows_runs_and_the_champion(stack, browser, tmp_path):
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect
+
+    client = MlflowClient(stack.mlflow_url)
+    experiment = client.get_experiment_by_name("echelon-demand")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    champion = client.get_model_version_by_alias("demand_forecaster", "champion").version
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{stack.mlflow_url}/#/experiments/{experiment.experiment_id}/runs")
+    expect(page.get_by_text(f"{len(runs)} matching runs")).to_be_visible(timeout=60_000)
+    assert len(runs) >= 2
+    expect(page.get_by_text("train-lightgbm").first).to_be_visible()
+    expect(page.get_by_text("evaluate-and-promote").first).to_be_visible()
+    shoot(page, "mlflow-runs", tmp_path)
+    page.goto(f"{stack.mlflow_url}/#/models/demand_forecaster")
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {champion}", exact=True))
+    expect(row).to_contain_text("champion", timeout=60_000)   # the alias chip "@ champion" on its version
+    row.scroll_into_view_if_needed()
+    shoot(page, "mlflow-model-champion", tmp_path)
+    page.close()
+
+
+def test_data_docs_and_run_report_open(stack, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    site = stack.var / "reports" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto((site / "index.html").as_uri())
+    # the index's tables are drawn by scripts from public CDNs, so offline only its frame renders
+    expect(page.get_by_role("tab", name="Validation Results")).to_be_visible(timeout=30_000)
+    shoot(page, "data-docs-index", tmp_path)
+    latest = max((site / "validations" / "demand_forecasts").rglob("*.html"), key=lambda p: p.stat().st_mtime)
+    page.goto(latest.as_uri())
+    expect(page.get_by_text("Expectation Suite: demand_forecasts")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Status: Succeeded")).to_be_visible()
+    expect(page.get_by_text("Values for given compound columns must be unique together").first).to_be_visible()
+    shoot(page, "data-docs-forecasts-gate", tmp_path)
+    page.goto((stack.var / "reports" / "demand" / f"ds={stack.ds}" / "index.html").as_uri())
+    expect(page.get_by_text("Backtest").first).to_be_visible(timeout=30_000)
+    shoot(page, "run-report", tmp_path)
+    page.close()
