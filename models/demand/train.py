@@ -160,6 +160,8 @@ def train(ds: str, horizon: int = HORIZON, names: list[str] | None = None, seed:
     table.to_csv(report_dir(ds) / "backtest.csv", index=False)
     best = table.iloc[0]
     tracking.set_alias(MODEL_NAME, tracking.CHALLENGER, best["version"])
+    # evaluate_and_promote reads this, not the alias: parallel backfill runs each move @challenger
+    (report_dir(ds) / "challenger.json").write_text(json.dumps({"version": str(best["version"]), "model": best["model"]}))
     return {"trained": True, "ds": ds, "challenger": {"model": best["model"], "version": best["version"],
                                                        "wql": float(best["wql"])}, "candidates": rows}
 
@@ -178,11 +180,14 @@ def evaluate_and_promote(ds: str, horizon: int = HORIZON) -> dict:
 
     ds = lake.parse_ds(ds)
     tracking.configure()
-    challenger = tracking.alias_version(MODEL_NAME, tracking.CHALLENGER)
-    champion = tracking.alias_version(MODEL_NAME, tracking.CHAMPION)
-    if challenger is None or challenger.tags.get("ds") != ds:
+    trained = report_dir(ds) / "challenger.json"
+    if not trained.exists():
         log.info("no new challenger for %s: nothing to evaluate", ds)
         return {"evaluated": False, "ds": ds}
+    from mlflow import MlflowClient
+
+    challenger = MlflowClient().get_model_version(MODEL_NAME, json.loads(trained.read_text())["version"])
+    champion = tracking.alias_version(MODEL_NAME, tracking.CHAMPION)
     if champion is not None and champion.version == challenger.version:
         return {"evaluated": False, "ds": ds, "reason": "challenger is already champion"}
     features = load_features(ds)
