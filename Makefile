@@ -65,7 +65,11 @@ bench-placement: env  ## decomposition vs monolithic on generated placement inst
 bench-capacity: env  ## capacity clearing speed (10k/100k/1M requests) and the market simulation; writes benchmarks/results/
 	$(BIN)/python benchmarks/capacity_bench.py --out benchmarks/results
 
+bench-callouts: env  ## callouts: OPE on ../shared/data/obd and regret/layout search on the synthetic world
+	$(BIN)/python benchmarks/callouts_ope_obd.py --out benchmarks/results
+	$(BIN)/python benchmarks/callouts_regret.py --out benchmarks/results
+
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-demand bench-placement bench-capacity clean-var
+.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-demand bench-placement bench-capacity bench-callouts clean-var
