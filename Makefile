@@ -69,7 +69,10 @@ bench-callouts: env  ## callouts: OPE on ../shared/data/obd and regret/layout se
 	$(BIN)/python benchmarks/callouts_ope_obd.py --out benchmarks/results
 	$(BIN)/python benchmarks/callouts_regret.py --out benchmarks/results
 
+bench-damage: env  ## damage accuracy (synthetic + ../shared/data/magnetic_tile) and throughput; writes benchmarks/results/
+	$(BIN)/python benchmarks/damage_benchmark.py --quick --out benchmarks/results
+
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-demand bench-placement bench-capacity bench-callouts clean-var
+.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-demand bench-placement bench-capacity bench-callouts bench-damage clean-var

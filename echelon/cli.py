@@ -16,6 +16,7 @@ COMMANDS = {
     "demand": ("echelon.models.demand.steps", "run one step of the nightly demand pipeline for a date"),
     "capacity": ("echelon.models.capacity.steps", "weekly FBA capacity rounds: a pipeline step, or clear/period on files"),
     "placement": ("echelon.models.placement.steps", "solve, check or simulate the nightly inventory placement"),
+    "damage": ("echelon.models.damage.steps", "image-batch damage scoring: train, score, world, or one pipeline step"),
     "backfill": ("echelon.backfill", "backfill a DAG over data dates with Airflow's own backfill"),
     "callouts": ("echelon.models.callouts.steps", "nightly benefit callouts: a pipeline step, or simulate/ope/obd tools"),
     "airflow": ("echelon.airflow_env", "run the airflow CLI with the project's Airflow settings"),

@@ -52,7 +52,8 @@ def spark(isolated_var):
 def pytest_sessionfinish(session, exitstatus):
     # py4j's finalisers log at interpreter exit, after pytest has closed the streams its log capture
     # wrote to: silence them so the run does not end in "--- Logging error ---" tracebacks.
-    logging.getLogger("py4j").disabled = True
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)  # its children (py4j.clientserver) inherit this
+    logging.raiseExceptions = False
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,111 @@
+"""Fusion of the supervised and gallery scores, and the threshold at a target false-positive rate.
+
+The fused score is a logistic regression on [logit(p_supervised), z_anomaly, their product], fitted on
+a held-out calibration set: the data decide how much to trust each signal, and the product term lets
+"the classifier fires but the product looks as it always does" (damage-like artwork) count for less.
+
+The threshold is picked on a validation set so that at most `target` of its pristine images score above
+it; the claim is only as good as the number of pristine images behind it, so the one-sided
+Clopper-Pearson upper bound of the false-positive rate is reported next to the recall.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def _features(p_supervised, z_anomaly) -> np.ndarray:
+    p = np.clip(np.asarray(p_supervised, dtype=np.float64), 1e-6, 1 - 1e-6)
+    s = np.log(p / (1 - p))
+    a = np.clip(np.asarray(z_anomaly, dtype=np.float64), -10, 50)
+    return np.column_stack([s, a, s * np.tanh(a / 5)])
+
+
+@dataclass
+class Fusion:
+    weights: list[float]
+    bias: float
+
+    def score(self, p_supervised, z_anomaly) -> np.ndarray:
+        """The fused damage probability: higher means more likely damaged."""
+        logits = _features(p_supervised, z_anomaly) @ np.asarray(self.weights) + self.bias
+        return 1 / (1 + np.exp(-logits))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_fusion(p_supervised, z_anomaly, labels, c: float = 1.0) -> Fusion:
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels, dtype=int)
+    if len(set(labels)) < 2:
+        raise ValueError("fusion needs both damaged and pristine images in the calibration set")
+    model = LogisticRegression(C=c, max_iter=1000).fit(_features(p_supervised, z_anomaly), labels)
+    return Fusion(weights=[float(w) for w in model.coef_[0]], bias=float(model.intercept_[0]))
+
+
+def clopper_pearson_upper(failures: int, trials: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound of a binomial rate after `failures` in `trials`."""
+    if trials <= 0:
+        return 1.0
+    if failures >= trials:
+        return 1.0
+    return float(stats.beta.ppf(confidence, failures + 1, trials - failures))
+
+
+def validation_size_needed(target: float, confidence: float = 0.95) -> int:
+    """Pristine images needed so that zero false positives bounds the rate below `target` (~3/target)."""
+    return int(math.ceil(math.log(1 - confidence) / math.log(1 - target)))
+
+
+@dataclass
+class Operating:
+    threshold: float
+    target_fpr: float
+    fpr: float              # observed on the validation set
+    fpr_upper: float        # one-sided Clopper-Pearson bound at `confidence`
+    confidence: float
+    recall: float           # of the damaged validation images
+    negatives: int
+    positives: int
+    false_positives: int
+    needed_negatives: int   # validation size that could support the target with zero false positives
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def threshold_at_fpr(scores, labels, target: float = 0.001, confidence: float = 0.95) -> Operating:
+    """The lowest threshold whose false-positive rate on the validation pristine images is <= target.
+
+    Decision rule: sideline when score > threshold. With n pristine scores, at most floor(target*n) may
+    lie above the threshold, so it is placed at the (floor(target*n)+1)-th largest pristine score."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=int)
+    negatives = np.sort(scores[labels == 0])[::-1]
+    if len(negatives) == 0:
+        raise ValueError("no pristine images in the validation set: a false-positive rate cannot be set")
+    allowed = int(math.floor(target * len(negatives) + 1e-9))
+    threshold = float(negatives[min(allowed, len(negatives) - 1)])
+    false_positives = int((negatives > threshold).sum())
+    positives = scores[labels == 1]
+    return Operating(threshold=threshold, target_fpr=target, fpr=false_positives / len(negatives),
+                     fpr_upper=clopper_pearson_upper(false_positives, len(negatives), confidence),
+                     confidence=confidence,
+                     recall=float((positives > threshold).mean()) if len(positives) else float("nan"),
+                     negatives=len(negatives), positives=len(positives), false_positives=false_positives,
+                     needed_negatives=validation_size_needed(target, confidence))
+
+
+def recall_at_fpr(scores, labels, target: float) -> float:
+    return threshold_at_fpr(scores, labels, target).recall
+
+
+def auroc(scores, labels) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=int)
+    return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")

@@ -1,0 +1,125 @@
+"""Reference-gallery anomaly score: how far an image is from pristine images of the same product.
+
+Features are classical, so nothing needs pretrained weights: each image is normalised for exposure
+(divided by its per-channel median), downsampled 2x, and cut into overlapping 6x6 colour patches. A
+product's gallery is the bank of all patches of its pristine images. An image's raw distance is the
+mean of its `top` largest nearest-neighbour patch distances to the bank (PatchCore-style: matching any
+patch anywhere tolerates pose, and one region that matches nothing, such as an empty blister cavity or
+a spill on the tray, is enough to stand out). Printed artwork that resembles damage is in the gallery
+itself, so it matches and scores low.
+
+Raw distances differ between products (busy artwork matches less well), so each product's score is
+standardised by its own leave-one-out gallery distances: z = (d - mu) / sd. The same z measures drift:
+a redesigned product's pristine images all sit far from the gallery (see `drifted`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PATCH, STRIDE, TOP = 6, 2, 3
+POSITION = 0.3   # weight of a patch's grid position: pose moves patches a little, never across the item
+
+
+def patch_features(images: np.ndarray) -> torch.Tensor:
+    """(n, 3, S, S) floats in [0,1] -> (n, patches, 3*PATCH*PATCH) exposure-normalised patch vectors."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    median = x.flatten(2).median(dim=2).values.clamp_min(0.05)[..., None, None]
+    x = F.avg_pool2d(x / median, 2)
+    patches = F.unfold(x, PATCH, stride=STRIDE).transpose(1, 2)          # (n, L, 3*P*P)
+    # Appending the patch's place makes a patch match only near where it belongs: an empty blister
+    # cavity looks like bare tray, and without its position it would match the tray around the item.
+    side = (x.shape[-1] - PATCH) // STRIDE + 1
+    grid = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1)
+    place = (POSITION * STRIDE * grid.reshape(1, -1, 2).float()).expand(len(x), -1, -1)
+    return torch.cat([patches, place], dim=2).contiguous()
+
+
+def _distances(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour distance of every query patch to the bank: (patches,)."""
+    return torch.cdist(query, bank).min(dim=1).values
+
+
+def image_distance(query: torch.Tensor, bank: torch.Tensor, top: int = TOP) -> float:
+    """Mean of the `top` largest patch nearest-neighbour distances: one image's raw anomaly distance."""
+    nearest = _distances(query, bank)
+    return float(nearest.topk(min(top, len(nearest))).values.mean())
+
+
+@dataclass
+class Gallery:
+    """One product's reference: its patch bank, which image each patch came from, and the z-scale."""
+    item_id: str
+    bank: torch.Tensor          # (patches, dim)
+    owner: torch.Tensor         # (patches,) index of the gallery image each patch came from
+    image_ids: list[str]
+    mu: float
+    sd: float
+
+    def raw(self, features: torch.Tensor, exclude: int | None = None) -> float:
+        keep = self.owner != exclude if exclude is not None else slice(None)
+        return image_distance(features, self.bank[keep])
+
+    def z(self, features: torch.Tensor, exclude: int | None = None) -> float:
+        return (self.raw(features, exclude) - self.mu) / self.sd
+
+
+def build(item_id: str, images: np.ndarray, image_ids: list[str]) -> Gallery:
+    """A product's gallery from its pristine images (at least 3, so leave-one-out has a spread)."""
+    if len(images) < 3:
+        raise ValueError(f"gallery for item {item_id!r} has {len(images)} images; at least 3 are needed")
+    features = patch_features(images)
+    bank = features.reshape(-1, features.shape[-1])
+    owner = torch.arange(len(images)).repeat_interleave(features.shape[1])
+    gallery = Gallery(item_id, bank, owner, list(image_ids), mu=0.0, sd=1.0)
+    loo = np.array([gallery.raw(features[i], exclude=i) for i in range(len(images))])
+    gallery.mu = float(np.median(loo))
+    # a floor on the spread: a handful of near-identical gallery images must not make z explode
+    gallery.sd = float(max(loo.std(ddof=1), 0.15 * gallery.mu, 1e-3))
+    return gallery
+
+
+def scores(galleries: dict[str, Gallery], item_ids, images: np.ndarray) -> np.ndarray:
+    """z-scores of images against their own products' galleries."""
+    features = patch_features(images)
+    return np.array([galleries[item].z(features[i]) for i, item in enumerate(item_ids)], dtype=np.float64)
+
+
+def drifted(z_by_item: dict[str, np.ndarray], min_images: int = 5, z_limit: float = 4.0) -> list[str]:
+    """Products whose images in a batch, taken together, no longer look like their gallery.
+
+    Damage is rare, so the *median* image of a product in a batch is pristine: a median z far above the
+    gallery's own spread means the pristine look changed (a redesign), not that everything broke. Pose
+    and lighting variation is what the gallery already spans, so it stays near z = 0."""
+    return sorted(item for item, z in z_by_item.items() if len(z) >= min_images and float(np.median(z)) > z_limit)
+
+
+def refresh(item_id: str, images: np.ndarray, image_ids: list[str], supervised: np.ndarray,
+            max_images: int = 12) -> Gallery:
+    """A new gallery for a redesigned product from a batch's images of it: the ones the supervised model
+    finds least likely damaged (a rare damaged image must not become a reference)."""
+    order = np.argsort(supervised, kind="stable")[:max_images]
+    return build(item_id, images[order], [image_ids[i] for i in order])
+
+
+def to_arrays(galleries: dict[str, Gallery]) -> dict[str, np.ndarray]:
+    """Flatten galleries into arrays for np.savez."""
+    out = {}
+    for item, g in galleries.items():
+        out[f"{item}/bank"] = g.bank.numpy().astype(np.float32)   # full precision: the threshold must reproduce exactly
+        out[f"{item}/owner"] = g.owner.numpy().astype(np.int32)
+        out[f"{item}/meta"] = np.array([g.mu, g.sd])
+        out[f"{item}/ids"] = np.array(g.image_ids)
+    return out
+
+
+def from_arrays(arrays) -> dict[str, Gallery]:
+    items = sorted({key.rsplit("/", 1)[0] for key in arrays.keys()})
+    return {item: Gallery(item, torch.as_tensor(arrays[f"{item}/bank"].astype(np.float32)),
+                          torch.as_tensor(arrays[f"{item}/owner"].astype(np.int64)),
+                          [str(s) for s in arrays[f"{item}/ids"]], float(arrays[f"{item}/meta"][0]),
+                          float(arrays[f"{item}/meta"][1]))
+            for item in items}

@@ -1,0 +1,226 @@
+"""The damage model: supervised CNN + product galleries + fusion + operating threshold, as one folder.
+
+    MODEL_DIR/
+      supervised.pt    the CNN's weights and hyper-parameters
+      gallery.npz      every product's patch bank and z-scale (see gallery.py)
+      model.json       fusion weights, the operating point, image size, training metadata
+
+`train` builds it from manifests; `DamageModel.score` scores validated manifest rows; `score_batch`
+adds the batch-level step: products whose pristine look drifted (a redesign) get a refreshed gallery
+before their images are judged, so a new packaging design does not flood the sideline queue.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from echelon.models.damage import fusion as fz
+from echelon.models.damage import gallery as gl
+from echelon.models.damage import images as im
+from echelon.models.damage import supervised as sv
+from echelon.models.damage.world import DAMAGE_TYPES
+
+log = logging.getLogger(__name__)
+OUTPUT = ["image_id", "item_id", "score_supervised", "score_anomaly", "score", "decision", "damage_type"]
+
+
+@dataclass
+class DamageModel:
+    net: sv.DamageNet
+    galleries: dict[str, gl.Gallery]
+    fusion: fz.Fusion
+    operating: fz.Operating
+    size: int = 64
+    meta: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------ scoring
+    def signals(self, images: np.ndarray, item_ids, galleries: dict[str, gl.Gallery] | None = None) -> pd.DataFrame:
+        """Per-image supervised probability, type guess and gallery z-score (no decision yet)."""
+        p, types = sv.predict(self.net, images)
+        z = gl.scores(galleries or self.galleries, list(item_ids), images)
+        return pd.DataFrame({"score_supervised": p, "score_anomaly": z, "type_index": types})
+
+    def decide(self, signals: pd.DataFrame) -> pd.DataFrame:
+        """Fuse the two signals and apply the operating threshold."""
+        out = signals.copy()
+        out["score"] = self.fusion.score(out["score_supervised"], out["score_anomaly"])
+        sideline = out["score"] > self.operating.threshold
+        out["decision"] = np.where(sideline, "sideline", "pass")
+        out["damage_type"] = np.where(sideline, [DAMAGE_TYPES[int(i)] for i in out["type_index"]], "none")
+        return out.drop(columns="type_index")
+
+    def score_files(self, rows: pd.DataFrame, galleries=None) -> pd.DataFrame:
+        """Score validated manifest rows (`file`, `item_id`) without gallery refresh."""
+        images = im.load_many(list(rows["file"]), self.size)
+        return self.decide(self.signals(images, rows["item_id"], galleries))
+
+    # -------------------------------------------------------------------------------- persistence
+    def save(self, folder: Path | str) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": self.net.state_dict(), "hparams": dict(self.net.hparams)}, folder / "supervised.pt")
+        np.savez_compressed(folder / "gallery.npz", **gl.to_arrays(self.galleries))
+        (folder / "model.json").write_text(json.dumps(
+            {"fusion": self.fusion.to_dict(), "operating": self.operating.to_dict(), "size": self.size,
+             "damage_types": DAMAGE_TYPES, "meta": self.meta}, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str) -> "DamageModel":
+        folder = Path(folder)
+        if not (folder / "model.json").exists():
+            raise FileNotFoundError(f"{folder} is not a damage model folder (no model.json); "
+                                    f"create one with `echelon damage train`")
+        spec = json.loads((folder / "model.json").read_text())
+        saved = torch.load(folder / "supervised.pt", weights_only=True)
+        net = sv.DamageNet(**saved["hparams"])
+        net.load_state_dict(saved["state"])
+        with np.load(folder / "gallery.npz") as arrays:
+            galleries = gl.from_arrays(arrays)
+        return cls(net.eval(), galleries, fz.Fusion(**spec["fusion"]), fz.Operating(**spec["operating"]),
+                   spec["size"], spec.get("meta", {}))
+
+
+# ------------------------------------------------------------------------------------ batch scoring
+
+def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame,
+                    galleries: dict[str, gl.Gallery]) -> tuple[pd.DataFrame, dict[str, gl.Gallery]]:
+    """Detect products whose pristine look drifted in this batch, rebuild their galleries from the batch,
+    and recompute those products' z-scores (leave-one-out for the images that became references)."""
+    signals = signals.copy()
+    signals["gallery_refreshed"] = False
+    by_item = {item: signals.loc[idx, "score_anomaly"].to_numpy() for item, idx in rows.groupby("item_id").groups.items()}
+    refreshed = {}
+    for item in gl.drifted(by_item):
+        idx = rows.index[rows["item_id"] == item]
+        images = im.load_many(list(rows.loc[idx, "file"]), model.size)
+        ids = list(rows.loc[idx, "image_id"])
+        new = gl.refresh(item, images, ids, signals.loc[idx, "score_supervised"].to_numpy())
+        features = gl.patch_features(images)
+        members = {image_id: k for k, image_id in enumerate(new.image_ids)}
+        signals.loc[idx, "score_anomaly"] = [new.z(features[k], exclude=members.get(i)) for k, i in enumerate(ids)]
+        signals.loc[idx, "gallery_refreshed"] = True
+        refreshed[item] = new
+        log.warning("gallery refreshed for %s: median z %.1f over %d images in this batch (a redesign?)",
+                    item, float(np.median(by_item[item])), len(idx))
+    return signals, refreshed
+
+
+def score_rows(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame | None = None, refresh: bool = True,
+               galleries: dict[str, gl.Gallery] | None = None) -> tuple[pd.DataFrame, dict[str, gl.Gallery]]:
+    """Score validated rows (`image_id, item_id, file`) as one batch. `signals` may come precomputed
+    (from Spark, in the same row order). Returns the scores and any refreshed galleries."""
+    galleries = galleries or model.galleries
+    rows = rows.reset_index(drop=True)
+    if signals is None:
+        signals = model.signals(im.load_many(list(rows["file"]), model.size), rows["item_id"], galleries)
+    signals = signals.reset_index(drop=True)
+    refreshed = {}
+    if refresh and len(rows):
+        signals, refreshed = refresh_drifted(model, rows, signals, galleries)
+    scores = pd.concat([rows[["image_id", "item_id"]], model.decide(signals)], axis=1)
+    if "gallery_refreshed" not in scores:
+        scores["gallery_refreshed"] = False
+    return scores, refreshed
+
+
+def score_batch(model: DamageModel, manifest: pd.DataFrame, root=None, refresh: bool = True,
+                overrides: dict[str, gl.Gallery] | None = None):
+    """Validate and score a whole batch. Returns (scores, quarantined, refreshed galleries)."""
+    galleries = {**model.galleries, **(overrides or {})}
+    started = time.time()
+    rows, quarantined = im.validate(manifest, root, known_items=set(galleries))
+    scores, refreshed = score_rows(model, rows, refresh=refresh, galleries=galleries)
+    seconds = time.time() - started
+    log.info("scored %d images (%d quarantined) in %.1f s, %.0f img/s; %d sidelined", len(scores),
+             len(quarantined), seconds, len(scores) / max(seconds, 1e-9), int((scores["decision"] == "sideline").sum()))
+    return scores, quarantined, refreshed
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def build_galleries(manifest: pd.DataFrame, size: int) -> tuple[dict[str, gl.Gallery], pd.DataFrame]:
+    rows, quarantined = im.validate(manifest)
+    if "label" in rows:   # a gallery holds pristine images only
+        rows = rows[rows["label"].fillna(0).astype(int) == 0]
+    images = im.load_many(list(rows["file"]), size)
+    galleries = {}
+    for item, idx in rows.reset_index(drop=True).groupby("item_id").groups.items():
+        if len(idx) < 3:
+            log.warning("item %s has only %d gallery images: left out (its images will be quarantined)", item, len(idx))
+            continue
+        galleries[str(item)] = gl.build(str(item), images[idx], list(rows["image_id"].iloc[idx]))
+    if not galleries:
+        raise ValueError("the gallery manifest gives no product at least 3 usable pristine images")
+    return galleries, quarantined
+
+
+def split(frame: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded split stratified by label: (fit, held out)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(frame), dtype=bool)
+    for _, idx in frame.groupby("label").indices.items():
+        held[rng.permutation(idx)[: int(round(share * len(idx)))]] = True
+    return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+
+
+def labelled(manifest, known: set[str], size: int, name: str):
+    rows, quarantined = im.validate(manifest, known_items=known)
+    if len(quarantined):
+        log.warning("%s: %d images quarantined, e.g. %s", name, len(quarantined),
+                    quarantined[["image_id", "reason"]].head(3).to_dict("records"))
+    rows["label"] = rows["label"].astype(int)
+    if not set(rows["label"].unique()) <= {0, 1}:
+        raise ValueError(f"{name}: label must be 0 or 1, got {sorted(rows['label'].unique())}")
+    return rows, im.load_many(list(rows["file"]), size)
+
+
+def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_manifest: pd.DataFrame | None = None,
+          size: int = 64, epochs: int = 8, seed: int = 0, target_fpr: float = 0.001, calib_share: float = 0.3,
+          width: int = 16) -> tuple[DamageModel, dict]:
+    """Fit the whole model. Returns it and an evaluation dict (per-image validation scores included)."""
+    started = time.time()
+    galleries, _ = build_galleries(gallery_manifest, size)
+    rows, images = labelled(train_manifest, set(galleries), size, "train")
+    rng_order = split(rows.assign(_i=np.arange(len(rows))), calib_share, seed)
+    fit_rows, calib_rows = rng_order
+    net = sv.fit(images[fit_rows["_i"]], fit_rows["label"], fit_rows["damage_type"], epochs=epochs, seed=seed,
+                 width=width)
+    placeholder = DamageModel(net, galleries, fz.Fusion([0.0, 0.0, 0.0], 0.0), None, size)
+    calib = placeholder.signals(images[calib_rows["_i"]], calib_rows["item_id"])
+    fusion = fz.fit_fusion(calib["score_supervised"], calib["score_anomaly"], calib_rows["label"])
+    if valid_manifest is not None:
+        valid_rows, valid_images = labelled(valid_manifest, set(galleries), size, "valid")
+        valid = placeholder.signals(valid_images, valid_rows["item_id"])
+    else:
+        valid_rows, valid = calib_rows, calib
+    valid = valid.assign(score=fusion.score(valid["score_supervised"], valid["score_anomaly"]),
+                         label=valid_rows["label"].to_numpy(), damage_type=valid_rows["damage_type"].to_numpy(),
+                         image_id=valid_rows["image_id"].to_numpy(), item_id=valid_rows["item_id"].to_numpy())
+    operating = fz.threshold_at_fpr(valid["score"], valid["label"], target_fpr)
+    meta = {"seed": seed, "epochs": epochs, "width": width, "train_images": len(fit_rows),
+            "calib_images": len(calib_rows), "valid_images": len(valid), "products": len(galleries),
+            "fit_seconds": round(time.time() - started, 1)}
+    model = DamageModel(net, galleries, fusion, operating, size, meta)
+    evaluation = {"operating": operating.to_dict(), "valid": valid, **evaluate(valid)}
+    log.info("damage model: %s; threshold %.4f -> FPR %.4f (95%% upper %.4f), recall %.3f on %d pristine + %d damaged",
+             meta, operating.threshold, operating.fpr, operating.fpr_upper, operating.recall,
+             operating.negatives, operating.positives)
+    return model, evaluation
+
+
+def evaluate(scored: pd.DataFrame, targets=(0.001, 0.01)) -> dict:
+    """AUROC and recall at each target FPR for each signal, overall and per damage type."""
+    out = {}
+    for signal in ("score_supervised", "score_anomaly", "score"):
+        out[f"{signal}_auroc"] = fz.auroc(scored[signal], scored["label"])
+        for target in targets:
+            out[f"{signal}_recall_at_{target:g}"] = fz.recall_at_fpr(scored[signal], scored["label"], target)
+    return out

@@ -1,0 +1,74 @@
+"""Plots an analyst looks at in MLflow: ROC and precision-recall per signal, recall vs false-positive
+rate near the operating point (log scale), and a contact sheet of a batch's top-scored images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+SIGNALS = {"score_supervised": "supervised", "score_anomaly": "gallery anomaly", "score": "fused"}
+
+
+def roc_pr(scored: pd.DataFrame, path: Path) -> Path:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for column, name in SIGNALS.items():
+        fpr, tpr, _ = roc_curve(scored["label"], scored[column])
+        precision, recall, _ = precision_recall_curve(scored["label"], scored[column])
+        roc.plot(fpr, tpr, label=name)
+        pr.plot(recall, precision, label=name)
+    roc.plot([0, 1], [0, 1], color="grey", lw=0.5)
+    roc.set(xlabel="false-positive (sideline) rate", ylabel="recall", title="ROC")
+    pr.set(xlabel="recall", ylabel="precision", title="precision-recall")
+    roc.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def recall_vs_fpr(scored: pd.DataFrame, operating: dict, path: Path) -> Path:
+    """Recall against FPR on a log axis around the target: where the sideline budget bites."""
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for column, name in SIGNALS.items():
+        fpr, tpr, _ = roc_curve(scored["label"], scored[column])
+        ax.step(np.maximum(fpr, 1e-4), tpr, where="post", label=name)
+    ax.axvline(operating["target_fpr"], color="red", ls="--", lw=1, label=f"target FPR {operating['target_fpr']:g}")
+    ax.axvline(operating["fpr_upper"], color="red", ls=":", lw=1,
+               label=f"95% upper bound {operating['fpr_upper']:.4f}")
+    ax.plot([max(operating["fpr"], 1e-4)], [operating["recall"]], "ko", label=f"operating point, recall {operating['recall']:.3f}")
+    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1.02), xlabel="false-positive rate (log)", ylabel="recall",
+           title=f"recall near the operating point ({operating['negatives']} pristine validation images)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def contact_sheet(scores: pd.DataFrame, files: dict[str, str], path: Path, top: int = 24, columns: int = 6,
+                  tile: int = 96) -> Path:
+    """The `top` highest-scored images of a batch with score, decision and type, for review."""
+    best = scores.sort_values("score", ascending=False).head(top)
+    rows = max(1, int(np.ceil(len(best) / columns)))
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + 24)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (_, row) in enumerate(best.iterrows()):
+        x, y = (k % columns) * tile, (k // columns) * (tile + 24)
+        with Image.open(files[row["image_id"]]) as image:
+            sheet.paste(image.convert("RGB").resize((tile, tile)), (x, y))
+        colour = (200, 0, 0) if row["decision"] == "sideline" else (0, 110, 0)
+        draw.rectangle([x, y, x + tile - 1, y + tile - 1], outline=colour, width=2)
+        draw.text((x + 2, y + tile + 1), f"{row['score']:.3f} {row['damage_type']}", fill=colour)
+        draw.text((x + 2, y + tile + 12), str(row["image_id"])[-14:], fill=(60, 60, 60))
+    sheet.save(path)
+    return path
