@@ -85,16 +85,20 @@ def world(tmp_path_factory, spark):
 def dag_run(world):
     from echelon.airflow_env import airflow_env
 
-    os.environ.update({k: v for k, v in airflow_env().items() if k.startswith("AIRFLOW")})
-    os.environ["ECHELON_TASK_RETRIES"] = "0"
-    out = subprocess.run([str(Path(sys.executable).parent / "echelon"), "airflow", "db", "migrate"],
-                         capture_output=True, text=True, timeout=300, env=os.environ)
-    assert out.returncode == 0, out.stderr[-3000:]
-    from airflow.dag_processing.dagbag import DagBag
+    # environment for this module only: later test modules parse the DAGs with their real retries
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in airflow_env().items():
+            if key.startswith("AIRFLOW"):
+                patch.setenv(key, value)
+        patch.setenv("ECHELON_TASK_RETRIES", "0")
+        out = subprocess.run([str(Path(sys.executable).parent / "echelon"), "airflow", "db", "migrate"],
+                             capture_output=True, text=True, timeout=300, env=os.environ)
+        assert out.returncode == 0, out.stderr[-3000:]
+        from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(DAGS / "capacity_weekly.py")).dags["capacity_weekly"]
-    # the Monday run after the Sunday cut-off
-    return dag.test(logical_date=dt.datetime(2026, 12, 7, 4, 0, tzinfo=dt.timezone.utc), use_executor=False)
+        dag = DagBag(dag_folder=str(DAGS / "capacity_weekly.py")).dags["capacity_weekly"]
+        # the Monday run after the Sunday cut-off
+        yield dag.test(logical_date=dt.datetime(2026, 12, 7, 4, 0, tzinfo=dt.timezone.utc), use_executor=False)
 
 
 # ---- November still open: bad input, price protection, re-clearing ---------------------------------

@@ -13,12 +13,14 @@ HEAVY = ["pyspark", "mlflow", "torch", "lightgbm", "gluonts", "great_expectation
 @pytest.fixture(scope="module")
 def dagbag():
     from echelon.airflow_env import airflow_env
-    import os
 
-    os.environ.update({k: v for k, v in airflow_env().items() if k.startswith("AIRFLOW")})
-    from airflow.dag_processing.dagbag import DagBag
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in airflow_env().items():
+            if key.startswith("AIRFLOW"):
+                patch.setenv(key, value)
+        from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS))
+        yield DagBag(dag_folder=str(DAGS))
 
 
 def test_no_import_errors(dagbag):
