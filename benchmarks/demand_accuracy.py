@@ -171,7 +171,9 @@ def write_results(results: Mapping[str, BacktestResult], out: Path, data: pd.Dat
         "",
         f"LightGBM settings: `{json.dumps(LGBM_SETTINGS)}` (seed {SEED}, one thread).",
         "",
-        "Models as they ran:", "",
+        "Models as they ran (a GluonTS model with fewer epochs than `gluon.RECOMMENDED` ran on a short time "
+        "budget, so its row understates it). Fit seconds are wall time on a shared 2-core machine and swing with "
+        "its load: compare them only within one run.", "",
         *[f"- {name}: `{res.params.get('model', '?')}`" for name, res in results.items()],
         "",
         *_tuning_section(out),

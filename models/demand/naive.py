@@ -65,6 +65,9 @@ class SeasonalNaiveForecaster:
         # error_quantiles[k-1][i]: quantile i of the scaled k-seasons-back errors
         self.error_quantiles: list[list[float]] = []
 
+    def __repr__(self) -> str:
+        return f"SeasonalNaiveForecaster(season={self.season or 'from freq'})"
+
     def fit(self, history: pd.DataFrame, horizon: int, freq: str,
             quantiles: Sequence[float] = QUANTILES) -> "SeasonalNaiveForecaster":
         hist = _prepare(history)
