@@ -10,20 +10,14 @@ Task bodies are one line: the logic lives in echelon.models.callouts.steps, whic
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import NIGHTLY_CRON, data_partition
+from echelon.schedule import NIGHTLY_CRON, data_partition, task_defaults
 
 SERVING = Asset("echelon://published/callouts/serving")
 
-DEFAULT_ARGS = {
-    "owner": "callouts",
-    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(minutes=2),
-    "execution_timeout": dt.timedelta(hours=1),
-}
+DEFAULT_ARGS = task_defaults("callouts", timeout=dt.timedelta(hours=1))
 
 
 @dag(

@@ -8,20 +8,14 @@ logic lives in echelon.models.capacity.steps (`echelon capacity <step> --ds D`).
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import WEEKLY_CRON, data_partition
+from echelon.schedule import WEEKLY_CRON, data_partition, task_defaults
 
 CAPACITY_ROUND = Asset("echelon://published/capacity/grants")
 
-DEFAULT_ARGS = {
-    "owner": "capacity",
-    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(minutes=2),
-    "execution_timeout": dt.timedelta(hours=1),
-}
+DEFAULT_ARGS = task_defaults("capacity", timeout=dt.timedelta(hours=1))
 
 
 @dag(

@@ -9,19 +9,15 @@ never race. Task bodies are one line: the logic is echelon.models.damage.steps, 
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from echelon.schedule import task_defaults
 
 BATCH_LANDED = Asset("echelon://landing/damage/batches")
 DAMAGE_SCORES = Asset("echelon://published/damage/damage_scores")
 
-DEFAULT_ARGS = {
-    "owner": "damage",
-    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(minutes=1),
-    "execution_timeout": dt.timedelta(hours=1),
-}
+DEFAULT_ARGS = task_defaults("damage", timeout=dt.timedelta(hours=1), retry_delay=dt.timedelta(minutes=1))
 
 
 @dag(

@@ -9,18 +9,12 @@ challenger's recall at that rate is higher on the same validation set. Batch sco
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import dag, task
 
-from echelon.schedule import WEEKLY_CRON, data_partition
+from echelon.schedule import WEEKLY_CRON, data_partition, task_defaults
 
-DEFAULT_ARGS = {
-    "owner": "damage",
-    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(minutes=2),
-    "execution_timeout": dt.timedelta(hours=3),
-}
+DEFAULT_ARGS = task_defaults("damage", timeout=dt.timedelta(hours=3))
 
 
 @dag(

@@ -7,20 +7,14 @@ echelon.models.demand.steps, which the `echelon demand <step> --ds D` command ru
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import NIGHTLY_CRON, data_partition
+from echelon.schedule import NIGHTLY_CRON, data_partition, task_defaults
 
 FORECASTS = Asset("echelon://published/demand/forecasts")
 
-DEFAULT_ARGS = {
-    "owner": "demand",
-    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(minutes=2),
-    "execution_timeout": dt.timedelta(hours=2),
-}
+DEFAULT_ARGS = task_defaults("demand", timeout=dt.timedelta(hours=2))
 
 
 @dag(

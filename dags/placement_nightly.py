@@ -9,21 +9,15 @@ capacity domain). Task bodies are one line: the logic lives in echelon.models.pl
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import data_partition
+from echelon.schedule import data_partition, task_defaults
 
 PLAN = Asset("echelon://published/placement/placement_plan")
 PRICES = Asset("echelon://published/placement/capacity_prices")
 
-DEFAULT_ARGS = {
-    "owner": "placement",
-    "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(minutes=2),
-    "execution_timeout": dt.timedelta(hours=2),
-}
+DEFAULT_ARGS = task_defaults("placement", timeout=dt.timedelta(hours=2))
 
 
 @dag(

@@ -3,6 +3,7 @@ the data of day D: the partition is always computed from the logical date, never
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 NIGHTLY_CRON = "0 2 * * *"     # 02:00 UTC, after the day's sales have landed
 WEEKLY_CRON = "0 4 * * 1"      # Mondays 04:00 UTC
@@ -17,3 +18,9 @@ def nightly_run_date(ds: str) -> dt.datetime:
     """The logical date of the nightly run that processes partition `ds` (inverse of data_partition)."""
     day = dt.date.fromisoformat(ds) + dt.timedelta(days=1)
     return dt.datetime(day.year, day.month, day.day, 2, 0, tzinfo=dt.timezone.utc)
+
+
+def task_defaults(owner: str, timeout: dt.timedelta, retry_delay: dt.timedelta = dt.timedelta(minutes=2)) -> dict:
+    """Every DAG's default_args: retries (ECHELON_TASK_RETRIES, default 2; tests set 0), delay, timeout."""
+    return {"owner": owner, "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
+            "retry_delay": retry_delay, "execution_timeout": timeout}
