@@ -154,6 +154,8 @@ class Stack:
                "AIRFLOW__API__HOST": "127.0.0.1", "ECHELON_AIRFLOW_PORT": str(self.ports["airflow"]),
                "AIRFLOW__API__PORT": str(self.ports["airflow"]), "AIRFLOW__API__WORKERS": "1",
                "AIRFLOW__API__BASE_URL": self.airflow_url,
+               # explicit, so an inherited URL (another Airflow's) cannot send the tasks elsewhere
+               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url.rstrip('/')}/execution/",
                # authentication on: named users only, their passwords from the environment (below)
                "AIRFLOW__CORE__AUTH_MANAGER":
                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
