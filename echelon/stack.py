@@ -143,7 +143,7 @@ class Stack:
                "SPARK_MASTER": self.spark_url, "SPARK_LOCAL_IP": "127.0.0.1",
                "SPARK_CONF_DIR": str(self.dir / "spark-conf"),
                "ECHELON_SPARK_DRIVER_MEMORY": base.get("ECHELON_SPARK_DRIVER_MEMORY", "1g"),
-               "MLFLOW_TRACKING_URI": self.mlflow_url,
+               "MLFLOW_TRACKING_URI": self.mlflow_url, "MLFLOW_REGISTRY_URI": self.mlflow_url,
                # the domains' experiments keep their artifacts under ECHELON_MLFLOW_ARTIFACTS (default
                # <var>/mlflow/artifacts: a filesystem every process of this one-machine stack shares); the
                # server proxies the same folder for experiments created without a location

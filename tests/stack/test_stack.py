@@ -148,7 +148,7 @@ print("ok")
 def test_mlflow_server_takes_concurrent_writers_without_losing_runs(stack, tmp_path):
     from mlflow import MlflowClient
 
-    client = MlflowClient(stack.mlflow_url)
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)  # not an inherited MLFLOW_REGISTRY_URI
     # the two parallel backfill runs each trained and registered both candidates: all four are there
     demand = client.get_experiment_by_name("echelon-demand")
     for ds in (day(stack.ds, -2), day(stack.ds, -1)):
@@ -247,7 +247,7 @@ def test_mlflow_ui_shows_runs_and_the_champion(stack, browser, tmp_path):
     from mlflow import MlflowClient
     from playwright.sync_api import expect
 
-    client = MlflowClient(stack.mlflow_url)
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)  # not an inherited MLFLOW_REGISTRY_URI
     experiment = client.get_experiment_by_name("echelon-demand")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     champion = client.get_model_version_by_alias("demand_forecaster", "champion").version
