@@ -19,9 +19,6 @@ Cost (measured on the loaded 2-core machine): Great Expectations gates dominate,
 the DAG runs five (impressions, catalog, clicks, feedback, serving) and the bad-input tests three more.
 Also `airflow db migrate` ~10 s and the three policies' fits and bootstraps. The empirical-Bayes fits run
 on one BLAS thread (threadpoolctl): OpenBLAS's two threads per call fight over the loaded cores."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +28,6 @@ from echelon import lake
 from echelon.schedule import nightly_run_date
 
 pytestmark = pytest.mark.slow   # Spark + one Airflow run with its GX gates
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 DS = "2026-11-20"
 WORLD = {"ECHELON_CALLOUTS_WORLD_START": "2026-11-10", "ECHELON_CALLOUTS_TRAFFIC": "1500",
          "ECHELON_CALLOUTS_EVAL_DAYS": "2", "ECHELON_CALLOUTS_SEED": "7"}
@@ -51,21 +47,10 @@ def world(tmp_path_factory, spark):
 
 
 @pytest.fixture(scope="module")
-def dag_run(world):
+def dag_run(world, dag_for_test):
     from threadpoolctl import threadpool_limits
 
-    from echelon.airflow_env import airflow_env
-
-    for key, value in airflow_env().items():
-        if key.startswith("AIRFLOW"):
-            world.setenv(key, value)
-    world.setenv("ECHELON_TASK_RETRIES", "0")
-    out = subprocess.run([str(Path(sys.executable).parent / "echelon"), "airflow", "db", "migrate"],
-                         capture_output=True, text=True, timeout=300, env=os.environ)
-    assert out.returncode == 0, out.stderr[-3000:]
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / "callouts_nightly.py")).dags["callouts_nightly"]
+    dag = dag_for_test(world, "callouts_nightly.py", "callouts_nightly")
     with threadpool_limits(limits=1):
         run = dag.test(logical_date=nightly_run_date(DS), use_executor=False)
     assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state

@@ -17,9 +17,6 @@ import contextlib
 import datetime as dt
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -27,7 +24,6 @@ import pytest
 from echelon import lake
 
 pytestmark = pytest.mark.slow   # Spark + one Airflow run with its GX gates
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 ROUNDS = ["2026-11-22", "2026-11-29"]   # Sundays of November, cleared by the step functions
 DECEMBER = "2026-12-06"                 # cleared by the DAG: it closes November
 
@@ -82,21 +78,9 @@ def world(tmp_path_factory, spark):
 
 
 @pytest.fixture(scope="module")
-def dag_run(world):
-    from echelon.airflow_env import airflow_env
-
-    # environment for this module only: later test modules parse the DAGs with their real retries
+def dag_run(world, dag_for_test):
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in airflow_env().items():
-            if key.startswith("AIRFLOW"):
-                patch.setenv(key, value)
-        patch.setenv("ECHELON_TASK_RETRIES", "0")
-        out = subprocess.run([str(Path(sys.executable).parent / "echelon"), "airflow", "db", "migrate"],
-                             capture_output=True, text=True, timeout=300, env=os.environ)
-        assert out.returncode == 0, out.stderr[-3000:]
-        from airflow.dag_processing.dagbag import DagBag
-
-        dag = DagBag(dag_folder=str(DAGS / "capacity_weekly.py")).dags["capacity_weekly"]
+        dag = dag_for_test(patch, "capacity_weekly.py", "capacity_weekly")
         # the Monday run after the Sunday cut-off
         yield dag.test(logical_date=dt.datetime(2026, 12, 7, 4, 0, tzinfo=dt.timezone.utc), use_executor=False)
 

@@ -17,10 +17,6 @@ in-process task ~18 s of Airflow start-up; the Spark scoring ~60 s, two python w
 torch and MLflow and loading the champion; the damage_scores gate ~25 s), the training steps ~40 s (first
 MLflow run creates the store); the re-score ~23 s (Spark, warm, and its gate), the failed gate ~7 s. Image-level quarantine: tests/data/test_damage_quarantine.py."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +26,6 @@ from echelon import lake
 from echelon.models.damage import demo
 
 pytestmark = pytest.mark.slow   # Spark + one Airflow run with its GX gates
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 DS = "2026-11-20"
 BATCH = "tiny-1"
 
@@ -59,19 +54,9 @@ def champion(tmp_path_factory, spark):
 
 
 @pytest.fixture(scope="module")
-def dag_run(champion):
-    from echelon.airflow_env import airflow_env
-
+def dag_run(champion, dag_for_test):
     world_dir, patch = champion
-    for key, value in airflow_env().items():
-        if key.startswith("AIRFLOW"):
-            patch.setenv(key, value)
-    out = subprocess.run([str(Path(sys.executable).parent / "echelon"), "airflow", "db", "migrate"],
-                         capture_output=True, text=True, timeout=300, env=os.environ)
-    assert out.returncode == 0, out.stderr[-3000:]
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / "damage_batches.py")).dags["damage_batches"]
+    dag = dag_for_test(patch, "damage_batches.py", "damage_batches")
     conf = {"batch_id": BATCH, "manifest": str(world_dir / "batch.csv"), "day": DS}
     run = dag.test(run_conf=conf, use_executor=False)
     assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state

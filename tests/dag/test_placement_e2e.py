@@ -20,10 +20,6 @@ six (three input suites, the prices check and the two publish gates) and the bad
 the fewest that reach each suite through check_inputs (it gates forecasts, then facilities, then reach,
 and stops at the first failure). Also: `airflow db migrate` ~9 s, the first MLflow run ~8 s (it creates
 the SQLite store), six Lagrangian iterations on Spark ~15 s (ECHELON_PLACEMENT_MAX_ITER=6)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -32,7 +28,6 @@ from echelon import lake
 from echelon.schedule import nightly_run_date
 
 pytestmark = pytest.mark.slow   # Spark + one Airflow run with its GX gates
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 DS = "2026-11-20"
 WORLD = {"items": 6, "facilities": 3, "regions": 2, "seed": 2}
 
@@ -48,20 +43,9 @@ def world(tmp_path_factory, spark):
 
 
 @pytest.fixture(scope="module")
-def dag_run(world):
-    from echelon.airflow_env import airflow_env
-
-    for key, value in airflow_env().items():
-        if key.startswith("AIRFLOW"):
-            world.setenv(key, value)
-    world.setenv("ECHELON_TASK_RETRIES", "0")
+def dag_run(world, dag_for_test):
     world.setenv("ECHELON_PLACEMENT_MAX_ITER", "6")   # the gap is 1.7% by then; convergence: unit tests
-    out = subprocess.run([str(Path(sys.executable).parent / "echelon"), "airflow", "db", "migrate"],
-                         capture_output=True, text=True, timeout=300, env=os.environ)
-    assert out.returncode == 0, out.stderr[-3000:]
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / "placement_nightly.py")).dags["placement_nightly"]
+    dag = dag_for_test(world, "placement_nightly.py", "placement_nightly")
     run = dag.test(logical_date=nightly_run_date(DS), use_executor=False)
     assert str(run.state) in ("success", "DagRunState.SUCCESS"), run.state
     return run
