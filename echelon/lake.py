@@ -7,18 +7,26 @@ Publishing a partition (see `publish`):
   1. write the frame to <lake>/_staging/<uuid>/ (pandas or Spark, same result),
   2. run the table's gate on what was written; a failure raises and publishes nothing,
   3. write the manifest (rows, schema, order-independent content checksum),
-  4. swap: the old partition folder is renamed aside, the staged one renamed into place, the old one
-     deleted. Both renames are on one filesystem, so a reader sees the old partition or the new one,
-     never a half-written one; a killed task leaves only staging debris, which is never read.
+  4. swap: the staged folder and the published one are exchanged in one atomic rename (Linux
+     renameat2 RENAME_EXCHANGE), then the old copy is deleted; where the exchange is unsupported, the old
+     folder is renamed aside and the staged one renamed into place. A reader sees the old partition or
+     the new one, never a half-written one.
+
+A task killed at any point (even SIGKILL) leaves at most debris in _staging/ (or an aside `.ds=...old`
+folder), which is never read. Debris names carry the publisher's pid and host, and every publish deletes
+the debris of publishers on this host that are no longer alive (`sweep_debris`).
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +149,53 @@ def describe(folder: Path) -> dict:
     return {"rows": len(frame), "schema": schema, "checksum": digest}
 
 
+def _owner_tag() -> str:
+    """Suffix of every staging/aside folder: who wrote it, so a later publish can tell debris of the dead."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _owner_alive(name: str) -> bool:
+    """False only for a folder written by a process on this host that no longer exists."""
+    left, sep, host = name.rpartition("@")
+    pid = left.rpartition(".")[2]
+    if not sep or not pid.isdigit() or host != socket.gethostname():
+        return True   # another host's, or an older naming: never touched
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def sweep_debris(table: Table, lake: Path | None = None) -> list[Path]:
+    """Delete what killed publishers on this host left behind: their _staging/ folders and the table's
+    aside `.ds=...old` folders. Never read by anyone; returns what was removed."""
+    lake = lake or get_settings().lake
+    candidates = [*(lake / "_staging").glob("*@*"), *table.root(lake).glob(".ds=*.old.*@*")]
+    removed = [p for p in candidates if not _owner_alive(p.name)]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing folders in one atomic step (Linux renameat2); False where that is unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | None = None,
             extra: dict | None = None) -> dict:
     """Stage, gate, then atomically swap one partition into place. Returns the manifest.
@@ -148,7 +203,9 @@ def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | None = 
     `gate` receives the staged folder and raises to stop the publish (see echelon.gates)."""
     ds = parse_ds(ds)
     settings = get_settings()
-    staging = settings.lake / "_staging" / f"{table.layer}.{table.domain}.{table.name}.{ds}.{uuid.uuid4().hex}"
+    sweep_debris(table, settings.lake)
+    staging = (settings.lake / "_staging" /
+               f"{table.layer}.{table.domain}.{table.name}.{ds}.{uuid.uuid4().hex}.{_owner_tag()}")
     try:
         _write_staging(frame, ds, staging)
         if gate is not None:
@@ -159,7 +216,9 @@ def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | None = 
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         target = table.partition(ds)
         target.parent.mkdir(parents=True, exist_ok=True)
-        aside = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
+        if target.exists() and _exchange(staging, target):
+            return manifest   # staging now holds the old partition: deleted below
+        aside = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}.{_owner_tag()}")
         if target.exists():
             os.rename(target, aside)
         os.rename(staging, target)

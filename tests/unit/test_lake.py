@@ -1,5 +1,12 @@
-"""The lake's publish contract: atomic swap, idempotent re-runs, manifests, partition isolation."""
+"""The lake's publish contract: atomic swap, idempotent re-runs, manifests, partition isolation, and a
+publisher SIGKILLed mid-write leaving nothing visible."""
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -74,3 +81,62 @@ def test_spark_and_pandas_writes_give_the_same_manifest(lake_dir, spark):
     from_spark = lake.publish(spark.createDataFrame(pdf).repartition(3), TABLE, "2026-11-21")
     assert from_pandas["checksum"] == from_spark["checksum"]
     assert lake.read_spark(spark, TABLE, "2026-11-21").count() == 50
+
+
+# A publisher of a partition large enough that writing it takes seconds (a pandas frame: no JVM to start).
+KILLED_WRITER = """
+import sys
+import numpy as np, pandas as pd
+from echelon import lake
+rows = int(sys.argv[1])
+rng = np.random.default_rng(0)
+frame = pd.DataFrame({"item_id": rng.integers(0, 10**9, rows), "value": rng.random(rows)})
+lake.publish(frame, lake.Table("raw", "test", "things"), "2026-11-20")
+"""
+
+
+def test_publisher_killed_mid_write_leaves_the_old_partition_and_a_retry_succeeds(lake_dir):
+    before = lake.publish(frame(), TABLE, "2026-11-20")
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, "3000000"],
+                              env={**os.environ, "ECHELON_LAKE": str(lake_dir)}, stderr=subprocess.PIPE, text=True)
+    staging = lake_dir / "_staging"
+    try:
+        while not list(staging.glob("raw.test.things.2026-11-20.*/*.parquet")):   # its part file is being written
+            assert writer.poll() is None, f"the writer ended before it could be killed:\n{writer.stderr.read()}"
+            time.sleep(0.01)
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    debris = list(staging.iterdir())
+    assert [p.name.rpartition("@")[0].rpartition(".")[2] for p in debris] == [str(writer.pid)], debris
+
+    # readers see the old partition, whole, and its manifest unchanged
+    assert lake.read_manifest(TABLE, "2026-11-20") == before
+    assert lake.read(TABLE, "2026-11-20")["value"].tolist() == frame()["value"].tolist()
+    assert lake.partitions(TABLE) == ["2026-11-20"]
+    assert lake.describe(TABLE.partition("2026-11-20"))["checksum"] == before["checksum"]
+
+    # the retry publishes, and sweeps the dead writer's staging folder away
+    retried = lake.publish(frame(7, offset=1), TABLE, "2026-11-20")
+    assert lake.read_manifest(TABLE, "2026-11-20") == retried and retried["rows"] == 7
+    assert list(staging.iterdir()) == [] and list(TABLE.root().glob(".ds=*")) == []
+
+
+def test_sweep_leaves_the_staging_of_live_publishers(lake_dir):
+    live = lake_dir / "_staging" / f"raw.test.things.2026-11-20.{'0' * 32}.{os.getpid()}@{socket.gethostname()}"
+    foreign = lake_dir / "_staging" / f"raw.test.things.2026-11-20.{'1' * 32}.1@another-host"
+    for folder in (live, foreign):
+        folder.mkdir(parents=True)
+    lake.publish(frame(), TABLE, "2026-11-20")
+    assert live.exists() and foreign.exists(), "a publisher still writing (or on another host) is never disturbed"
+
+
+def test_publish_without_an_atomic_exchange_falls_back_to_rename_aside(lake_dir, monkeypatch):
+    lake.publish(frame(), TABLE, "2026-11-20")
+    monkeypatch.setattr(lake, "_exchange", lambda a, b: False)   # e.g. a filesystem without renameat2
+    replaced = lake.publish(frame(2, offset=50), TABLE, "2026-11-20")
+    assert lake.read_manifest(TABLE, "2026-11-20") == replaced
+    assert lake.read(TABLE, "2026-11-20")["value"].tolist() == [50.0, 51.0]
+    assert list(TABLE.root().glob(".ds=*")) == [] and list((lake_dir / "_staging").iterdir()) == []
