@@ -2,9 +2,43 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 
 from echelon.settings import PROJECT_ROOT, get_settings
+
+MASTER_FORMS = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[.+\]|yarn|spark://.+|k8s://.+|mesos://.+")
+
+
+class SparkMasterError(RuntimeError):
+    """A Spark master URL that is malformed or that nothing answers at; the message names the URL."""
+
+
+def check_master(master: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URL, on a malformed master or a standalone master nobody listens at.
+
+    Left alone, Spark retries an unreachable `spark://` master for a minute or more and then fails with a
+    stack trace that hides the address. Only `spark://host:port[,host:port...]` (standalone, with its HA
+    list) is probed: one TCP connect per address, up to `timeout` seconds each; any answering one is enough."""
+    if not MASTER_FORMS.fullmatch(master):
+        raise SparkMasterError(f"Spark master URL {master!r} is not one Spark understands (local[N], "
+                               "spark://host:port, yarn, k8s://https://host:port): check SPARK_MASTER or --master")
+    if not master.startswith("spark://"):
+        return
+    problems = []
+    for address in master[len("spark://"):].split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise SparkMasterError(f"Spark master URL {master!r} needs host:port after spark:// (got {address!r}): "
+                                   "check SPARK_MASTER or --master")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return
+        except OSError as exc:
+            problems.append(f"{address}: {exc.strerror or type(exc).__name__}")
+    raise SparkMasterError(f"no Spark master answers at {master} ({'; '.join(problems)}): start the master or fix "
+                           "SPARK_MASTER / --master")
 
 
 def get_spark(app_name: str = "echelon", master: str | None = None):
@@ -13,11 +47,13 @@ def get_spark(app_name: str = "echelon", master: str | None = None):
     from pyspark.sql import SparkSession
 
     settings = get_settings()
+    master = master or settings.spark_master
+    check_master(master)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(master or settings.spark_master)
+        .master(master)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
