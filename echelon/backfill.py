@@ -1,36 +1,86 @@
-"""Backfill a nightly DAG over data dates with Airflow 3's own backfill (executed by a running scheduler).
+"""Backfill a DAG over data dates with Airflow 3's own backfill (executed by a running scheduler).
 
-Analysts think in data dates; Airflow's backfill takes logical (run) dates. This converts one to the other
-and calls `airflow backfill create`, reprocessing completed runs so that a re-run replaces partitions."""
+Analysts think in data dates; Airflow's backfill takes logical (run) dates. Every Echelon run processes
+the day before its logical date (echelon.schedule.data_partition), whatever its time of day (demand at
+02:00, placement at 03:00, capacity on Mondays at 04:00), so data dates FROM..TO are the runs whose logical
+dates fall on the days FROM+1..TO+1. Completed runs are reprocessed, so that a re-run replaces partitions.
+
+Airflow applies a backfill's max_active_runs independently of the DAG's own: a DAG whose runs must go one
+at a time, in date order (capacity rounds, callouts, placement), would run out of order under a larger
+backfill limit. So the limit defaults to the DAG's own, and a larger one is refused."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 
 from echelon.airflow_env import airflow
-from echelon.schedule import nightly_run_date
+
+
+class BackfillError(ValueError):
+    """A backfill that must not be created; the message says why."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dag", required=True, help="DAG id, e.g. demand_nightly")
     parser.add_argument("--from", dest="start", required=True, help="first data date (YYYY-MM-DD)")
     parser.add_argument("--to", dest="end", required=True, help="last data date (YYYY-MM-DD), inclusive")
-    parser.add_argument("--max-active-runs", type=int, default=2)
+    parser.add_argument("--max-active-runs", type=int, default=None,
+                        help="runs at once (default and upper bound: the DAG's own max_active_runs)")
     parser.add_argument("--reprocess", default="completed", choices=["none", "failed", "completed"])
+    parser.add_argument("--dry-run", action="store_true", help="list the runs the backfill would create, create none")
 
 
-def backfill_command(dag: str, start: str, end: str, max_active_runs: int = 2,
-                     reprocess: str = "completed") -> list[str]:
-    if dt.date.fromisoformat(end) < dt.date.fromisoformat(start):
-        raise ValueError(f"backfill range is empty: --from {start} is after --to {end}")
-    return ["backfill", "create", "--dag-id", dag,
-            "--from-date", nightly_run_date(start).isoformat(), "--to-date", nightly_run_date(end).isoformat(),
+def run_window(start: str, end: str) -> tuple[dt.datetime, dt.datetime]:
+    """The logical dates of the runs that process data dates start..end (inclusive), at any time of day."""
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if last < first:
+        raise BackfillError(f"backfill range is empty: --from {start} is after --to {end}")
+    day = dt.timedelta(days=1)
+    utc = dt.timezone.utc
+    return (dt.datetime.combine(first + day, dt.time(0, 0), utc),
+            dt.datetime.combine(last + day, dt.time(23, 59, 59), utc))
+
+
+def active_runs(dag: str, requested: int | None, dag_limit: int) -> int:
+    """How many runs of the backfill may run at once: the DAG's own limit unless fewer are asked for."""
+    if requested is None:
+        return dag_limit
+    if requested < 1:
+        raise BackfillError(f"--max-active-runs must be at least 1, got {requested}")
+    if requested > dag_limit:
+        raise BackfillError(f"{dag} allows {dag_limit} active run(s) at a time (its runs build on each other "
+                            f"in date order); --max-active-runs {requested} would break that")
+    return requested
+
+
+def backfill_command(dag: str, start: str, end: str, max_active_runs: int, reprocess: str = "completed") -> list[str]:
+    first, last = run_window(start, end)
+    return ["backfill", "create", "--dag-id", dag, "--from-date", first.isoformat(), "--to-date", last.isoformat(),
             "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
 
 
+def dag_max_active_runs(dag: str) -> int:
+    """The DAG's own max_active_runs, as the dag-processor serialised it (fails clearly for an unknown DAG)."""
+    out = airflow("dags", "details", dag, "-o", "json", check=False, capture_output=True, text=True)
+    rows = next((json.loads(line) for line in reversed(out.stdout.splitlines()) if line.startswith("[")), None)
+    if out.returncode != 0 or not rows:
+        raise BackfillError(f"no DAG {dag!r} in Airflow's metadata database (is the dag-processor running, "
+                            f"is the id right?): {out.stderr.strip()[-500:]}")
+    return int(rows[0]["max_active_runs"])
+
+
 def main(args: argparse.Namespace) -> int:
+    try:
+        runs = active_runs(args.dag, args.max_active_runs, dag_max_active_runs(args.dag))
+        command = backfill_command(args.dag, args.start, args.end, runs, args.reprocess)
+    except BackfillError as error:
+        raise SystemExit(f"echelon backfill: {error}") from None
+    if args.dry_run:
+        return airflow(*command, "--dry-run", check=False).returncode
     airflow("dags", "unpause", args.dag)  # a scheduler only executes backfills of unpaused DAGs
-    airflow(*backfill_command(args.dag, args.start, args.end, args.max_active_runs, args.reprocess))
-    print(f"Backfill of {args.dag} for data dates {args.start}..{args.end} created; a running scheduler "
-          f"(`make airflow`) executes it. Watch it in the Airflow UI or with `echelon airflow dags list-runs {args.dag}`.")
+    airflow(*command)
+    print(f"Backfill of {args.dag} for data dates {args.start}..{args.end} created ({runs} run(s) at a time); "
+          f"a running scheduler (`make airflow`) executes it. Watch it in the Airflow UI or with "
+          f"`echelon airflow dags list-runs {args.dag}`.")
     return 0

@@ -3,6 +3,7 @@
 created with Airflow's own `backfill create` and executed by a real scheduler and dag-processor."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,9 +81,11 @@ def test_rerunning_a_date_gives_identical_rows(home):
         assert (after["rows"], after["checksum"]) == (before[table]["rows"], before[table]["checksum"]), table
 
 
-def test_backfill_runs_through_a_real_scheduler(home):
-    var, env = home
-    env = {**env, "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+@pytest.fixture(scope="module")
+def services(home):
+    """A real api-server, dag-processor and scheduler on the test's Airflow home (torn down with the module)."""
+    var, _ = home
+    env = {**home[1], "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2", "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5", "ECHELON_AIRFLOW_PORT": str(free_port())}
     from echelon.airflow_env import airflow_env
 
@@ -94,31 +97,53 @@ def test_backfill_runs_through_a_real_scheduler(home):
              for role in ("api-server", "dag-processor", "scheduler")]  # tasks report to the api-server
     try:
         deadline = time.time() + 120
-        while "demand_nightly" not in run(env, "airflow", "dags", "list", "-o", "plain"):
-            assert time.time() < deadline, "the dag-processor never parsed demand_nightly"
+        while not {"demand_nightly", "capacity_weekly"} <= set(run(env, "airflow", "dags", "list", "-o", "plain").split()):
+            assert time.time() < deadline, "the dag-processor never parsed demand_nightly and capacity_weekly"
             time.sleep(3)
-        run(env, "backfill", "--dag", "demand_nightly", "--from", BACKFILL[0], "--to", BACKFILL[1])
-        wanted = {nightly_run_date(ds).isoformat() for ds in BACKFILL}
-        deadline = time.time() + 900
-        while True:
-            listing = run(env, "airflow", "dags", "list-runs", "demand_nightly", "-o", "json")
-            runs = json.loads(next(line for line in reversed(listing.splitlines()) if line.startswith("[")))
-            states = {r["logical_date"].replace("Z", "+00:00"): r["state"] for r in runs
-                      if r["run_id"].startswith("backfill__")}
-            done = {k: v for k, v in states.items() if k in wanted and v in ("success", "failed")}
-            if len(done) == len(wanted):
-                break
-            assert time.time() < deadline, f"backfill did not finish: {states}"
-            time.sleep(10)
-        assert set(done.values()) == {"success"}, f"backfill runs: {done}\n" + (logs / "scheduler.log").read_text()[-4000:]
-        assert len(runs) >= 3, "the backfill added its runs beside the earlier dags-test runs"
+        yield env, logs
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=60)
+
+
+def test_backfill_runs_through_a_real_scheduler(home, services):
+    var, _ = home
+    env, logs = services
+    run(env, "backfill", "--dag", "demand_nightly", "--from", BACKFILL[0], "--to", BACKFILL[1])
+    wanted = {nightly_run_date(ds).isoformat() for ds in BACKFILL}
+    deadline = time.time() + 900
+    while True:
+        listing = run(env, "airflow", "dags", "list-runs", "demand_nightly", "-o", "json")
+        runs = json.loads(next(line for line in reversed(listing.splitlines()) if line.startswith("[")))
+        states = {r["logical_date"].replace("Z", "+00:00"): r["state"] for r in runs
+                  if r["run_id"].startswith("backfill__")}
+        done = {k: v for k, v in states.items() if k in wanted and v in ("success", "failed")}
+        if len(done) == len(wanted):
+            break
+        assert time.time() < deadline, f"backfill did not finish: {states}"
+        time.sleep(10)
+    assert set(done.values()) == {"success"}, f"backfill runs: {done}\n" + (logs / "scheduler.log").read_text()[-4000:]
+    assert len(runs) >= 3, "the backfill added its runs beside the earlier dags-test runs"
     for ds in BACKFILL:
         frame = pd.read_parquet(forecasts_partition(var, ds))
         assert str(pd.Timestamp(frame["target_date"].min()).date()) == str(pd.Timestamp(ds) + pd.Timedelta(days=1))[:10]
     # the backfill left the partition it did not cover untouched
     assert (forecasts_partition(var, DS) / "_manifest.json").exists()
+
+
+def test_a_weekly_backfill_plans_one_round_per_week_one_at_a_time(services):
+    """capacity_weekly over October's data dates: its four Sunday rounds (cleared Mondays 04:00), at the
+    DAG's own limit of one run at a time; asking for two at once is refused before anything is created."""
+    env, _ = services
+    plan = run(env, "backfill", "--dag", "capacity_weekly", "--from", "2026-10-01", "--to", "2026-10-31", "--dry-run")
+    assert "max_active_runs = 1" in plan, plan
+    mondays = ["2026-10-05", "2026-10-12", "2026-10-19", "2026-10-26"]
+    planned = sorted(set(re.findall(r"2026-1[01]-\d\d(?=[ T]04:00)", plan)))
+    assert planned == mondays, plan
+    out = subprocess.run([str(BIN / "echelon"), "backfill", "--dag", "capacity_weekly", "--from", "2026-10-01",
+                          "--to", "2026-10-31", "--max-active-runs", "2"], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "capacity_weekly allows 1 active run(s)" in out.stderr, out.stderr[-2000:]
+    listing = run(env, "airflow", "dags", "list-runs", "capacity_weekly", "-o", "json")
+    assert "2026-10" not in listing, "a refused or dry-run backfill created runs"

@@ -1,0 +1,51 @@
+"""Data dates -> the logical dates Airflow's backfill takes, and the run limit a backfill may use."""
+import datetime as dt
+
+import pytest
+from croniter import croniter
+
+from echelon.backfill import BackfillError, active_runs, backfill_command, run_window
+from echelon.schedule import NIGHTLY_CRON, WEEKLY_CRON, data_partition
+
+
+def runs_in_window(cron: str, start: str, end: str) -> list[str]:
+    """The data dates of the cron's runs whose logical dates fall in the backfill window."""
+    first, last = run_window(start, end)
+    times = croniter(cron, first - dt.timedelta(seconds=1))
+    out = []
+    while (when := times.get_next(dt.datetime)) <= last:
+        out.append(data_partition(when))
+    return out
+
+
+@pytest.mark.parametrize("cron", [NIGHTLY_CRON, "0 3 * * *", "59 23 * * *"])
+def test_daily_dags_process_exactly_the_asked_data_dates(cron):
+    assert runs_in_window(cron, "2026-11-01", "2026-11-05") == [f"2026-11-0{d}" for d in range(1, 6)]
+
+
+def test_weekly_rounds_include_the_last_sunday():
+    # capacity rounds cut off on Sundays and clear on the Monday after, at 04:00
+    assert runs_in_window(WEEKLY_CRON, "2026-11-01", "2026-11-29") == ["2026-11-01", "2026-11-08", "2026-11-15",
+                                                                       "2026-11-22", "2026-11-29"]
+    assert runs_in_window(WEEKLY_CRON, "2026-11-02", "2026-11-07") == []
+
+
+def test_an_empty_range_is_refused():
+    with pytest.raises(BackfillError, match="--from 2026-11-05 is after --to 2026-11-04"):
+        backfill_command("demand_nightly", "2026-11-05", "2026-11-04", 1)
+
+
+def test_the_run_limit_defaults_to_the_dags_own_and_cannot_exceed_it():
+    assert active_runs("demand_nightly", None, 2) == 2
+    assert active_runs("demand_nightly", 1, 2) == 1
+    with pytest.raises(BackfillError, match="capacity_weekly allows 1 active run"):
+        active_runs("capacity_weekly", 2, 1)
+    with pytest.raises(BackfillError, match="at least 1"):
+        active_runs("capacity_weekly", 0, 1)
+
+
+def test_the_command_carries_the_window_and_limit():
+    command = backfill_command("capacity_weekly", "2026-11-22", "2026-11-29", 1)
+    assert command[command.index("--from-date") + 1] == "2026-11-23T00:00:00+00:00"
+    assert command[command.index("--to-date") + 1] == "2026-11-30T23:59:59+00:00"
+    assert command[command.index("--max-active-runs") + 1] == "1"
