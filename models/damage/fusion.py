@@ -1,8 +1,13 @@
 """Fusion of the supervised and gallery scores, and the threshold at a target false-positive rate.
 
-The fused score is a logistic regression on [logit(p_supervised), z_anomaly, their product], fitted on
-a held-out calibration set: the data decide how much to trust each signal, and the product term lets
-"the classifier fires but the product looks as it always does" (damage-like artwork) count for less.
+The fused score is a logistic regression on [s, z_anomaly, their product], fitted on a held-out
+calibration set: the data decide how much to trust each signal, and the product term lets "the
+classifier fires but the product looks as it always does" (damage-like artwork) count for less. Here
+s = logit(p_supervised) - reference, the classifier's logit relative to its median logit on the
+product's own pristine gallery images (gallery.Gallery.reference): a calibration set can only hold
+designs the classifier was trained on, so it cannot teach the fusion to distrust the classifier on a
+design it never saw; the reference does that per product (a redesign or new product whose printed
+artwork makes the classifier fire on every pristine image has a high reference).
 
 The threshold is picked on a validation set so that at most `target` of its pristine images score above
 it; the claim is only as good as the number of pristine images behind it, so the one-sided
@@ -17,9 +22,16 @@ import numpy as np
 from scipy import stats
 
 
-def _features(p_supervised, z_anomaly) -> np.ndarray:
-    p = np.clip(np.asarray(p_supervised, dtype=np.float64), 1e-6, 1 - 1e-6)
-    s = np.log(p / (1 - p))
+def logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _features(p_supervised, z_anomaly, reference) -> np.ndarray:
+    reference = np.asarray(reference, dtype=np.float64)
+    if np.isnan(reference).any():
+        raise ValueError("a product's classifier reference is missing (NaN): galleries need one (see gallery.py)")
+    s = logit(p_supervised) - reference
     a = np.clip(np.asarray(z_anomaly, dtype=np.float64), -10, 50)
     return np.column_stack([s, a, s * np.tanh(a / 5)])
 
@@ -29,22 +41,23 @@ class Fusion:
     weights: list[float]
     bias: float
 
-    def score(self, p_supervised, z_anomaly) -> np.ndarray:
-        """The fused damage probability: higher means more likely damaged."""
-        logits = _features(p_supervised, z_anomaly) @ np.asarray(self.weights) + self.bias
+    def score(self, p_supervised, z_anomaly, reference) -> np.ndarray:
+        """The fused damage probability: higher means more likely damaged. `reference`: per image, the
+        classifier's median logit on its product's gallery."""
+        logits = _features(p_supervised, z_anomaly, reference) @ np.asarray(self.weights) + self.bias
         return 1 / (1 + np.exp(-logits))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def fit_fusion(p_supervised, z_anomaly, labels, c: float = 1.0) -> Fusion:
+def fit_fusion(p_supervised, z_anomaly, reference, labels, c: float = 1.0) -> Fusion:
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=int)
     if len(set(labels)) < 2:
         raise ValueError("fusion needs both damaged and pristine images in the calibration set")
-    model = LogisticRegression(C=c, max_iter=1000).fit(_features(p_supervised, z_anomaly), labels)
+    model = LogisticRegression(C=c, max_iter=1000).fit(_features(p_supervised, z_anomaly, reference), labels)
     return Fusion(weights=[float(w) for w in model.coef_[0]], bias=float(model.intercept_[0]))
 
 

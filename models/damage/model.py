@@ -42,19 +42,24 @@ class DamageModel:
 
     # ------------------------------------------------------------------------------------ scoring
     def signals(self, images: np.ndarray, item_ids, galleries: dict[str, gl.Gallery] | None = None) -> pd.DataFrame:
-        """Per-image supervised probability, type guess and gallery z-score (no decision yet)."""
+        """Per-image supervised probability, type guess, gallery z-score and the product's classifier
+        reference (no decision yet). Torch runs on torch_threads() threads, in Spark workers and outside."""
+        sv.torch_threads()
+        galleries = galleries or self.galleries
         p, types = sv.predict(self.net, images)
-        z = gl.scores(galleries or self.galleries, list(item_ids), images)
-        return pd.DataFrame({"score_supervised": p, "score_anomaly": z, "type_index": types})
+        z = gl.scores(galleries, list(item_ids), images)
+        reference = [galleries[item].reference for item in item_ids]
+        return pd.DataFrame({"score_supervised": p, "score_anomaly": z, "supervised_reference": reference,
+                             "type_index": types})
 
     def decide(self, signals: pd.DataFrame) -> pd.DataFrame:
-        """Fuse the two signals and apply the operating threshold."""
+        """Fuse the signals and apply the operating threshold."""
         out = signals.copy()
-        out["score"] = self.fusion.score(out["score_supervised"], out["score_anomaly"])
+        out["score"] = self.fusion.score(out["score_supervised"], out["score_anomaly"], out["supervised_reference"])
         sideline = out["score"] > self.operating.threshold
         out["decision"] = np.where(sideline, "sideline", "pass")
         out["damage_type"] = np.where(sideline, [DAMAGE_TYPES[int(i)] for i in out["type_index"]], "none")
-        return out.drop(columns="type_index")
+        return out.drop(columns=["type_index", "supervised_reference"])
 
     def score_files(self, rows: pd.DataFrame, galleries=None) -> pd.DataFrame:
         """Score validated manifest rows (`file`, `item_id`) without gallery refresh."""
@@ -102,10 +107,11 @@ def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFram
         idx = rows.index[rows["item_id"] == item]
         images = im.load_many(list(rows.loc[idx, "file"]), model.size)
         ids = list(rows.loc[idx, "image_id"])
-        new = gl.refresh(item, images, ids, signals.loc[idx, "score_supervised"].to_numpy())
+        new = gl.refresh(item, images, ids, signals.loc[idx, "score_supervised"].to_numpy(), previous=galleries[item])
         features = gl.patch_features(images)
         members = {image_id: k for k, image_id in enumerate(new.image_ids)}
         signals.loc[idx, "score_anomaly"] = [new.z(features[k], exclude=members.get(i)) for k, i in enumerate(ids)]
+        signals.loc[idx, "supervised_reference"] = new.reference
         signals.loc[idx, "gallery_refreshed"] = True
         refreshed[item] = new
         log.warning("gallery refreshed for %s: median z %.1f over %d images in this batch (a redesign?)",
@@ -146,20 +152,30 @@ def score_batch(model: DamageModel, manifest: pd.DataFrame, root=None, refresh: 
 
 # ------------------------------------------------------------------------------------------ training
 
-def build_galleries(manifest: pd.DataFrame, size: int) -> tuple[dict[str, gl.Gallery], pd.DataFrame]:
+def build_galleries(rows: pd.DataFrame, size: int, net: sv.DamageNet) -> dict[str, gl.Gallery]:
+    """Every product's gallery from its usable gallery rows (see `gallery_rows`), with the classifier's
+    reference on its images."""
+    images = im.load_many(list(rows["file"]), size)
+    p, _ = sv.predict(net, images)
+    galleries = {}
+    for item, idx in rows.groupby("item_id").groups.items():
+        galleries[str(item)] = gl.build(str(item), images[idx], list(rows["image_id"].iloc[idx]),
+                                        reference=float(np.median(fz.logit(p[idx]))))
+    return galleries
+
+
+def gallery_rows(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The usable rows of a gallery manifest: pristine, of products with at least 3 images."""
     rows, quarantined = im.validate(manifest)
     if "label" in rows:   # a gallery holds pristine images only
         rows = rows[rows["label"].fillna(0).astype(int) == 0]
-    images = im.load_many(list(rows["file"]), size)
-    galleries = {}
-    for item, idx in rows.reset_index(drop=True).groupby("item_id").groups.items():
-        if len(idx) < 3:
-            log.warning("item %s has only %d gallery images: left out (its images will be quarantined)", item, len(idx))
-            continue
-        galleries[str(item)] = gl.build(str(item), images[idx], list(rows["image_id"].iloc[idx]))
-    if not galleries:
+    counts = rows["item_id"].value_counts()
+    for item, count in counts[counts < 3].items():
+        log.warning("item %s has only %d gallery images: left out (its images will be quarantined)", item, count)
+    rows = rows[rows["item_id"].map(counts) >= 3].reset_index(drop=True)
+    if rows.empty:
         raise ValueError("the gallery manifest gives no product at least 3 usable pristine images")
-    return galleries, quarantined
+    return rows, quarantined
 
 
 def split(frame: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -187,21 +203,23 @@ def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_ma
           width: int = 16) -> tuple[DamageModel, dict]:
     """Fit the whole model. Returns it and an evaluation dict (per-image validation scores included)."""
     started = time.time()
-    galleries, _ = build_galleries(gallery_manifest, size)
-    rows, images = labelled(train_manifest, set(galleries), size, "train")
+    reference_rows, _ = gallery_rows(gallery_manifest)
+    rows, images = labelled(train_manifest, set(reference_rows["item_id"]), size, "train")
     rng_order = split(rows.assign(_i=np.arange(len(rows))), calib_share, seed)
     fit_rows, calib_rows = rng_order
     net = sv.fit(images[fit_rows["_i"]], fit_rows["label"], fit_rows["damage_type"], epochs=epochs, seed=seed,
                  width=width)
+    galleries = build_galleries(reference_rows, size, net)
     placeholder = DamageModel(net, galleries, fz.Fusion([0.0, 0.0, 0.0], 0.0), None, size)
     calib = placeholder.signals(images[calib_rows["_i"]], calib_rows["item_id"])
-    fusion = fz.fit_fusion(calib["score_supervised"], calib["score_anomaly"], calib_rows["label"])
+    fusion = fz.fit_fusion(calib["score_supervised"], calib["score_anomaly"], calib["supervised_reference"],
+                           calib_rows["label"])
     if valid_manifest is not None:
         valid_rows, valid_images = labelled(valid_manifest, set(galleries), size, "valid")
         valid = placeholder.signals(valid_images, valid_rows["item_id"])
     else:
         valid_rows, valid = calib_rows, calib
-    valid = valid.assign(score=fusion.score(valid["score_supervised"], valid["score_anomaly"]),
+    valid = valid.assign(score=fusion.score(valid["score_supervised"], valid["score_anomaly"], valid["supervised_reference"]),
                          label=valid_rows["label"].to_numpy(), damage_type=valid_rows["damage_type"].to_numpy(),
                          image_id=valid_rows["image_id"].to_numpy(), item_id=valid_rows["item_id"].to_numpy())
     operating = fz.threshold_at_fpr(valid["score"], valid["label"], target_fpr)

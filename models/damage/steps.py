@@ -139,7 +139,7 @@ def recall_on(model, valid_manifest: Path) -> tuple[float, dict]:
 
     rows, _ = im.validate(im.read_manifest(valid_manifest, labelled=True), known_items=set(model.galleries))
     signals = model.signals(im.load_many(list(rows["file"]), model.size), rows["item_id"])
-    scores = model.fusion.score(signals["score_supervised"], signals["score_anomaly"])
+    scores = model.decide(signals)["score"]
     operating = fz.threshold_at_fpr(scores, rows["label"].astype(int), target_fpr())
     return operating.recall, operating.to_dict()
 
@@ -232,10 +232,8 @@ def save_override(gallery) -> Path:
 @functools.lru_cache(maxsize=2)
 def _worker_model(model_uri: str):
     from echelon.models.damage.pyfunc import load_damage_model
-    from echelon.models.damage.supervised import torch_threads
 
     tracking.configure()
-    torch_threads()
     model = load_damage_model(model_uri)
     model.galleries.update(load_overrides())
     return model
@@ -258,7 +256,7 @@ def signals_with_spark(rows: pd.DataFrame, model_uri: str, partitions: int | Non
     partitions = partitions or max(1, min(len(rows) // 64 + 1, spark.sparkContext.defaultParallelism))
     frame = spark.createDataFrame(rows[["image_id", "item_id", "file"]]).repartition(partitions)
     out = frame.mapInPandas(score_partition, "image_id string, score_supervised double, score_anomaly double, "
-                                            "type_index long").toPandas()
+                                            "supervised_reference double, type_index long").toPandas()
     return rows[["image_id"]].merge(out, on="image_id", how="left").drop(columns="image_id")
 
 
@@ -362,9 +360,7 @@ def cli_train(args) -> int:
 def cli_score(args) -> int:
     from echelon.models.damage import images as im
     from echelon.models.damage import model as md
-    from echelon.models.damage.supervised import torch_threads
 
-    torch_threads()
     model = md.DamageModel.load(args.model)
     scores, quarantined, refreshed = md.score_batch(model, im.read_manifest(args.batch), refresh=not args.no_refresh)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -57,22 +57,21 @@ def test_console_train_and_score_write_the_documented_formats(tiny, tmp_path, ca
 
 
 def test_artwork_and_redesigns_are_not_sidelined_above_the_target_rate(tiny, tmp_path):
+    """Pristine damage-like artwork in one batch; every product of the tiny world redesigned at once in
+    another (the classifier never saw the new designs, some carry cracked-screen or splash artwork)."""
     world_dir, model_dir = tiny
     model = md.DamageModel.load(model_dir)
     catalog = world.make_products(10, seed=7)          # the tiny world's products (demo.TINY, seed 7)
     hazards = [p for p in catalog if p.hazard != "none"]
-    redesigned = [world.redesign(p) for p in catalog[:2]]
-    frame = pd.concat([world.write_set(tmp_path, "art", hazards, 12 * len(hazards), 0.0, seed=99),
-                       world.write_set(tmp_path, "new0", [redesigned[0]], 12, 0.0, seed=99),
-                       world.write_set(tmp_path, "new1", [redesigned[1]], 12, 0.0, seed=99)], ignore_index=True)
-    frame.to_csv(tmp_path / "manifest.csv", index=False)
-    scores, quarantined, refreshed = md.score_batch(model, im.read_manifest(tmp_path / "manifest.csv"))
-    assert len(quarantined) == 0
-    # a redesign that barely changes the look (similar colours) stays near its gallery and needs no refresh
-    assert refreshed and set(refreshed) <= {p.item_id for p in redesigned}
+    assert hazards
+    world.write_set(tmp_path, "art", hazards, 0, 0.0, seed=99, per_product=8)
+    world.write_set(tmp_path, "new", [world.redesign(p) for p in catalog], 0, 0.0, seed=99, per_product=8)
+    art, quarantined, refreshed = md.score_batch(model, im.read_manifest(tmp_path / "art.csv"))
+    assert len(quarantined) == 0 and not refreshed       # a known design, however damage-like, is no drift
+    plain, _, _ = md.score_batch(model, im.read_manifest(tmp_path / "new.csv"), refresh=False)
+    assert plain["decision"].eq("sideline").mean() > 0.5      # the flood the refresh prevents
+    new, _, refreshed = md.score_batch(model, im.read_manifest(tmp_path / "new.csv"))
+    assert len(refreshed) >= len(catalog) // 2
+    scores = pd.concat([art, new])
     rate = (scores["decision"] == "sideline").mean()
-    allowed = model.operating.target_fpr
-    assert rate <= allowed, scores.sort_values("score").tail(5)
-    plain, _, _ = md.score_batch(model, im.read_manifest(tmp_path / "manifest.csv"), refresh=False)
-    new_ids = frame["item_id"].isin(list(refreshed))
-    assert plain.loc[new_ids.to_numpy(), "score_anomaly"].median() > scores.loc[new_ids.to_numpy(), "score_anomaly"].median() + 2
+    assert rate <= model.operating.target_fpr, scores.sort_values("score").tail(5)

@@ -56,9 +56,21 @@ def test_fusion_trusts_the_gallery_against_damage_like_artwork():
               rng.uniform(0.9, 0.999, n // 2), rng.uniform(0.05, 0.4, n // 3)]  # visible damage, broken sets
     z = np.r_[rng.normal(0, 1, n), rng.normal(0, 1, n // 3), rng.normal(2.5, 1, n // 2), rng.normal(4, 1, n // 3)]
     y = np.r_[np.zeros(n + n // 3, int), np.ones(n // 2 + n // 3, int)]
-    fusion = fz.fit_fusion(p, z, y)
-    fused = fusion.score(p, z)
+    fusion = fz.fit_fusion(p, z, np.zeros(len(p)), y)
+    fused = fusion.score(p, z, np.zeros(len(p)))
     assert fz.auroc(fused, y) > max(fz.auroc(p, y), fz.auroc(z, y)) + 0.01
     artwork, broken = fused[n:n + n // 3], fused[-(n // 3):]
     assert np.median(broken) > np.quantile(artwork, 0.99)
     assert ((fused >= 0) & (fused <= 1)).all()
+
+
+def test_fusion_reads_the_classifier_relative_to_the_products_own_pristine_look():
+    """A design the classifier never saw can make it fire on every pristine image (reference logit 1,
+    p ~ 0.73): relative to that reference such an image is as unremarkable as a usual pristine image."""
+    fusion = fz.Fusion(weights=[1.2, 0.7, -0.1], bias=-2.0)
+    usual = fusion.score([0.01], [0.0], [fz.logit(0.01)])
+    fooled = fusion.score([0.73], [0.0], [fz.logit(0.73)])
+    assert fooled == pytest.approx(usual)
+    assert fusion.score([0.99], [0.0], [fz.logit(0.73)]) > fooled          # damage still raises it
+    with pytest.raises(ValueError, match="reference is missing"):
+        fusion.score([0.5], [0.0], [float("nan")])

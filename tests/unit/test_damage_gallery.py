@@ -1,5 +1,7 @@
 """Gallery anomaly score: broken sets stand out from pristine images of the same product, damage-like
 artwork does not, and a redesign (not pose or lighting) triggers a gallery refresh."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -82,6 +84,20 @@ def test_refreshed_gallery_accepts_the_new_design_and_still_sees_damage(catalog)
     damaged = z_of(new, redesigned, photos(redesigned, 6, "hole", "hole"))
     assert np.median(later) < 2.0
     assert np.median(damaged) > later.max()
+
+
+def test_refresh_extends_the_gallery_so_old_stock_still_matches(catalog):
+    products, galleries = catalog
+    old = products[4]
+    redesigned = world.redesign(old)
+    previous = dataclasses.replace(galleries[old.item_id], reference=-4.0)
+    supervised = np.full(12, 0.7)     # the classifier fires on every image of the new design
+    fresh = gl.refresh(old.item_id, photos(redesigned, 12, "new-look"), [f"n{i}" for i in range(12)], supervised,
+                       previous=previous, max_images=10, keep=6)
+    assert fresh.image_ids == previous.image_ids[-6:] + [f"n{i}" for i in range(10)]
+    assert fresh.reference == pytest.approx(float(np.log(0.7 / 0.3)))   # the higher of old and new
+    assert np.median(z_of({old.item_id: fresh}, old, photos(old, 10, "old-stock"))) < 2.0
+    assert np.median(z_of({old.item_id: fresh}, redesigned, photos(redesigned, 10, "later"))) < 2.0
 
 
 def test_refresh_keeps_the_images_the_classifier_trusts_most(catalog):
