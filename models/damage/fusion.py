@@ -92,16 +92,27 @@ class Operating:
         return asdict(self)
 
 
-def threshold_at_fpr(scores, labels, target: float = 0.001, confidence: float = 0.95) -> Operating:
-    """The lowest threshold whose false-positive rate on the validation pristine images is <= target.
+def threshold_at_fpr(scores, labels, target: float = 0.001, confidence: float = 0.95,
+                     bounded: bool = False) -> Operating:
+    """The lowest threshold whose false-positive rate on the validation pristine images is <= target;
+    with `bounded`, the lowest whose Clopper-Pearson upper bound is <= target (a claim about the rate in
+    production, not just on this set: it needs about 3/target pristine images, else a ValueError).
 
-    Decision rule: sideline when score > threshold. With n pristine scores, at most floor(target*n) may
-    lie above the threshold, so it is placed at the (floor(target*n)+1)-th largest pristine score."""
+    Decision rule: sideline when score > threshold. With n pristine scores, at most k may lie above the
+    threshold (k = floor(target*n), or the largest k whose bound is <= target), so it is placed at the
+    (k+1)-th largest pristine score."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=int)
     negatives = np.sort(scores[labels == 0])[::-1]
     if len(negatives) == 0:
         raise ValueError("no pristine images in the validation set: a false-positive rate cannot be set")
     allowed = int(math.floor(target * len(negatives) + 1e-9))
+    if bounded:
+        if clopper_pearson_upper(0, len(negatives), confidence) > target:
+            raise ValueError(f"{len(negatives)} pristine validation images cannot bound the false-positive rate "
+                             f"below {target:g} at {confidence:.0%} confidence; "
+                             f"{validation_size_needed(target, confidence)} are needed")
+        while allowed > 0 and clopper_pearson_upper(allowed, len(negatives), confidence) > target:
+            allowed -= 1
     threshold = float(negatives[min(allowed, len(negatives) - 1)])
     false_positives = int((negatives > threshold).sum())
     positives = scores[labels == 1]

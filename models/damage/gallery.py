@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from echelon.models.damage.fusion import logit
 
 PATCH, STRIDE, TOP = 6, 2, 3
+MIN_IMAGES = 5   # a product's images in one batch needed to judge drift
 POSITION = 0.3   # weight of a patch's grid position: pose moves patches a little, never across the item
 
 
@@ -100,7 +101,7 @@ def scores(galleries: dict[str, Gallery], item_ids, images: np.ndarray) -> np.nd
     return np.array([galleries[item].z(features[i]) for i, item in enumerate(item_ids)], dtype=np.float64)
 
 
-def drifted(z_by_item: dict[str, np.ndarray], min_images: int = 5, z_limit: float = 2.0) -> list[str]:
+def drifted(z_by_item: dict[str, np.ndarray], min_images: int = MIN_IMAGES, z_limit: float = 2.0) -> list[str]:
     """Products whose images in a batch, taken together, no longer look like their gallery.
 
     Damage is rare, so the *median* image of a product in a batch is pristine: a median z far above the

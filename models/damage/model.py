@@ -97,13 +97,21 @@ class DamageModel:
 
 def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame,
                     galleries: dict[str, gl.Gallery]) -> tuple[pd.DataFrame, dict[str, gl.Gallery]]:
-    """Detect products whose pristine look drifted in this batch, rebuild their galleries from the batch,
-    and recompute those products' z-scores (leave-one-out for the images that became references)."""
+    """Detect products whose pristine look drifted in this batch, extend their galleries from the batch,
+    and recompute those products' signals (leave-one-out for the images that became references).
+
+    Drifted: the gallery says so (median z, see gallery.drifted), or the product's median image would be
+    sidelined: damage is rare, so that is a look the model does not know (a redesign that stays close to
+    its gallery but makes the classifier fire)."""
     signals = signals.copy()
     signals["gallery_refreshed"] = False
-    by_item = {item: signals.loc[idx, "score_anomaly"].to_numpy() for item, idx in rows.groupby("item_id").groups.items()}
+    groups = rows.groupby("item_id").groups
+    by_item = {item: signals.loc[idx, "score_anomaly"].to_numpy() for item, idx in groups.items()}
+    fused = model.decide(signals)["score"]
+    flooded = [item for item, idx in groups.items()
+               if len(idx) >= gl.MIN_IMAGES and float(fused[idx].median()) > model.operating.threshold]
     refreshed = {}
-    for item in gl.drifted(by_item):
+    for item in sorted(set(gl.drifted(by_item)) | set(flooded)):
         idx = rows.index[rows["item_id"] == item]
         images = im.load_many(list(rows.loc[idx, "file"]), model.size)
         ids = list(rows.loc[idx, "image_id"])
@@ -114,8 +122,9 @@ def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFram
         signals.loc[idx, "supervised_reference"] = new.reference
         signals.loc[idx, "gallery_refreshed"] = True
         refreshed[item] = new
-        log.warning("gallery refreshed for %s: median z %.1f over %d images in this batch (a redesign?)",
-                    item, float(np.median(by_item[item])), len(idx))
+        log.warning("gallery refreshed for %s: median z %.1f over %d images in this batch, median image %s (a redesign?)",
+                    item, float(np.median(by_item[item])), len(idx),
+                    "sidelined" if item in flooded else "passed")
     return signals, refreshed
 
 

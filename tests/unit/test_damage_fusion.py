@@ -42,6 +42,18 @@ def test_threshold_meets_the_target_rate_on_validation_and_is_the_lowest_that_do
     assert op.fpr_upper == pytest.approx(fz.clopper_pearson_upper(op.false_positives, 5000))
 
 
+@pytest.mark.parametrize("n", [3000, 8000, 20000])
+def test_a_bounded_threshold_keeps_the_upper_bound_within_the_target(n):
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(n, int), np.ones(100, int)]
+    scores = np.r_[rng.normal(0, 1, n), rng.normal(3, 1, 100)]
+    op = fz.threshold_at_fpr(scores, labels, 0.001, bounded=True)
+    assert op.fpr_upper <= 0.001 < fz.clopper_pearson_upper(op.false_positives + 1, n)
+    assert op.threshold >= fz.threshold_at_fpr(scores, labels, 0.001).threshold
+    with pytest.raises(ValueError, match="2995 are needed"):
+        fz.threshold_at_fpr(scores[-2000:], labels[-2000:], 0.001, bounded=True)
+
+
 def test_threshold_needs_pristine_images():
     with pytest.raises(ValueError, match="no pristine images"):
         fz.threshold_at_fpr([0.5, 0.9], [1, 1])
