@@ -12,6 +12,7 @@ folder, when it is unset); the Postgres URL is ECHELON_STACK_POSTGRES_URL."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +38,19 @@ AIRFLOW_ROLES = ("api-server", "dag-processor", "scheduler", "triggerer")
 
 class StackError(RuntimeError):
     """A stack that cannot start: the message says what and where, for a person to act on."""
+
+
+def parse_time(ts: str) -> dt.datetime:
+    """A timestamp of the Airflow API (ISO 8601, `Z` for UTC)."""
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def latest_nightly_tick(now: dt.datetime | None = None) -> dt.datetime:
+    """The run the scheduler creates when a 02:00 UTC nightly DAG (catchup=False) is unpaused: the latest
+    tick. A world that ends at that run's data date makes it a real nightly run of the scheduler's own."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    tick = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    return tick if now >= tick else tick - dt.timedelta(days=1)
 
 
 def free_port() -> int:
@@ -107,6 +121,30 @@ def http_get(url: str, headers: dict | None = None, timeout: float = 5.0) -> tup
         return 0, b""
 
 
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and all its descendants, whatever their process groups. The tree is frozen
+    (SIGSTOP) and listed again until nothing new appears, so no process can fork past the kill."""
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    while True:
+        try:
+            tree = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = list(found.values())
+        new = [p for p in tree if p.pid not in found]
+        if not new:
+            break
+        for process in new:
+            found[process.pid] = process
+            with suppress(psutil.NoSuchProcess):
+                process.suspend()
+    for process in found.values():
+        with suppress(psutil.NoSuchProcess):
+            process.kill()
+    return sorted(found)
+
+
 class Stack:
     """Start with `start()` (or `with Stack(...) as stack:`), stop with `stop()`; `env` is the environment
     of every service, task and CLI call of this stack."""
@@ -132,6 +170,7 @@ class Stack:
         self.admin_user = base.get("ECHELON_AIRFLOW_ADMIN_USER", "admin")
         self.admin_password = base.get("ECHELON_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, list[str]] = {}   # role -> argv, to restart a service as it was started
         self._token: str | None = None
         self._created = False
         self.env = self._environment(base)
@@ -163,6 +202,9 @@ class Stack:
                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.admin_user}:admin",
                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+               # a scheduler that died leaves its running tasks orphaned; its successor resets them for
+               # another try once the dead one's heartbeat is 30 s old, looking every 20 s (default 300)
+               "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
                "no_proxy": "*"}
@@ -181,11 +223,31 @@ class Stack:
         passwords.chmod(0o600)
 
     # -- processes -----------------------------------------------------------------------------------
-    def _spawn(self, role: str, argv: list[str]) -> None:
+    def _spawn(self, role: str, argv: list[str], mode: str = "wb") -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{role}.log", "wb") as out:
+        self.commands[role] = argv
+        with open(self.logs / f"{role}.log", mode) as out:
             self.processes[role] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                                     cwd=self.dir, start_new_session=True)
+
+    def restart(self, role: str, kill: bool = False, grace: float = 120.0) -> None:
+        """Stop one service and start it again from the same settings (its log continues).
+
+        By default as a supervisor would: SIGTERM to the service, `grace` seconds to finish (a scheduler lets
+        its running tasks end), then SIGKILL. With kill=True, as a crash of its host or container: SIGKILL at
+        once to it and to every process it started, running tasks included (Airflow's task runners sit in
+        process groups of their own, so a signal to the service's group would miss them)."""
+        process = self.processes[role]
+        if not kill:
+            process.terminate()
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                kill = True
+        if kill:
+            kill_tree(process.pid)
+        process.wait()
+        self._spawn(role, self.commands[role], mode="ab")
 
     def _wait(self, what: str, check, timeout: float = 180.0, roles: tuple[str, ...] = ()) -> None:
         deadline = time.time() + timeout
@@ -274,7 +336,7 @@ class Stack:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                kill_tree(process.pid)   # its task runners too, in process groups of their own
                 process.wait()
         self.processes.clear()
         if self._created and not self.keep_databases:
@@ -316,6 +378,26 @@ class Stack:
             except StackError:
                 return False
         self._wait(f"the dag-processor to parse {dag_id}", parsed, timeout, roles=("dag-processor",))
+
+    def dag_runs(self, dag_id: str, run_type: str | None = None) -> dict[str, dict]:
+        """The DAG's runs (of one run type, if given) by logical date in ISO form, UTC."""
+        runs = self.api("GET", f"dags/{dag_id}/dagRuns?limit=1000")["dag_runs"]
+        return {parse_time(r["logical_date"]).isoformat(): r for r in runs
+                if r["logical_date"] and run_type in (None, r["run_type"])}
+
+    def wait_runs(self, dag_id: str, logical_dates: set[str], run_type: str, timeout: float,
+                  poll: float = 5.0) -> dict[str, dict]:
+        """Poll until the runs of `run_type` at `logical_dates` have finished (success or failed)."""
+        deadline = time.time() + timeout
+        while True:
+            found = self.dag_runs(dag_id, run_type)
+            done = {k: r for k, r in found.items() if k in logical_dates and r["state"] in ("success", "failed")}
+            if len(done) == len(logical_dates):
+                return done
+            if time.time() > deadline:
+                raise StackError(f"{run_type} runs of {dag_id} at {sorted(logical_dates)} did not finish in "
+                                 f"{timeout:.0f}s: { {k: r['state'] for k, r in found.items()} }\n{self.tail('scheduler')}")
+            time.sleep(poll)
 
     def describe(self) -> str:
         settings = get_settings(self.env)

@@ -3,28 +3,21 @@ database pair created and dropped here, a Spark standalone master and worker, al
 world. Everything the tests look at (screenshots, service logs) is copied to <ECHELON_VAR>/reports/stack."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from echelon.schedule import data_partition
+from echelon.stack import latest_nightly_tick
 
 BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "reports" / "stack"   # kept after the run
-
-
-def latest_nightly_tick(now: dt.datetime | None = None) -> dt.datetime:
-    """The run the scheduler creates when demand_nightly is unpaused (catchup=False: the latest 02:00 UTC
-    tick). The test world ends at its data date, so that run is a real nightly run of the scheduler's own."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    tick = now.replace(hour=2, minute=0, second=0, microsecond=0)
-    return tick if now >= tick else tick - dt.timedelta(days=1)
 
 
 def stack_env(var: Path) -> dict:
@@ -39,7 +32,7 @@ def stack_env(var: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack():
     from echelon.stack import Stack, StackError, _connect
 
     try:
@@ -48,7 +41,9 @@ def stack(tmp_path_factory):
         pytest.skip(f"no Postgres for the stack: {exc}")
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("java is not installed: the Spark standalone master/worker needs a JVM")
-    var = tmp_path_factory.mktemp("stack") / "var"
+    # a folder of its own, outside pytest's numbered temp folders: during a 20-minute stack run on a shared
+    # machine, other sessions' pytest runs were seen to remove those (and with them this stack's state)
+    var = Path(tempfile.mkdtemp(prefix="echelon-stack-")) / "var"
     env = stack_env(var)
     ds = data_partition(latest_nightly_tick())
     # the world is generated on local Spark while the stack comes up (both are mostly waiting on JVMs)
@@ -69,4 +64,6 @@ def stack(tmp_path_factory):
             world.kill()
         instance.stop()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(instance.logs, ARTIFACTS / "logs", dirs_exist_ok=True)
+        if instance.logs.exists():
+            shutil.copytree(instance.logs, ARTIFACTS / "logs", dirs_exist_ok=True)
+        shutil.rmtree(var.parent, ignore_errors=True)

@@ -1,11 +1,13 @@
 """Cheap checks of the production shape that need no running stack: the compose files are valid and
-safe (no Docker engine runs here, so they are checked as YAML), and the stack script fails clearly when
-Postgres is unreachable."""
+safe (no Docker engine runs here, so they are checked as YAML), the stack script fails clearly when
+Postgres is unreachable, and a crash of a service reaches every process it started."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -72,3 +74,23 @@ def test_unreachable_postgres_gives_a_clear_message(tmp_path):
     assert "Postgres is unreachable at postgresql://echelon:***@127.0.0.1" in out.stderr
     assert "Traceback" not in out.stderr and "s3cret" not in out.stderr + out.stdout
     assert not list(tmp_path.rglob("*.log")), "no service was started"
+
+
+def test_kill_tree_reaches_descendants_in_other_process_groups():
+    import psutil
+
+    from echelon.stack import kill_tree
+
+    # like a scheduler whose task runner moved to its own process group (Airflow's supervisor does that)
+    root = subprocess.Popen(["bash", "-c", "setsid sleep 300 & sleep 300 & wait"], start_new_session=True)
+    deadline = time.time() + 30
+    while len(psutil.Process(root.pid).children()) < 2:
+        assert time.time() < deadline, "the test's processes did not start"
+        time.sleep(0.05)
+    children = psutil.Process(root.pid).children()
+    assert len({os.getpgid(c.pid) for c in children}) == 2      # one of them left the root's group
+    killed = kill_tree(root.pid)
+    assert set(killed) == {root.pid, *(c.pid for c in children)}
+    root.wait(timeout=10)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], alive

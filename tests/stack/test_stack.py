@@ -1,13 +1,13 @@
 """The production-shaped stack end to end, on real processes (see conftest.py): authentication, the
 scheduler's own nightly run of demand_nightly on Postgres and a Spark cluster, a backfill whose runs
-overlap, concurrent MLflow writers with nothing lost, re-running a task, and the UIs in headless Chromium.
+overlap and that survives a crash of the scheduler (with its running tasks), concurrent MLflow writers with
+nothing lost, re-running a task, and the UIs in headless Chromium.
 
 The tests share one stack and run in file order: each builds on the runs of the one before."""
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from echelon.schedule import nightly_run_date
-from echelon.stack import http_get
+from echelon.stack import StackError, http_get
+from echelon.stack import parse_time as parse
 
 BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "reports" / "stack"   # screenshots kept after the run
@@ -28,28 +29,16 @@ DAG = "demand_nightly"
 TASKS = {"partition", "ingest", "features", "train", "evaluate_and_promote", "score", "report"}
 
 
-def parse(ts: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
 def day(ds: str, delta: int) -> str:
     return (dt.date.fromisoformat(ds) + dt.timedelta(days=delta)).isoformat()
 
 
 def wait_runs(stack, wanted: set[str], run_type: str, timeout: float) -> dict[str, dict]:
-    """Poll the API until the runs of `run_type` at logical dates `wanted` have finished."""
-    deadline = time.time() + timeout
-    while True:
-        runs = stack.api("GET", f"dags/{DAG}/dagRuns?limit=100")["dag_runs"]
-        found = {parse(r["logical_date"]).isoformat(): r for r in runs
-                 if r["run_type"] == run_type and r["logical_date"]}
-        done = {k: r for k, r in found.items() if k in wanted and r["state"] in ("success", "failed")}
-        if len(done) == len(wanted):
-            return done
-        if time.time() > deadline:
-            pytest.fail(f"{run_type} runs {sorted(wanted)} did not finish in {timeout:.0f}s: "
-                        f"{ {k: r['state'] for k, r in found.items()} }\n{stack.tail('scheduler')}")
-        time.sleep(5)
+    """The runs of `run_type` at logical dates `wanted`, once finished."""
+    try:
+        return stack.wait_runs(DAG, wanted, run_type, timeout)
+    except StackError as exc:
+        pytest.fail(str(exc))
 
 
 def task_instances(stack, run_id: str) -> dict[str, dict]:
@@ -60,12 +49,17 @@ def forecasts(stack, ds: str) -> Path:
     return stack.var / "lake" / "published" / "demand" / "forecasts" / f"ds={ds}"
 
 
-def check_published_once(stack, ds: str) -> None:
-    part = forecasts(stack, ds)
+def published_once(part: Path, keys: list[str]) -> pd.DataFrame:
+    """The partition's rows, after checking they are the manifest's and no key appears twice."""
     manifest = json.loads((part / "_manifest.json").read_text())
     frame = pd.read_parquet(part)
-    assert manifest["rows"] == len(frame) == 10 * 2 * 28, ds
-    assert not frame.duplicated(["item_id", "location_id", "target_date"]).any(), ds
+    assert manifest["rows"] == len(frame), part
+    assert not frame.duplicated(keys).any(), part
+    return frame
+
+
+def check_published_once(stack, ds: str) -> None:
+    assert len(published_once(forecasts(stack, ds), ["item_id", "location_id", "target_date"])) == 10 * 2 * 28, ds
     leftovers = [p.name for p in (stack.var / "lake" / "_staging").glob(f"*forecasts.{ds}.*")]
     assert leftovers == [], f"staging left behind for {ds}: {leftovers}"
 
@@ -111,22 +105,63 @@ def test_scheduler_runs_the_nightly_dag_on_the_cluster(stack):
     assert len(apps) >= 3, apps
 
 
-# -- a backfill with two runs at once -----------------------------------------------------------------
-def test_backfill_runs_in_parallel_and_publishes_each_partition_once(stack):
+# -- a backfill with two runs at once, through a scheduler crash -------------------------------------------
+BEFORE_TRAINING = {"ingest", "features"}   # tasks that only publish to the lake (no MLflow runs yet)
+
+
+def not_started(state: str | None) -> bool:
+    return state in (None, "scheduled", "queued")
+
+
+def crash_scheduler_mid_backfill(stack, wanted: set[str], timeout: float = 600) -> dict[str, set[str]]:
+    """Once a backfill run has a task of BEFORE_TRAINING running and no run has started training, crash the
+    scheduler with every task it runs (SIGKILL, as a dead host would) and start a new one from the same
+    settings. Returns the tasks that were killed, by run id."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = [r for logical, r in stack.dag_runs(DAG, "backfill").items() if logical in wanted]
+        states = {r["dag_run_id"]: {t: i["state"] for t, i in task_instances(stack, r["dag_run_id"]).items()}
+                  for r in runs}
+        running = {run: {t for t, state in tasks.items() if state == "running"} for run, tasks in states.items()}
+        training = any(not not_started(state) for tasks in states.values()
+                       for t, state in tasks.items() if t not in BEFORE_TRAINING | {"partition"})
+        if training:
+            pytest.fail(f"the backfill reached training before the scheduler could be crashed: {states}")
+        if any(tasks & BEFORE_TRAINING for tasks in running.values()):
+            stack.restart("scheduler", kill=True)
+            # killed: still `running` in the database (a task that ended just before the kill reported so)
+            after = {run: {t for t, i in task_instances(stack, run).items() if i["state"] == "running"}
+                     for run in states}
+            return {run: tasks for run, tasks in after.items() if tasks}
+        time.sleep(1)
+    pytest.fail(f"no backfill task ran within {timeout:.0f}s\n{stack.tail('scheduler')}")
+
+
+def test_backfill_runs_in_parallel_survives_a_scheduler_crash_and_publishes_each_partition_once(stack):
     dates = [day(stack.ds, -2), day(stack.ds, -1)]
     out = subprocess.run([str(BIN / "echelon"), "backfill", "--dag", DAG, "--from", dates[0], "--to", dates[1],
                           "--max-active-runs", "2"], env=stack.env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     wanted = {nightly_run_date(d).isoformat() for d in dates}
-    runs = wait_runs(stack, wanted, "backfill", timeout=900)
+    old_scheduler = stack.processes["scheduler"].pid
+    killed = crash_scheduler_mid_backfill(stack, wanted)
+    assert stack.processes["scheduler"].pid != old_scheduler and killed, killed
+
+    runs = wait_runs(stack, wanted, "backfill", timeout=1500)   # the crash costs ~1 min and the tasks' re-run
     assert {r["state"] for r in runs.values()} == {"success"}, runs
     starts = [parse(r["start_date"]) for r in runs.values()]
     ends = [parse(r["end_date"]) for r in runs.values()]
     assert max(starts) < min(ends), f"the backfill runs did not overlap: {starts} {ends}"
     for ds, run in zip(sorted(dates), sorted(runs.values(), key=lambda r: r["logical_date"])):
         tries = {t: i["try_number"] for t, i in task_instances(stack, run["dag_run_id"]).items()}
+        for task in killed.get(run["dag_run_id"], ()):
+            assert tries[task] >= 2, (task, tries)   # killed with the scheduler, run again by the new one
         assert tries["score"] == 1, tries          # published by one attempt
         check_published_once(stack, ds)
+        features = stack.var / "lake" / "features" / "demand" / "sales_features" / f"ds={ds}"
+        published_once(features, ["item_id", "location_id", "date"])
+    # what the killed tasks had staged was swept by the publishes after them
+    assert list((stack.var / "lake" / "_staging").iterdir()) == []
     # the untouched nightly partition is still the scheduler's
     assert (forecasts(stack, stack.ds) / "_manifest.json").exists()
 
