@@ -55,6 +55,9 @@ stack: env  ## the production-shaped stack from real processes: Airflow + MLflow
 test-stack: env  ## only the stack tests (tests/stack): Postgres, Spark cluster, scheduler runs, browser checks
 	$(BIN)/python -m pytest -q tests/stack
 
+bench-stack: env  ## the stack: 7-date backfill with 1 vs 2 parallel runs, feature job local[2] vs the Spark cluster
+	$(BIN)/python benchmarks/stack_bench.py --out benchmarks/results
+
 bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes benchmarks/results/
 	$(BIN)/python benchmarks/demand_accuracy.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
@@ -75,4 +78,4 @@ bench-damage: env  ## damage accuracy (synthetic + ../shared/data/magnetic_tile)
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-demand bench-placement bench-capacity bench-callouts bench-damage clean-var
+.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-stack bench-demand bench-placement bench-capacity bench-callouts bench-damage clean-var
