@@ -13,7 +13,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import NIGHTLY_CRON, data_partition, task_defaults
+from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, task_defaults
 
 SERVING = Asset("echelon://published/callouts/serving")
 
@@ -65,7 +65,7 @@ def callouts_nightly():
         return manifest
 
     day = partition()
-    ingest(day) >> feedback(day) >> train(day) >> evaluate_and_promote(day) >> serve(day)
+    ingest(day) >> feedback(day) >> train(day) >> evaluate_and_promote(day) >> serve(day) >> data_docs()
 
 
 callouts_nightly()

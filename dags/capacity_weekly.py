@@ -11,7 +11,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import WEEKLY_CRON, data_partition, task_defaults
+from echelon.schedule import WEEKLY_CRON, data_docs, data_partition, task_defaults
 
 CAPACITY_ROUND = Asset("echelon://published/capacity/grants")
 
@@ -68,7 +68,7 @@ def capacity_weekly():
         return steps.report(day)
 
     day = partition()
-    base_limits(day) >> requests(day) >> clear(day) >> statements(day) >> simulate(day) >> report(day)
+    base_limits(day) >> requests(day) >> clear(day) >> statements(day) >> simulate(day) >> report(day) >> data_docs()
 
 
 capacity_weekly()

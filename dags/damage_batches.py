@@ -12,7 +12,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from echelon.schedule import task_defaults
+from echelon.schedule import data_docs, task_defaults
 
 BATCH_LANDED = Asset("echelon://landing/damage/batches")
 DAMAGE_SCORES = Asset("echelon://published/damage/damage_scores")
@@ -65,7 +65,7 @@ def damage_batches():
         return steps.log_batch(info)
 
     info = batch()
-    gate_manifest(info) >> score(info) >> log_batch(info)
+    gate_manifest(info) >> score(info) >> log_batch(info) >> data_docs()
 
 
 damage_batches()

@@ -10,7 +10,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import NIGHTLY_CRON, data_partition, task_defaults
+from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, task_defaults
 
 FORECASTS = Asset("echelon://published/demand/forecasts")
 
@@ -68,7 +68,7 @@ def demand_nightly():
 
     day = partition()
     published = ingest(day) >> features(day) >> train(day) >> evaluate_and_promote(day) >> score(day)
-    published >> report(day)
+    published >> report(day) >> data_docs()
 
 
 demand_nightly()

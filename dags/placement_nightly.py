@@ -12,7 +12,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, dag, task
 
-from echelon.schedule import data_partition, task_defaults
+from echelon.schedule import data_docs, data_partition, task_defaults
 
 PLAN = Asset("echelon://published/placement/placement_plan")
 PRICES = Asset("echelon://published/placement/capacity_prices")
@@ -61,7 +61,7 @@ def placement_nightly():
         return steps.simulate(day)
 
     day = partition()
-    wait_for_forecasts(day) >> check_inputs(day) >> solve(day) >> simulate(day)
+    wait_for_forecasts(day) >> check_inputs(day) >> solve(day) >> simulate(day) >> data_docs()
 
 
 placement_nightly()

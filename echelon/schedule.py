@@ -24,3 +24,17 @@ def task_defaults(owner: str, timeout: dt.timedelta, retry_delay: dt.timedelta =
     """Every DAG's default_args: retries (ECHELON_TASK_RETRIES, default 2; tests set 0), delay, timeout."""
     return {"owner": owner, "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
             "retry_delay": retry_delay, "execution_timeout": timeout}
+
+
+def data_docs():
+    """Every DAG's last task: rebuild the Great Expectations Data Docs from the gates' stored results. A
+    teardown, so it runs after a failed task too and never decides the run's state. (Gates skip the
+    rebuild when they pass: once per run instead of once per gate.)"""
+    from airflow.sdk import teardown
+
+    @teardown
+    def data_docs() -> str:
+        from echelon.expectations.gate import build_docs
+        return str(build_docs())
+
+    return data_docs()

@@ -137,3 +137,19 @@ def test_validate_reports_without_raising(spark, lake_dir):
     result = validate(frame, "demand_raw_sales", str(SALES), "2026-11-21", raise_on_failure=False)
     assert not result.success
     assert [f["expectation"] for f in result.failures] == ["expect_column_max_to_be_between"]
+
+
+def test_data_docs_show_a_failure_at_once_and_passed_gates_after_a_rebuild(spark, tmp_path, monkeypatch):
+    """A failed gate writes its Data Docs page itself; passed gates skip the rebuild (once per run, in each
+    DAG's data_docs teardown) and appear after build_docs()."""
+    from echelon.expectations.gate import build_docs, docs_index
+
+    monkeypatch.setenv("ECHELON_REPORTS", str(tmp_path / "reports"))
+    frame = spark.createDataFrame(good_sales(), SCHEMA)
+    assert validate(frame, "demand_raw_sales", str(SALES), DS).success
+    assert not docs_index().exists(), "a passed gate rebuilt the Data Docs"
+    assert not validate(frame, "demand_raw_sales", str(SALES), "2026-11-21", raise_on_failure=False).success
+    pages = docs_index().parent / "validations"
+    assert len(list(pages.rglob("*.html"))) == 1, "the failure's page is missing, or passed gates' pages were built"
+    assert build_docs() == docs_index()
+    assert len(list(pages.rglob("*.html"))) == 3   # the pass, and the failure's two runs (quick, then detailed)
