@@ -71,11 +71,9 @@ def dag_max_active_runs(dag: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        runs = active_runs(args.dag, args.max_active_runs, dag_max_active_runs(args.dag))
-        command = backfill_command(args.dag, args.start, args.end, runs, args.reprocess)
-    except BackfillError as error:
-        raise SystemExit(f"echelon backfill: {error}") from None
+    run_window(args.start, args.end)   # a bad range fails before Airflow is asked anything
+    runs = active_runs(args.dag, args.max_active_runs, dag_max_active_runs(args.dag))
+    command = backfill_command(args.dag, args.start, args.end, runs, args.reprocess)
     if args.dry_run:
         return airflow(*command, "--dry-run", check=False).returncode
     airflow("dags", "unpause", args.dag)  # a scheduler only executes backfills of unpaused DAGs

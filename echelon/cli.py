@@ -1,12 +1,14 @@
 """echelon: the project's console command.
 
 Each subcommand is a thin front to a module that also runs as `python -m <module>`; only the module of
-the chosen subcommand is imported, so `echelon airflow ...` stays fast."""
+the chosen subcommand is imported, so `echelon airflow ...` stays fast. The project's own errors print as
+`echelon COMMAND: ErrorType: message` with exit status 1 (ECHELON_TRACEBACK=1 shows the traceback)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # subcommand -> (module, one-line help). A module exposes add_arguments(parser) + main(args), or main(argv).
@@ -41,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(COMMANDS[name][0])
-    if hasattr(module, "add_arguments"):
-        parser = argparse.ArgumentParser(prog=f"echelon {name}", description=COMMANDS[name][1])
-        module.add_arguments(parser)
-        return int(module.main(parser.parse_args(rest)) or 0)
-    return int(module.main(rest) or 0)
+    try:
+        if hasattr(module, "add_arguments"):
+            parser = argparse.ArgumentParser(prog=f"echelon {name}", description=COMMANDS[name][1])
+            module.add_arguments(parser)
+            return int(module.main(parser.parse_args(rest)) or 0)
+        return int(module.main(rest) or 0)
+    except Exception as error:
+        # The project's own errors (bad input, a closed period, an unreachable service) carry messages
+        # written for the user: print the message, not a traceback. Anything else is a bug: raise it.
+        if not type(error).__module__.startswith("echelon.") or os.environ.get("ECHELON_TRACEBACK"):
+            raise
+        print(f"echelon {name}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

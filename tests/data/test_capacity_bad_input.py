@@ -48,9 +48,7 @@ def test_clear_and_period_on_files_reproduce_the_worked_example(tmp_path):
     assert (seller_a["fee"], seller_a["credit"], seller_a["net_charge"]) == (20000.0, 20000.0, 0.0)
 
 
-def test_clear_on_a_bad_file_names_the_problem_and_writes_nothing(tmp_path):
-    from echelon.models.capacity.mechanism import CapacityError
-
+def test_clear_on_a_bad_file_names_the_problem_and_writes_nothing(tmp_path, capsys):
     pd.DataFrame({"request_id": ["a", "a"], "seller_id": ["S1", "S2"], "storage_type": "standard",
                   "max_fee_per_cuft": [5.0, -1.0], "cuft_requested": [10.0, 10.0],
                   "submitted_at": "2026-11-01T00:00:00Z"}).to_csv(tmp_path / "bad.csv", index=False)
@@ -59,7 +57,8 @@ def test_clear_on_a_bad_file_names_the_problem_and_writes_nothing(tmp_path):
                           "--capacity", "100", "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "duplicate request_id" in out.stderr and "negative, zero or infinite fees" in out.stderr, out.stderr[-2000:]
+    assert out.stderr.startswith("echelon capacity: RequestError:") and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "out").exists()
-    with pytest.raises(CapacityError, match="program capacity"):
-        cli("clear", "--requests", tmp_path / "bad.csv", "--capacity", "-5", "--output", tmp_path / "out")
+    assert cli("clear", "--requests", tmp_path / "bad.csv", "--capacity", "-5", "--output", tmp_path / "out") == 1
+    assert "echelon capacity: CapacityError: program capacity" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -49,3 +49,14 @@ def test_the_command_carries_the_window_and_limit():
     assert command[command.index("--from-date") + 1] == "2026-11-23T00:00:00+00:00"
     assert command[command.index("--to-date") + 1] == "2026-11-30T23:59:59+00:00"
     assert command[command.index("--max-active-runs") + 1] == "1"
+
+
+def test_the_console_command_refuses_an_empty_range_with_a_message_not_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([str(Path(sys.executable).with_name("echelon")), "backfill", "--dag", "demand_nightly",
+                          "--from", "2026-11-05", "--to", "2026-11-04"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "echelon backfill: BackfillError: backfill range is empty: --from 2026-11-05 is after --to 2026-11-04"
