@@ -12,7 +12,8 @@ Two sources:
   table published for ds - 1 (uniform before the first one), so the bandit's choices shape its own logs.
   The clicks of ds's impressions, which arrive over the next days, go to source/callouts/click_stream.
 - logs: a folder with impressions.csv|parquet and clicks.csv|parquet spanning any number of days (and
-  optionally catalog.csv); rows are selected by the day of shown_at / clicked_at. `echelon callouts obd`
+  optionally catalog.csv); rows are selected by the day of shown_at / clicked_at, parsed to UTC whatever
+  mix of ISO 8601 variants or other formats a column holds (jobs/callouts/timestamps.py). `echelon callouts obd`
   writes the Open Bandit Dataset in this format.
 
 CLI: python -m echelon.jobs.callouts.ingest --ds 2026-11-20 [--logs DIR]
@@ -31,6 +32,7 @@ import pandas as pd
 from echelon import lake
 from echelon.jobs.callouts import gates
 from echelon.jobs.callouts.tables import CATALOG, CLICK_STREAM, CLICKS, IMPRESSIONS, SERVING
+from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
 from echelon.models.callouts import world as W
 from echelon.settings import get_settings
 
@@ -85,6 +87,14 @@ def _read_any(folder: Path, name: str) -> pd.DataFrame | None:
     return None
 
 
+def _times(values: pd.Series, column: str, source: str) -> pd.Series:
+    """Timestamps of any ISO 8601 variant, or mixed formats, to UTC; a bad value is an IngestError."""
+    try:
+        return parse_utc(values, column, source)
+    except TimestampError as error:
+        raise IngestError(str(error)) from error
+
+
 def from_logs(ds: str, folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(catalog, impressions, clicks) of day ds from a logs folder."""
     folder = Path(folder)
@@ -94,7 +104,7 @@ def from_logs(ds: str, folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, 
     missing = sorted(set(W.IMPRESSION_COLUMNS) - set(impressions.columns))
     if missing:
         raise IngestError(f"{folder}/impressions lacks columns {missing}; it has {list(impressions.columns)}")
-    impressions["shown_at"] = pd.to_datetime(impressions["shown_at"], utc=True).astype("datetime64[us, UTC]")
+    impressions["shown_at"] = _times(impressions["shown_at"], "shown_at", f"{folder}/impressions")
     day = dt.date.fromisoformat(ds)
     impressions = impressions[impressions["shown_at"].dt.date == day][W.IMPRESSION_COLUMNS].reset_index(drop=True)
     if impressions.empty:
@@ -102,7 +112,7 @@ def from_logs(ds: str, folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, 
     clicks = _read_any(folder, "clicks")
     if clicks is None:
         clicks = pd.DataFrame({"impression_id": pd.Series(dtype=str), "clicked_at": pd.Series(dtype="datetime64[us, UTC]")})
-    clicks["clicked_at"] = pd.to_datetime(clicks["clicked_at"], utc=True).astype("datetime64[us, UTC]")
+    clicks["clicked_at"] = _times(clicks["clicked_at"], "clicked_at", f"{folder}/clicks")
     clicks = clicks[clicks["clicked_at"].dt.date == day][W.CLICK_COLUMNS].reset_index(drop=True)
     catalog = _read_any(folder, "catalog")
     if catalog is None:   # real logs without a catalog: the callouts seen that day, without attributes

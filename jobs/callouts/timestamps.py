@@ -1,0 +1,35 @@
+"""One robust timestamp parser for every callouts log reader (logs folders, the Open Bandit Dataset, ope).
+
+Real logs mix formats in one column: `2019-11-24 00:00:34.762830+00:00` next to `2019-11-24T00:00:34Z`,
+a row without fractional seconds, another with a different offset. pandas infers ONE format from the first
+value and raises on the others, so each column is parsed as ISO 8601 (any of its variants), then, if that
+fails, value by value (`format="mixed"`). Offsets are honoured and everything is converted to UTC; a value
+without an offset is taken as UTC. Missing or unparseable values are an error naming the column and the
+offending rows: a row silently dropped by its day filter would be data lost.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+
+class TimestampError(ValueError):
+    """A timestamp column with missing or unparseable values."""
+
+
+def parse_utc(values: pd.Series, column: str, source: str = "logs") -> pd.Series:
+    """`values` (strings, datetimes, naive or aware) -> datetime64[us, UTC]."""
+    values = pd.Series(values)
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+    else:
+        text = values.astype("string").str.strip()
+        try:
+            parsed = pd.to_datetime(text, utc=True, format="ISO8601")
+        except (ValueError, TypeError):
+            parsed = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        examples = values[bad].head(3).tolist()
+        raise TimestampError(f"{source}: {int(bad.sum())} missing or unparseable `{column}` values "
+                             f"(rows {values.index[bad][:3].tolist()}: {examples})")
+    return parsed.astype("datetime64[us, UTC]")
