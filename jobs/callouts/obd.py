@@ -4,7 +4,9 @@ OBD: `<root>/<random|bts>/<all|men|women>/<campaign>.csv` with `timestamp, item_
 propensity_score, user_feature_0..3, user-item_affinity_*` and `item_context.csv` (item_feature_0 numeric,
 item_feature_1..3 hashed categories). Mapping: an item is a callout (`item07`), its hashed item_feature_1 is
 its family, item_feature_0 its value; user_feature_0 (hashed) is the segment; the position is kept; there
-is one layout ("default"); a click is logged at its impression's time (OBD records no click delay).
+is one layout ("default"); a click is logged at its impression's time (OBD records no click delay). The
+four user features are also kept as `user_feature_0..3` (first 8 hex digits of each hash), for reward models
+over impression features; `item_attributes` gives the items' four features.
 
 CLI: echelon callouts obd --root ../shared/data/obd --policy random --campaign all --out DIR
      (writes DIR/impressions.csv, DIR/clicks.csv and DIR/catalog.csv, readable by ingest --logs and ope)
@@ -16,9 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from echelon.jobs.callouts.timestamps import parse_utc
 from echelon.settings import PROJECT_ROOT
 
 DEFAULT_ROOT = PROJECT_ROOT.parent / "shared" / "data" / "obd"
+
+
+USER_FEATURES = [f"user_feature_{k}" for k in range(4)]
 
 
 class OBDError(FileNotFoundError):
@@ -40,7 +46,8 @@ def load(root: str | Path = DEFAULT_ROOT, policy: str = "random", campaign: str 
         "layout_id": "default",
         "position": raw["position"].astype(int),
         "propensity": raw["propensity_score"].astype(float),
-        "shown_at": pd.to_datetime(raw["timestamp"], utc=True).astype("datetime64[us, UTC]"),
+        "shown_at": parse_utc(raw["timestamp"], "timestamp", str(path)),
+        **{c: raw[c].astype(str).str[:8] for c in USER_FEATURES},
     })
     clicked = raw["click"].to_numpy() == 1
     clicks = pd.DataFrame({"impression_id": impressions["impression_id"][clicked].to_numpy(),
@@ -49,6 +56,19 @@ def load(root: str | Path = DEFAULT_ROOT, policy: str = "random", campaign: str 
                             "family": items["item_feature_1"].astype(str).str[:8],
                             "value": items["item_feature_0"].astype(float)})
     return catalog, impressions, clicks
+
+
+def item_attributes(root: str | Path = DEFAULT_ROOT, policy: str = "random", campaign: str = "all") -> pd.DataFrame:
+    """callout_id + item_feature_0 (numeric) and item_feature_1..3 (hashed categories, 8 hex digits)."""
+    path = Path(root) / policy / campaign / "item_context.csv"
+    if not path.exists():
+        raise OBDError(f"no Open Bandit Dataset item context at {path}")
+    items = pd.read_csv(path, index_col=0)
+    out = pd.DataFrame({"callout_id": items["item_id"].map(lambda i: f"item{int(i):02d}"),
+                        "item_feature_0": items["item_feature_0"].astype(float)})
+    for c in ("item_feature_1", "item_feature_2", "item_feature_3"):
+        out[c] = items[c].astype(str).str[:8]
+    return out
 
 
 def write(out: str | Path, catalog, impressions, clicks) -> Path:

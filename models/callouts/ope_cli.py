@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from echelon.jobs.callouts.ingest import _read_any
+from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
 from echelon.models.callouts import ope
 from echelon.models.callouts.policy import METHODS, serving_table
 from echelon.models.callouts.world import WINDOW_DAYS
@@ -30,10 +31,14 @@ def read_logs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     impressions, clicks = _read_any(folder, "impressions"), _read_any(folder, "clicks")
     if impressions is None:
         raise ope.OPEError(f"no impressions.csv or impressions.parquet in {folder}")
-    impressions["shown_at"] = pd.to_datetime(impressions["shown_at"], utc=True)
-    if clicks is None or clicks.empty:
-        clicks = pd.DataFrame({"impression_id": [], "clicked_at": pd.to_datetime([], utc=True)})
-    clicks["clicked_at"] = pd.to_datetime(clicks["clicked_at"], utc=True)
+    try:
+        impressions["shown_at"] = parse_utc(impressions["shown_at"], "shown_at", f"{folder}/impressions")
+        if clicks is None or clicks.empty:
+            clicks = pd.DataFrame({"impression_id": pd.Series(dtype=str),
+                                   "clicked_at": pd.Series(dtype="datetime64[us, UTC]")})
+        clicks["clicked_at"] = parse_utc(clicks["clicked_at"], "clicked_at", f"{folder}/clicks")
+    except TimestampError as error:
+        raise ope.OPEError(str(error)) from error
     first = clicks.groupby("impression_id", as_index=False)["clicked_at"].min()
     logs = impressions.merge(first, on="impression_id", how="left")
     in_window = logs["clicked_at"].notna() & (logs["clicked_at"] - logs["shown_at"] < pd.Timedelta(days=WINDOW_DAYS))
@@ -83,6 +88,6 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     estimates.to_csv(out / "estimates.csv", index=False)
-    (out / "estimates.json").write_text(json.dumps(estimates.to_dict(orient="records"), indent=2))
+    (out / "estimates.json").write_text(json.dumps(ope.records(estimates), indent=2))
     print(estimates.to_string(index=False))
     return 0

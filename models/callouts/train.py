@@ -138,6 +138,9 @@ def train(ds: str, seed: int | None = None) -> dict:
             if "alpha" in post.columns:
                 mlflow.log_artifact(str(posterior_plot(post, folder / f"posterior_{method}.png",
                                                        f"{method}: posterior click rate per callout, ds={ds}")), "plots")
+                # every callout's posterior, not only the plotted ones
+                post.to_csv(folder / f"posterior_{method}.csv", index=False)
+                mlflow.log_artifact(str(folder / f"posterior_{method}.csv"), "posteriors")
             if truth is not None:
                 value = expected_rate(full, *truth)
                 mlflow.log_metrics({f"{method}_true_click_rate": value,
@@ -145,6 +148,8 @@ def train(ds: str, seed: int | None = None) -> dict:
         table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["policy", "estimator", "value"])
         table.to_csv(folder / "ope.csv", index=False)
         mlflow.log_artifact(str(folder / "ope.csv"), "ope")
+        if rows:   # also as an MLflow table (viewable and comparable across runs in the UI)
+            mlflow.log_table(table, artifact_file="ope/ope_table.json")
         if rows:
             mlflow.log_artifact(str(ope_plot(table, folder / "ope.png", f"off-policy estimates, ds={ds}")), "plots")
             dr = table[table["estimator"] == "dr"].set_index("policy")["value"]
@@ -165,7 +170,7 @@ def train(ds: str, seed: int | None = None) -> dict:
         tracking.set_alias(MODEL_NAME, tracking.CHALLENGER, version)
     return {"ds": ds, "challenger": {"method": best, "version": version},
             "train_impressions": len(train_logs), "eval_impressions": len(eval_logs),
-            "ope": table.to_dict(orient="records")}
+            "ope": ope.records(table)}
 
 
 def evaluate_and_promote(ds: str, seed: int | None = None) -> dict:

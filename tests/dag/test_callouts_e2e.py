@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from echelon import lake
+from echelon.models.callouts.ope import ESTIMATORS
 from echelon.schedule import nightly_run_date
 
 pytestmark = pytest.mark.slow   # Spark + one Airflow run with its GX gates
@@ -101,11 +102,28 @@ def test_dag_test_publishes_a_gated_serving_table_and_a_champion(dag_run):
         assert suite in gates and gates[suite]["success"] and gates[suite]["rows"] > 0, (suite, gates.get(suite))
     reports = report_dir(DS)
     ope = pd.read_csv(reports / "ope.csv")
-    assert set(ope["policy"]) == {"flat_ts", "meta_ts", "contextual"} and set(ope["estimator"]) == {"dm", "ipw", "snipw", "dr"}
+    assert set(ope["policy"]) == {"flat_ts", "meta_ts", "contextual"} and set(ope["estimator"]) == set(ESTIMATORS)
     assert (ope["ci_low"] <= ope["value"]).all() and (ope["value"] <= ope["ci_high"]).all()
     promotion = json.loads((reports / "promotion.json").read_text())
     assert promotion["promoted"] and promotion["champion_before"] is None
     assert (reports / "posterior_meta_ts.png").exists()
+
+
+def test_the_nightly_run_logs_posteriors_and_the_ope_table_to_mlflow(dag_run):
+    import mlflow
+
+    from echelon import tracking
+
+    tracking.configure()
+    runs = mlflow.search_runs(experiment_names=["echelon-callouts"], filter_string=f"tags.ds = '{DS}'")
+    train = runs[runs["tags.mlflow.runName"] == "train"].iloc[0]
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for folder in ("plots", "posteriors", "ope") for a in client.list_artifacts(train.run_id, folder)}
+    for method in ("flat_ts", "meta_ts"):      # Beta posteriors: a plot and every callout's parameters
+        assert {f"plots/posterior_{method}.png", f"posteriors/posterior_{method}.csv"} <= artifacts, artifacts
+    assert {"ope/ope.csv", "ope/ope_table.json", "plots/ope.png"} <= artifacts, artifacts
+    for method in ("flat_ts", "meta_ts", "contextual"):
+        assert f"metrics.{method}_dr" in runs.columns and f"metrics.{method}_true_regret_per_1k" in runs.columns
 
 
 def write(folder: Path, impressions: pd.DataFrame, clicks: pd.DataFrame) -> Path:

@@ -4,6 +4,8 @@ Cost: ope.estimate's bootstrap is a (n_bootstrap x rows) matrix product and its 
 call; the estimator tests share ONE estimate of the same logs (module fixture), and the unbiasedness test
 draws 20 logs of 5,000 impressions (its standard error, ~0.0016 on a value of 0.113, still resolves a
 bias above ~4%)."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,7 +52,7 @@ def test_ipw_is_unbiased_on_a_simulated_logging_policy():
 
 @pytest.fixture(scope="module")
 def estimates():
-    """Every estimator on the same 40,000 logged impressions (one bootstrap serves all four tests)."""
+    """Every estimator on the same 40,000 logged impressions (one bootstrap serves all six tests)."""
     rates, logging_policy, target, truth = world()
     logs = draw_logs(rates, logging_policy, 40000, np.random.default_rng(2))
     return ope.estimate(logs, target, CONTEXT, ACTION, n_bootstrap=300).set_index("estimator"), truth
@@ -60,7 +62,10 @@ def estimates():
 def test_every_estimator_recovers_the_value_within_its_interval(estimator, estimates):
     table, truth = estimates
     row = table.loc[estimator]
-    assert row["ci_low"] <= truth <= row["ci_high"] or (estimator == "dm" and abs(row["value"] - truth) < 0.01)
+    # the interval holds the reward model fixed, so it cannot cover the model's own (small) bias: the DM,
+    # and Switch-DR / DRos when their tuning lands on the DM, as it does here, are held to 0.01 instead
+    model_based = estimator in ("dm", "switch_dr", "dros")
+    assert row["ci_low"] <= truth <= row["ci_high"] or (model_based and abs(row["value"] - truth) < 0.01)
     assert row["value"] == pytest.approx(truth, abs=0.01)
 
 
@@ -87,3 +92,54 @@ def test_bad_propensities_are_rejected_by_name(bad):
                          "propensity": [bad]})
     with pytest.raises(ope.OPEError, match=r"propensities outside \(0, 1\]"):
         ope.estimate(logs, logs.assign(probability=1.0), CONTEXT, ACTION)
+
+
+def test_switch_dr_and_dros_run_from_the_direct_method_to_doubly_robust():
+    """Their hyper-parameter at 0 gives the DM, at infinity DR; the tuned value lies on that path."""
+    rng = np.random.default_rng(5)
+    w, r = rng.gamma(1.0, 2.0, 2000), (rng.random(2000) < 0.1).astype(float)
+    q, dm_i = np.full(2000, 0.08), np.full(2000, 0.09)
+    dm, dr = dm_i.mean(), (dm_i + w * (r - q)).mean()
+    for name in ("switch_dr", "dros"):
+        assert ope._shrunk(name, 0.0, w, r - q, dm_i).mean() == pytest.approx(dm)
+        assert ope._shrunk(name, np.inf, w, r - q, dm_i).mean() == pytest.approx(dr)
+        assert ope.tune(w, r - q, dm_i, name) in set(ope.grid(name, w))
+    table = ope.estimate_arrays(w, r, q, dm_i, n_bootstrap=50).set_index("estimator")
+    assert table.loc["dm", "value"] == pytest.approx(dm) and table.loc["dr", "value"] == pytest.approx(dr)
+    assert np.isnan(table.loc["dr", "hyperparameter"]) and table.loc["dros", "hyperparameter"] >= 0
+    json.dumps(ope.records(table.reset_index()), allow_nan=False)   # strict JSON for XCom and estimates.json
+
+
+def test_prediction_matrices_give_the_same_estimates_as_a_reward_table():
+    """A reward model given as (impressions x actions) predictions is the same model as the table."""
+    rates, logging_policy, target, _ = world()
+    logs = draw_logs(rates, logging_policy, 3000, np.random.default_rng(6))
+    table = ope.cell_means(logs, CONTEXT + ACTION, shrink_to=ACTION)
+    actions = rates[ACTION].drop_duplicates().reset_index(drop=True)
+    grid = logs[CONTEXT].reset_index(drop=True).merge(actions, how="cross").merge(table, on=CONTEXT + ACTION, how="left")
+    q = grid["q"].fillna(logs["reward"].mean()).to_numpy().reshape(len(logs), len(actions))
+    by_table = ope.estimate(logs, target, CONTEXT, ACTION, reward_model=table, n_bootstrap=20)
+    by_matrix = ope.estimate(logs, target, CONTEXT, ACTION, reward_model=ope.Predictions(actions, q), n_bootstrap=20)
+    assert np.allclose(by_table["value"], by_matrix["value"])
+
+
+def test_the_logistic_reward_model_recovers_an_additive_click_model():
+    """Rare clicks from an additive logit in a context feature and the action: cross-fitted predictions
+    track the true rates, and regularisation is chosen by cross-validation on the rows alone."""
+    from echelon.models.callouts import reward
+
+    rng = np.random.default_rng(7)
+    n = 10000
+    logs = pd.DataFrame({"user": rng.choice(["u0", "u1", "u2"], n), "position": rng.integers(1, 4, n),
+                         "callout_id": rng.choice([f"c{k}" for k in range(8)], n), "layout_id": "default"})
+    effect = {"u0": -0.5, "u1": 0.0, "u2": 0.5}
+    item = {f"c{k}": 0.15 * k for k in range(8)}
+    logit = -3.0 + logs["user"].map(effect) + logs["callout_id"].map(item) - 0.2 * logs["position"]
+    truth = 1 / (1 + np.exp(-logit.to_numpy()))
+    logs["reward"] = (rng.random(n) < truth).astype(int)
+    actions = pd.DataFrame({"callout_id": [f"c{k}" for k in range(8)], "layout_id": "default"})
+    pred = reward.cross_fit("logistic", logs, actions, ["user", "position"], ACTION, folds=2, cs=(0.01, 0.1, 1.0))
+    assert pred.q.shape == (n, 8)
+    logged = pred.q[np.arange(n), logs["callout_id"].str[1:].astype(int).to_numpy()]
+    assert np.corrcoef(logged, truth)[0, 1] > 0.9
+    assert abs(logged.mean() - truth.mean()) < 0.1 * truth.mean()
