@@ -9,6 +9,10 @@ callout shown; "new-callout regret" is the part spent on callouts launched less 
 
 CLI: echelon callouts simulate --impressions 100000 --days 50 --policies flat_ts,meta_ts,contextual
      --seed 42 --output DIR   (writes regret.csv, summary.json and regret.png)
+Each simulation is also an MLflow run `simulate` in the experiment `echelon-callouts` (tag stage=simulate,
+ds = the world's first day; --no-mlflow skips it): the world's knobs as parameters, per policy the final
+cumulative regret, new-callout regret and click rates as metrics, the regret and click-rate curves as metric
+histories (step = impressions served so far), and regret.png, regret.csv and summary.json as artifacts.
 """
 from __future__ import annotations
 
@@ -149,6 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--launch-every", type=int, default=4, help="a new callout every N days")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default="var/reports/callouts/simulate", help="folder for csv, json, png")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the simulation to MLflow")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -164,4 +169,36 @@ def main(args: argparse.Namespace) -> int:
     regret_plot(frame, out / "regret.png")
     print(table.to_string(index=False))
     print(f"wrote {out / 'regret.csv'}, {out / 'summary.json'}, {out / 'regret.png'}")
+    if not args.no_mlflow:
+        params = {"impressions": args.impressions, "days": args.days, "policies": ",".join(policies),
+                  "launch_every": args.launch_every, "seed": args.seed}
+        run_id = log_to_mlflow(frame, table, out, params)
+        print(f"logged MLflow run {run_id} (experiment echelon-callouts, run name simulate)")
     return 0
+
+
+def log_to_mlflow(frame: pd.DataFrame, table: pd.DataFrame, out: Path, params: dict) -> str:
+    """One MLflow run for a simulation: parameters, final metrics per policy, curves, plot and tables."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    from echelon import tracking
+
+    start = str(frame["date"].min())
+    with tracking.run("callouts", start, "simulate", stage="simulate") as active:
+        mlflow.log_params(params)
+        for r in table.itertuples():
+            mlflow.log_metrics({f"{r.policy}_cumulative_regret": float(r.cumulative_regret),
+                                f"{r.policy}_new_callout_regret": float(r.new_callout_regret),
+                                f"{r.policy}_click_rate": float(r.click_rate),
+                                f"{r.policy}_observed_click_rate": float(r.observed_click_rate)})
+        # the curves, one point a day (step = impressions served so far), in batches of MLflow's limit
+        now = int(time.time() * 1000)
+        curve = [Metric(f"{r.policy}_{name}_curve", float(getattr(r, column)), now, int(r.cumulative_impressions))
+                 for r in frame.itertuples()
+                 for name, column in (("cumulative_regret", "cumulative_regret"), ("daily_click_rate", "click_rate"))]
+        for k in range(0, len(curve), 1000):
+            mlflow.MlflowClient().log_batch(active.info.run_id, metrics=curve[k:k + 1000])
+        for name in ("regret.png", "regret.csv", "summary.json"):
+            mlflow.log_artifact(str(out / name), "simulation")
+        return active.info.run_id
