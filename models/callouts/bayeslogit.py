@@ -7,6 +7,7 @@ Thompson sampling draws weights from N(mean, cov) and scores every arm with the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import special
@@ -17,9 +18,12 @@ class GaussianPosterior:
     mean: np.ndarray
     cov: np.ndarray
 
+    @cached_property
+    def chol(self) -> np.ndarray:
+        return np.linalg.cholesky(self.cov + 1e-10 * np.eye(len(self.mean)))
+
     def sample(self, draws: int, rng: np.random.Generator) -> np.ndarray:
-        chol = np.linalg.cholesky(self.cov + 1e-10 * np.eye(len(self.mean)))
-        return self.mean + rng.standard_normal((draws, len(self.mean))) @ chol.T
+        return self.mean + rng.standard_normal((draws, len(self.mean))) @ self.chol.T
 
 
 def fit(X, trials, successes, prior_var, prior_mean=None, iterations: int = 50,
@@ -45,3 +49,19 @@ def fit(X, trials, successes, prior_var, prior_mean=None, iterations: int = 50,
     p = special.expit(X @ w)
     hess = (X * (n * p * (1 - p))[:, None]).T @ X + np.diag(prior_prec)
     return GaussianPosterior(w, np.linalg.inv(hess))
+
+
+def log_evidence(X, trials, successes, prior_var, post: GaussianPosterior, prior_mean=None) -> float:
+    """Laplace approximation of log p(clicks | prior variances), up to terms that do not depend on the
+    prior (the binomial coefficients): log-likelihood at the MAP + log prior density at the MAP
+    + (d/2) log 2 pi + 1/2 log |posterior covariance|. Compares prior variances (empirical Bayes)."""
+    X = np.asarray(X, float)
+    n = np.asarray(trials, float)
+    k = np.asarray(successes, float)
+    d = X.shape[1]
+    var = np.broadcast_to(np.asarray(prior_var, float), (d,))
+    m0 = np.zeros(d) if prior_mean is None else np.asarray(prior_mean, float)
+    logit = X @ post.mean
+    loglik = float(np.sum(k * logit - n * np.logaddexp(0.0, logit)))
+    log_prior = float(-0.5 * np.sum(np.log(var)) - 0.5 * np.sum((post.mean - m0) ** 2 / var))
+    return loglik + log_prior + 0.5 * float(np.linalg.slogdet(post.cov)[1])

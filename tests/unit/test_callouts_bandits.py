@@ -90,6 +90,24 @@ def test_layout_search_learns_the_best_layout_from_a_subset():
     assert rate(result["best"]) >= 0.98 * best
 
 
+def test_layout_prior_variances_are_learned_from_the_data():
+    """Empirical Bayes picks the smallest interaction variance when the components do not interact, and a
+    large one when they do (48 layouts x 20,000 impressions each)."""
+    sizes = (3, 2, 4, 2)
+    grid = np.array(list(itertools.product(*[range(k) for k in sizes])))
+    rng = np.random.default_rng(3)
+    shown = np.full(len(grid), 20000)
+    chosen = {}
+    for pair_sd in (0.0, 0.4):
+        var = layouts.prior_variance(sizes, 0.16, pair_sd ** 2)
+        weights = np.sqrt(var) * rng.standard_normal(len(var))
+        weights[0] = special.logit(0.05)
+        clicks = rng.binomial(shown, special.expit(layouts.features(grid, sizes) @ weights))
+        chosen[pair_sd] = layouts.fit_eb(grid, shown, clicks, sizes)[1]
+    assert chosen[0.0][1] == min(layouts.PAIR_GRID) and chosen[0.0][0] >= 0.04
+    assert chosen[0.4][1] >= 0.04
+
+
 def test_meta_prior_spends_less_regret_on_new_callouts_than_flat_priors():
     world = make_world(seed=5, days=10, launch_every=2)
     flat = run_policy(world, "flat_ts", days=10, per_day=400, seed=5)
