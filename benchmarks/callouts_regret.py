@@ -47,8 +47,8 @@ def layout_benchmark(seeds=range(10), budgets=LAYOUT_BUDGETS, search_reps: int =
         rate = layout_world(seed)
         rates = {g: rate(g) for g in grid}
         best = max(rates.values())
-        runs = {"model_top_two": [layouts.search(rate, sizes, max(budgets), seed=100 * seed + r, checkpoints=budgets)
-                                  for r in range(search_reps)],
+        runs = {"model_top_two": [layouts.search(rate, sizes, max(budgets), seed=100 * seed + r, checkpoints=budgets,
+                                                 top_two=True) for r in range(search_reps)],
                 "model_thompson": [layouts.search(rate, sizes, max(budgets), seed=100 * seed + r, checkpoints=budgets,
                                                   top_two=False) for r in range(search_reps)],
                 "uniform_48": [layouts.uniform_test(rate, sizes, budgets, seed=100 * seed + r) for r in range(test_reps)]}
