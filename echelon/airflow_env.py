@@ -28,6 +28,8 @@ def airflow_env(base: dict | None = None) -> dict:
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__API__PORT": env.get("ECHELON_AIRFLOW_PORT", "8080"),
+        # Embedded Airflow serves this machine only (Airflow's own default is 0.0.0.0); containers set their own.
+        "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_passwords.json"),
         # Every task process sees the same project settings as the command that started Airflow.

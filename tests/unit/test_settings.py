@@ -25,3 +25,11 @@ def test_airflow_env_follows_the_given_settings_and_keeps_explicit_airflow_value
     assert env["ECHELON_LAKE"] == str(tmp_path / "lake")
     production = airflow_env({"ECHELON_VAR": str(tmp_path), "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})
     assert production["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_embedded_airflow_binds_loopback_unless_told_otherwise(tmp_path):
+    from echelon.airflow_env import airflow_env
+
+    base = {"ECHELON_VAR": str(tmp_path)}
+    assert airflow_env(base)["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert airflow_env({**base, "AIRFLOW__API__HOST": "0.0.0.0"})["AIRFLOW__API__HOST"] == "0.0.0.0"
