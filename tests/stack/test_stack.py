@@ -26,7 +26,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "reports" / "stack"   
 
 pytestmark = pytest.mark.slow
 DAG = "demand_nightly"
-TASKS = {"partition", "ingest", "features", "train", "evaluate_and_promote", "score", "report"}
+TASKS = {"partition", "ingest", "features", "train", "evaluate_and_promote", "score", "report", "data_docs"}
 
 
 def day(ds: str, delta: int) -> str:
