@@ -168,15 +168,17 @@ def test_backfill_runs_in_parallel_survives_a_scheduler_crash_and_publishes_each
 
 
 # -- MLflow: concurrent writers, nothing lost ---------------------------------------------------------
+# A writer as the DAG tasks write: through echelon.tracking, whose experiment() survives two processes creating
+# the experiment at once (mlflow.set_experiment does not: MLflow 3.x returns the loser the experiment without
+# making it active, so its runs land in Default, as a fresh-clone run of this test showed).
 WRITER = """
 import sys, mlflow
-mlflow.set_tracking_uri(sys.argv[1])
-exp = mlflow.set_experiment("stack-concurrency")
+from echelon import tracking
+assert tracking.configure() == sys.argv[1]
 for i in range(int(sys.argv[3])):
-    with mlflow.start_run(run_name=f"{sys.argv[2]}-{i}"):
+    with tracking.run("concurrency", "2026-11-20", f"{sys.argv[2]}-{i}", writer=sys.argv[2]):
         mlflow.log_params({"writer": sys.argv[2], "i": i})
         mlflow.log_metrics({"m": i * 1.0, "n": 2.0 * i})
-        mlflow.set_tag("writer", sys.argv[2])
 print("ok")
 """
 
@@ -203,7 +205,7 @@ def test_mlflow_server_takes_concurrent_writers_without_losing_runs(stack, tmp_p
     results = [w.communicate(timeout=300) for w in writers]
     for writer, (stdout, stderr) in zip(writers, results):
         assert writer.returncode == 0 and "locked" not in stderr, stderr[-2000:]
-    experiment = client.get_experiment_by_name("stack-concurrency")
+    experiment = client.get_experiment_by_name("echelon-concurrency")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert len(runs) == 2 * per_writer
     assert {(r.data.tags["writer"], r.data.params["i"]) for r in runs} == \
