@@ -56,9 +56,32 @@ def run(domain: str, ds: str, run_name: str, **tags):
     all_tags = {"ds": ds, "domain": domain, "code_version": code_version(),
                 "airflow_run_id": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "manual"),
                 "airflow_task_id": os.environ.get("AIRFLOW_CTX_TASK_ID", "manual"),
+                "airflow_try_number": os.environ.get("AIRFLOW_CTX_TRY_NUMBER", "0"),
                 **{k: str(v) for k, v in tags.items()}}
+    close_killed_tries(experiment_id, all_tags)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags) as active:
         yield active
+
+
+def close_killed_tries(experiment_id: str, tags: dict) -> list[str]:
+    """Mark KILLED the runs an earlier try of this same Airflow task left RUNNING.
+
+    A task killed mid-run (SIGKILL, a lost worker) never ends its MLflow run, which would otherwise show as
+    running forever in the UI. Airflow runs one try of a task instance at a time, so when try n starts, a
+    RUNNING run tagged with the same dag run and task but another try is dead. Outside Airflow: nothing."""
+    from mlflow import MlflowClient
+
+    if tags["airflow_run_id"] == "manual":
+        return []
+    client = MlflowClient()
+    # Filtered in Python: few runs are RUNNING, and run ids need no quoting inside MLflow's filter grammar.
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    killed = [r.info.run_id for r in running
+              if all(r.data.tags.get(k) == tags[k] for k in ("airflow_run_id", "airflow_task_id"))
+              and r.data.tags.get("airflow_try_number") != tags["airflow_try_number"]]
+    for run_id in killed:
+        client.set_terminated(run_id, status="KILLED")
+    return killed
 
 
 def alias_version(model_name: str, alias: str):
