@@ -41,6 +41,15 @@ def check_master(master: str, timeout: float = 5.0) -> None:
                            "SPARK_MASTER / --master")
 
 
+# A Spark application's JVMs (the driver, which in local mode also runs the tasks, and its executors) live for
+# one Airflow task. Whole-stage codegen can emit methods over the JIT's 8 kB limit, which then run interpreted
+# (measured 4.5x slower on the world generator): compile them, but with the quick C1 compiler and the serial
+# collector only. C2 and parallel GC threads spend a short-lived JVM's time compiling and collecting on a 2-core
+# machine (measured side by side under load ~10: a gate's first validation 40 s -> 14 s, Spark start 31 -> 16 s,
+# a 1.3M-row feature job 355 -> 244 s; benchmarks/results/spark_jvm.md).
+JAVA_OPTIONS = "-XX:-DontCompileHugeMethods -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
 def get_spark(app_name: str = "echelon", master: str | None = None):
     """Return the active session or build one. Executors run this interpreter, so the project's
     packages (installed in the same environment) import on every worker."""
@@ -51,6 +60,7 @@ def get_spark(app_name: str = "echelon", master: str | None = None):
     check_master(master)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    java_options = os.environ.get("ECHELON_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(master)
@@ -62,10 +72,8 @@ def get_spark(app_name: str = "echelon", master: str | None = None):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", os.environ.get("ECHELON_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.sql.ansi.enabled", "false")
-        # Whole-stage codegen can emit methods over the JVM's 8 kB JIT limit, which then run interpreted
-        # (measured 4.5x slower on the world generator): let the JIT compile them.
-        .config("spark.driver.extraJavaOptions", "-XX:-DontCompileHugeMethods")
-        .config("spark.executor.extraJavaOptions", "-XX:-DontCompileHugeMethods")
+        .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.executor.extraJavaOptions", java_options)
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
