@@ -145,6 +145,23 @@ def kill_tree(pid: int) -> list[int]:
     return sorted(found)
 
 
+def stop_services(processes, grace: float = 30.0) -> None:
+    """SIGTERM each service's process group, then SIGKILL the tree of any still alive after `grace` seconds
+    (a loaded machine can keep an Airflow dag-processor from finishing its shutdown in time)."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.time() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            kill_tree(process.pid)   # its task runners too, in process groups of their own
+            process.wait()
+
+
 class Stack:
     """Start with `start()` (or `with Stack(...) as stack:`), stop with `stop()`; `env` is the environment
     of every service, task and CLI call of this stack."""
@@ -329,15 +346,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for role, process in self.processes.items():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                kill_tree(process.pid)   # its task runners too, in process groups of their own
-                process.wait()
+        stop_services(self.processes.values())
         self.processes.clear()
         if self._created and not self.keep_databases:
             drop_databases(self.postgres_url, self.databases)

@@ -56,6 +56,26 @@ def pytest_sessionfinish(session, exitstatus):
     logging.raiseExceptions = False
 
 
+# `make test` runs two xdist workers, each taking whole modules (they share module-scoped worlds, Airflow homes
+# and the stack) in collection order. Most of the suite's time is in a few modules that wait on schedulers
+# and JVMs; starting them first lets the two workers finish together (longest processing time first).
+SLOWEST_MODULES = ("tests/stack/test_stack.py", "tests/dag/test_demand_e2e.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def module(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        if module(item) in SLOWEST_MODULES:
+            return SLOWEST_MODULES.index(module(item))
+        return len(SLOWEST_MODULES) + (0 if module(item) in slow else 1)
+
+    items.sort(key=rank)   # stable, and by module: each module's tests keep their order and stay together
+
+
 @pytest.fixture(scope="session")
 def store_item_csv():
     path = SHARED_DATA / "store_item" / "retail_sales_sample.csv"

@@ -4,7 +4,6 @@ created with Airflow's own `backfill create` and executed by a real scheduler an
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 
 from echelon.schedule import nightly_run_date
+from echelon.stack import stop_services
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -102,10 +102,7 @@ def services(home):
             time.sleep(3)
         yield env, logs
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=60)
+        stop_services(procs)
 
 
 def test_backfill_runs_through_a_real_scheduler(home, services):
