@@ -1,14 +1,17 @@
 """The production-shaped stack end to end, on real processes (see conftest.py): authentication, the
 scheduler's own nightly run of demand_nightly on Postgres and a Spark cluster, a backfill whose runs
 overlap and that survives a crash of the scheduler (with its running tasks), concurrent MLflow writers with
-nothing lost, re-running a task, and the UIs in headless Chromium.
+nothing lost, a run triggered for a date whose task is SIGKILLed mid-write and re-run, and the UIs in
+headless Chromium.
 
 The tests share one stack and run in file order: each builds on the runs of the one before."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -213,24 +216,68 @@ def test_mlflow_server_takes_concurrent_writers_without_losing_runs(stack, tmp_p
     assert all(r.info.status == "FINISHED" and r.data.metrics["n"] == 2 * r.data.metrics["m"] for r in runs)
 
 
-# -- analyst workflow: re-run one task of a finished run -------------------------------------------------
-def test_rerun_a_task_of_a_finished_run(stack):
-    logical = nightly_run_date(stack.ds).isoformat()
-    run = wait_runs(stack, {logical}, "scheduled", timeout=60)[logical]
-    before = task_instances(stack, run["dag_run_id"])["report"]
-    report = stack.var / "reports" / "demand" / f"ds={stack.ds}" / "index.html"
-    report.unlink()
+# -- analyst workflows: trigger a run for a date; a task killed mid-write; re-run the failed task ----------
+def clear(stack, run: dict, task: str, downstream: bool = False) -> int:
+    """Clear a task of a run (the UI's "Clear task", with or without its downstream tasks); returns its
+    try number before."""
+    before = task_instances(stack, run["dag_run_id"])[task]["try_number"]
     stack.api("POST", f"dags/{DAG}/clearTaskInstances",
-              {"dag_run_id": run["dag_run_id"], "task_ids": ["report"], "dry_run": False, "only_failed": False})
-    deadline = time.time() + 300
+              {"dag_run_id": run["dag_run_id"], "task_ids": [task], "include_downstream": downstream,
+               "dry_run": False, "only_failed": False})
+    return before
+
+
+def wait_task(stack, run: dict, task: str, after_try: int, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
     while True:
-        after = task_instances(stack, run["dag_run_id"])["report"]
-        if after["try_number"] > before["try_number"] and after["state"] in ("success", "failed"):
-            break
-        assert time.time() < deadline, f"the cleared task did not re-run: {after}"
-        time.sleep(5)
-    assert after["state"] == "success" and report.exists()
-    assert task_instances(stack, run["dag_run_id"])["score"]["try_number"] == 1   # nothing else re-ran
+        ti = task_instances(stack, run["dag_run_id"])[task]
+        if ti["try_number"] > after_try and ti["state"] in ("success", "failed"):
+            return ti
+        assert time.time() < deadline, f"{task} did not finish a new try: {ti}"
+        time.sleep(3)
+
+
+def test_trigger_a_date_kill_a_task_mid_write_and_re_run_it(stack):
+    ds = day(stack.ds, -3)                  # before the backfill's dates: nothing published for it yet
+    logical = nightly_run_date(ds).isoformat()
+    echelon_cli(stack, "airflow", "dags", "trigger", DAG, "--logical-date", logical)   # as the README says
+    triggered = wait_started(stack, logical)
+
+    # once the features task stages its rows (its Spark write, then its gate), the task process (the pid in
+    # the staging folder's name) is SIGKILLed, as by the OOM killer or a lost machine
+    pattern = f"features.demand.sales_features.{ds}.*@*"
+    deadline = time.time() + 600
+    while not (staged := list((stack.var / "lake" / "_staging").glob(pattern))):
+        assert time.time() < deadline, "the triggered run's features task never staged its partition"
+        time.sleep(0.05)
+    os.kill(int(staged[0].name.rpartition("@")[0].rpartition(".")[2]), signal.SIGKILL)
+    part = stack.var / "lake" / "features" / "demand" / "sales_features" / f"ds={ds}"
+    assert not part.exists()                                   # nothing partial is visible
+    failed = wait_runs(stack, {logical}, "manual", timeout=300)[logical]
+    assert failed["state"] == "failed"
+    assert task_instances(stack, triggered["dag_run_id"])["features"]["state"] == "failed"  # no retries here
+
+    # the analyst re-runs the failed task and what follows it: the run succeeds, each partition once
+    first = clear(stack, triggered, "features", downstream=True)
+    assert wait_task(stack, triggered, "features", first)["state"] == "success"
+    assert wait_runs(stack, {logical}, "manual", timeout=900)[logical]["state"] == "success"
+    published_once(part, ["item_id", "location_id", "date"])
+    check_published_once(stack, ds)
+    assert list((stack.var / "lake" / "_staging").glob(pattern)) == []   # the dead try's staging was swept
+
+
+def echelon_cli(stack, *args: str) -> str:
+    out = subprocess.run([str(BIN / "echelon"), *args], env=stack.env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def wait_started(stack, logical: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while logical not in (found := stack.dag_runs(DAG, "manual")):
+        assert time.time() < deadline, f"no triggered run at {logical}"
+        time.sleep(2)
+    return found[logical]
 
 
 # -- the UIs, in headless Chromium ----------------------------------------------------------------------
