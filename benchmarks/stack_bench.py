@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,9 @@ def bench_env(var: Path, candidates: str) -> dict:
 def echelon(env: dict, *args: str, log: Path) -> float:
     started = time.time()
     with open(log, "a") as out:
-        subprocess.run([str(BIN / "echelon"), *args], env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+        done = subprocess.run([str(BIN / "echelon"), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:   # the stack's folder (and this log) goes with it: show why here
+        raise RuntimeError(f"echelon {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
     return time.time() - started
 
 
@@ -58,6 +61,7 @@ def backfill(stack, first: dt.date, days: int, parallel: int, log: Path) -> dict
     from echelon.stack import parse_time
 
     dates = [(first + dt.timedelta(days=k)).isoformat() for k in range(days)]
+    wait_no_active_backfill(stack)
     load_before = load()
     started = time.time()
     echelon(stack.env, "backfill", "--dag", DAG, "--from", dates[0], "--to", dates[-1],
@@ -74,6 +78,16 @@ def backfill(stack, first: dt.date, days: int, parallel: int, log: Path) -> dict
             "states": "/".join(states), "wall s (first start to last end)": round((end - begin).total_seconds()),
             "observed s (create to done)": round(observed), "median run s": round(per_run[len(per_run) // 2]),
             "load before": load_before, "load after": load()}
+
+
+def wait_no_active_backfill(stack, timeout: float = 600) -> None:
+    """Airflow refuses a new backfill of a DAG while another is active, and a backfill whose runs have all
+    finished stays active until a later scheduler loop marks it completed."""
+    deadline = time.time() + timeout
+    while any(b["completed_at"] is None for b in stack.api("GET", f"backfills?dag_id={DAG}")["backfills"]):
+        if time.time() > deadline:
+            raise RuntimeError(f"a backfill of {DAG} was still active after {timeout:.0f} s")
+        time.sleep(2)
 
 
 def feature_job(env: dict, master: str, ds: str, log: Path) -> dict:
@@ -126,6 +140,9 @@ def write(out: Path, args, backfills: list[dict], features: list[dict], history_
 
 
 def main() -> None:
+    # a SIGTERM (kill, a CI timeout) unwinds through the `finally` below, which stops the stack and drops its
+    # databases; by default it would end the process and leave every service running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--items", type=int, default=10)
