@@ -8,6 +8,7 @@ actions per context: key columns + `probability`. Estimators (Dudik et al. 2011;
     IPW        mean_i w_i r_i,                      w_i = pi(a_i|x_i) / p_i
     SNIPW      sum_i w_i r_i / sum_i w_i
     DR         DM + mean_i w_i (r_i - q(x_i, a_i))
+    SNDR       DM + sum_i w_i (r_i - q(x_i, a_i)) / sum_i w_i   (DR's correction self-normalised)
     Switch-DR  DM + mean_i 1{w_i <= tau} w_i (r_i - q(x_i, a_i))   (the model alone where weights explode)
     DRos       DM + mean_i lam w_i / (w_i^2 + lam) (r_i - q(x_i, a_i))   (weights shrunk toward 0)
 with q a reward model: a table of (context, action) -> q (`cell_means`, the default), or a matrix of
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-ESTIMATORS = ("dm", "ipw", "snipw", "dr", "switch_dr", "dros")
+ESTIMATORS = ("dm", "ipw", "snipw", "dr", "sndr", "switch_dr", "dros")
 
 
 class OPEError(ValueError):
@@ -39,6 +40,7 @@ class Predictions:
     rows aligned with the logs (after reset_index)."""
     actions: pd.DataFrame    # the action key columns, one row per action
     q: np.ndarray            # (impressions, actions)
+    models: tuple = ()       # the fitted model(s) behind q (one per cross-fitting fold), for their settings
 
 
 def check_logs(logs: pd.DataFrame, keys: list[str]) -> None:
@@ -92,9 +94,9 @@ def estimate_arrays(w: np.ndarray, r: np.ndarray, q_logged: np.ndarray, dm_i: np
     w, r, q_logged, dm_i = (np.asarray(a, float) for a in (w, r, q_logged, dm_i))
     residual = r - q_logged
     tau, lam = tune(w, residual, dm_i, "switch_dr"), tune(w, residual, dm_i, "dros")
-    # per-row terms of the estimators that are means (SNIPW is a ratio: its two sums travel separately)
+    # per-row terms of the estimators that are means (SNIPW and SNDR are ratios: their sums travel separately)
     terms = np.column_stack([dm_i, w * r, dm_i + w * residual, _shrunk("switch_dr", tau, w, residual, dm_i),
-                             _shrunk("dros", lam, w, residual, dm_i), w * r, w])
+                             _shrunk("dros", lam, w, residual, dm_i), w * r, w, w * residual])
     linear = ("dm", "ipw", "dr", "switch_dr", "dros")
 
     def values(counts: np.ndarray) -> dict:
@@ -103,6 +105,7 @@ def estimate_arrays(w: np.ndarray, r: np.ndarray, q_logged: np.ndarray, dm_i: np
         n = counts.sum(axis=-1)
         out = {name: sums[..., k] / n for k, name in enumerate(linear)}
         out["snipw"] = sums[..., 5] / np.maximum(sums[..., 6], 1e-12)
+        out["sndr"] = sums[..., 0] / n + sums[..., 7] / np.maximum(sums[..., 6], 1e-12)
         return out
 
     point = values(np.ones(len(r)))

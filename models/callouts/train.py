@@ -187,23 +187,14 @@ def evaluate_and_promote(ds: str, seed: int | None = None) -> dict:
                "champion_before": None if champion is None else {"version": champion.version,
                                                                  "method": champion.tags.get("method")}}
     folder = report_dir(ds)
-    if champion is None:
-        promoted, reason = True, "no champion yet"
-    elif champion.tags.get("method") == ch_method:
-        promoted, reason = True, "same method as the champion: refreshed"
-    else:
-        paths = [folder / f"eval_policy_{m}.parquet" for m in (ch_method, champion.tags.get("method"))]
-        if not all(p.exists() for p in paths):
-            promoted, reason = False, "no off-policy evaluation of both methods on this window: champion kept"
-        else:
-            logs = load_logs(ds)
-            _, eval_logs = split(logs, ds)
-            evidence = ope.compare(eval_logs, pd.read_parquet(paths[0]), pd.read_parquet(paths[1]), CONTEXT, ACTION,
-                                   seed=seed)
-            outcome["evidence"] = evidence
-            promoted = evidence["confident_win"]
-            reason = (f"DR difference {evidence['difference']:+.5f} "
-                      f"(95% CI {evidence['ci_low']:+.5f} .. {evidence['ci_high']:+.5f})")
+    champion_of = None if champion is None else champion.tags.get("method", "untagged")
+    paths = {m: folder / f"eval_policy_{m}.parquet" for m in (ch_method, champion_of) if m}
+    needs_logs = champion is not None and champion_of != ch_method and all(p.exists() for p in paths.values())
+    promoted, reason, evidence = decide(
+        ch_method, champion_of, split(load_logs(ds), ds)[1] if needs_logs else None,
+        {m: pd.read_parquet(p) for m, p in paths.items() if p.exists()}, seed)
+    if evidence is not None:
+        outcome["evidence"] = evidence
     if promoted:
         tracking.set_alias(MODEL_NAME, tracking.CHAMPION, challenger.version)
     mlflow.MlflowClient().set_model_version_tag(MODEL_NAME, challenger.version, "promotion",
@@ -215,6 +206,22 @@ def evaluate_and_promote(ds: str, seed: int | None = None) -> dict:
         mlflow.log_params({"challenger_method": ch_method, "promoted": promoted, "reason": reason[:250]})
     log.info("callouts promotion %s: %s", ds, outcome)
     return outcome
+
+
+def decide(challenger: str, champion: str | None, eval_logs: pd.DataFrame | None, policies: dict, seed: int = 0):
+    """(promoted, reason, evidence): the challenger's method replaces the champion's only when the paired
+    bootstrap of DR(challenger) - DR(champion) on the same evaluation logs has its lower 95% bound above 0.
+    policies: method -> its evaluation-window policy table (absent when it was not evaluated)."""
+    if champion is None:
+        return True, "no champion yet", None
+    if champion == challenger:
+        return True, "same method as the champion: refreshed", None
+    if eval_logs is None or challenger not in policies or champion not in policies:
+        return False, "no off-policy evaluation of both methods on this window: champion kept", None
+    evidence = ope.compare(eval_logs, policies[challenger], policies[champion], CONTEXT, ACTION, seed=seed)
+    reason = (f"DR difference {evidence['difference']:+.5f} "
+              f"(95% CI {evidence['ci_low']:+.5f} .. {evidence['ci_high']:+.5f})")
+    return bool(evidence["confident_win"]), reason, evidence
 
 
 def champion_method() -> str:

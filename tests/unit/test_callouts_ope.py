@@ -143,3 +143,51 @@ def test_the_logistic_reward_model_recovers_an_additive_click_model():
     logged = pred.q[np.arange(n), logs["callout_id"].str[1:].astype(int).to_numpy()]
     assert np.corrcoef(logged, truth)[0, 1] > 0.9
     assert abs(logged.mean() - truth.mean()) < 0.1 * truth.mean()
+
+
+def test_the_empirical_bayes_strength_is_recovered_and_pools_completely_without_heterogeneity():
+    from echelon.models.callouts import reward
+
+    rng = np.random.default_rng(8)
+    exposure = np.full(400, 50.0)
+    theta = rng.gamma(4.0, 1 / 4.0, 400)                     # true strength 4
+    assert 2.5 < reward.gamma_poisson_strength(rng.poisson(theta * exposure), exposure) < 6.5
+    flat = rng.poisson(exposure * 1.0)                      # every arm the same rate
+    assert reward.gamma_poisson_strength(flat, exposure) == 1e6
+
+
+def test_the_eb_reward_model_tracks_item_effects_and_pools_unseen_items_to_their_family():
+    from echelon.models.callouts import reward
+
+    rng = np.random.default_rng(9)
+    n, items = 60000, [f"c{k}" for k in range(20)]
+    theta = rng.gamma(3.0, 1 / 3.0, 20)
+    pos, item = rng.integers(1, 4, n), rng.integers(0, 20, n)
+    rate = 0.03 * np.array([1.3, 1.0, 0.7])[pos - 1] * theta[item]
+    logs = pd.DataFrame({"position": pos, "callout_id": np.array(items)[item], "layout_id": "default",
+                         "reward": (rng.random(n) < rate).astype(int)})
+    attributes = pd.DataFrame({"callout_id": items + ["new"], "layout_id": "default",
+                               "family": ["a"] * 10 + ["b"] * 10 + ["a"]})
+    actions = attributes[ACTION]
+    pred = reward.cross_fit("eb", logs, actions, ["position"], ACTION, attributes=attributes, folds=2, family="family")
+    logged = pred.q[np.arange(n), item]
+    assert np.corrcoef(logged, rate)[0, 1] > 0.9 and abs(logged.mean() - rate.mean()) < 0.05 * rate.mean()
+    family_a = pred.q[:, :10].mean()
+    assert abs(pred.q[:, 20].mean() - family_a) < 0.15 * family_a   # an unseen item starts from its family
+    assert all(np.isfinite(m.hyper_["action_strength"]) for m in pred.models)
+
+
+def test_eb_strengths_on_distinct_impressions_ignore_a_resample_s_repeated_rows():
+    """A bootstrap resample repeats clicked rows, which look like heterogeneity to the likelihood;
+    unique_on fits the strengths on the distinct impressions (what the OBD benchmark's eb_unique does)."""
+    from echelon.models.callouts import reward
+
+    rng = np.random.default_rng(10)
+    n = 20000
+    logs = pd.DataFrame({"impression_id": np.arange(n), "position": rng.integers(1, 4, n),
+                         "callout_id": rng.choice([f"c{k}" for k in range(40)], n), "layout_id": "default",
+                         "reward": (rng.random(n) < 0.01).astype(int)})     # no heterogeneity at all
+    resample = logs.iloc[rng.integers(0, n, n)].reset_index(drop=True)
+    fit = lambda frame, unique: reward.EBReward(["position"], ACTION, unique_on=unique).fit(frame).hyper_
+    assert fit(logs, None)["action_strength"] == 1e6
+    assert fit(resample, "impression_id")["action_strength"] > 100 * fit(resample, None)["action_strength"]
