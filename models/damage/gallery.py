@@ -95,10 +95,25 @@ def from_features(item_id: str, features: torch.Tensor, image_ids: list[str], re
     return gallery
 
 
-def scores(galleries: dict[str, Gallery], item_ids, images: np.ndarray) -> np.ndarray:
-    """z-scores of images against their own products' galleries."""
+def scores(galleries: dict[str, Gallery], item_ids, images: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """z-scores of images against their own products' galleries.
+
+    One distance computation per product and `chunk` images, not per image: many small cdist calls each
+    open a parallel region, which is what made two torch threads 3-10x slower than one on a loaded
+    2-core machine (see benchmarks/results/damage_benchmark.md)."""
     features = patch_features(images)
-    return np.array([galleries[item].z(features[i]) for i, item in enumerate(item_ids)], dtype=np.float64)
+    item_ids = np.asarray(list(item_ids), dtype=object)
+    out = np.zeros(len(item_ids), dtype=np.float64)
+    for item in dict.fromkeys(item_ids):
+        where = np.flatnonzero(item_ids == item)
+        g = galleries[item]
+        for start in range(0, len(where), chunk):
+            part = where[start:start + chunk]
+            query = features[part]                                        # (k, patches, dim)
+            nearest = torch.cdist(query.reshape(-1, query.shape[-1]), g.bank).min(dim=1).values
+            worst = nearest.reshape(len(part), -1).topk(min(TOP, query.shape[1]), dim=1).values.mean(dim=1)
+            out[part] = (worst.double().numpy() - g.mu) / g.sd
+    return out
 
 
 def drifted(z_by_item: dict[str, np.ndarray], min_images: int = MIN_IMAGES, z_limit: float = 2.0) -> list[str]:
@@ -111,6 +126,18 @@ def drifted(z_by_item: dict[str, np.ndarray], min_images: int = MIN_IMAGES, z_li
     measured 2.5 to 17. A limit of 4 missed redesigns at z 2.5-4 whose images the fusion still sidelined;
     a false alarm costs little, because a refresh extends the gallery (see `refresh`)."""
     return sorted(item for item, z in z_by_item.items() if len(z) >= min_images and float(np.median(z)) > z_limit)
+
+
+def uniform_drift(z: np.ndarray, z_limit: float = 2.0, quantile: float = 0.1) -> bool:
+    """Whether a product's drift moved (nearly) every image of it: its 10% quantile z is above the limit.
+
+    A redesign changes every image; a damaged shipment leaves its undamaged or lightly damaged units near
+    the gallery. On the tiny test world's redesigns the lowest z was 2.6-23; a batch 85% damaged (crush,
+    tear, hole, spill) had 3 of 12 images below 0.1. The 10% allows a stray old-stock unit in a
+    redesign's batch; a shipment over 90% damaged passes this test and is left to the classifier check
+    and persistence (see model.refresh_drifted). Holding a real redesign back costs one batch of
+    sidelines; refreshing from damage would pass that damage from then on."""
+    return len(z) > 0 and float(np.quantile(z, quantile)) > z_limit
 
 
 def refresh(item_id: str, images: np.ndarray, image_ids: list[str], supervised: np.ndarray,

@@ -43,8 +43,8 @@ class DamageModel:
     # ------------------------------------------------------------------------------------ scoring
     def signals(self, images: np.ndarray, item_ids, galleries: dict[str, gl.Gallery] | None = None) -> pd.DataFrame:
         """Per-image supervised probability, type guess, gallery z-score and the product's classifier
-        reference (no decision yet). Torch runs on torch_threads() threads, in Spark workers and outside."""
-        sv.torch_threads()
+        reference (no decision yet). Torch runs on sv.scoring_threads() (1), in Spark workers and outside."""
+        sv.scoring_threads()
         galleries = galleries or self.galleries
         p, types = sv.predict(self.net, images)
         z = gl.scores(galleries, list(item_ids), images)
@@ -95,23 +95,52 @@ class DamageModel:
 
 # ------------------------------------------------------------------------------------ batch scoring
 
-def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame,
-                    galleries: dict[str, gl.Gallery]) -> tuple[pd.DataFrame, dict[str, gl.Gallery]]:
+PERSIST = 2   # batches in a row a drift the classifier calls damage must last before the gallery follows it
+
+
+def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame, galleries: dict[str, gl.Gallery],
+                    pending: dict[str, list[str]] | None = None, batch_id: str = "batch", persist: int = PERSIST
+                    ) -> tuple[pd.DataFrame, dict[str, gl.Gallery], dict[str, list[str]]]:
     """Detect products whose pristine look drifted in this batch, extend their galleries from the batch,
     and recompute those products' signals (leave-one-out for the images that became references).
 
     Drifted: the gallery says so (median z, see gallery.drifted), or the product's median image would be
     sidelined: damage is rare, so that is a look the model does not know (a redesign that stays close to
-    its gallery but makes the classifier fire)."""
+    its gallery but makes the classifier fire).
+
+    Guard: a batch in which most images of a product are damaged (a crushed pallet) drifts too, and
+    refreshing from it would make that damage the reference. So a drifted product is refreshed at once
+    only when its drift looks like a redesign on two counts: it is uniform (gallery.uniform_drift: a new
+    design moves every image, a damaged shipment leaves its undamaged units near the gallery), and the
+    classifier, read alone (the fused score of the product's median image as if it matched its gallery,
+    z = 0), passes it. Otherwise the images are judged against the old gallery (damage is sidelined, so
+    an associate sees it) and the gallery follows only when the drift persists for `persist` batches in
+    a row, as a redesign does and a damaged shipment does not. `pending` lists, per product, the ids of the batches
+    in a row held so far (a re-run of the same batch does not count twice); the updated lists are
+    returned with the signals and the refreshed galleries."""
     signals = signals.copy()
     signals["gallery_refreshed"] = False
+    pending = {item: list(ids) for item, ids in (pending or {}).items()}
     groups = rows.groupby("item_id").groups
     by_item = {item: signals.loc[idx, "score_anomaly"].to_numpy() for item, idx in groups.items()}
     fused = model.decide(signals)["score"]
+    classifier = model.decide(signals.assign(score_anomaly=0.0))["score"]
     flooded = [item for item, idx in groups.items()
                if len(idx) >= gl.MIN_IMAGES and float(fused[idx].median()) > model.operating.threshold]
+    candidates = sorted(set(gl.drifted(by_item)) | set(flooded))
+    damage_like = {item for item in candidates if not gl.uniform_drift(by_item[item])
+                   or float(classifier[groups[item]].median()) > model.operating.threshold}
     refreshed = {}
-    for item in sorted(set(gl.drifted(by_item)) | set(flooded)):
+    for item in candidates:
+        held = sorted(set(pending.get(item, [])) | {str(batch_id)})
+        if item in damage_like and len(held) < persist:
+            pending[item] = held
+            log.warning("gallery of %s NOT refreshed: %d images drifted (z quartiles %s) but not like a redesign "
+                        "(uneven drift, or the classifier calls the median image damaged); held %d of %d batches "
+                        "(a damaged shipment, or old and new stock mixed?)", item, len(groups[item]),
+                        np.round(np.quantile(by_item[item], [0.25, 0.5, 0.75]), 1).tolist(), len(held), persist)
+            continue
+        pending.pop(item, None)
         idx = rows.index[rows["item_id"] == item]
         images = im.load_many(list(rows.loc[idx, "file"]), model.size)
         ids = list(rows.loc[idx, "image_id"])
@@ -122,41 +151,51 @@ def refresh_drifted(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFram
         signals.loc[idx, "supervised_reference"] = new.reference
         signals.loc[idx, "gallery_refreshed"] = True
         refreshed[item] = new
-        log.warning("gallery refreshed for %s: median z %.1f over %d images in this batch, median image %s (a redesign?)",
-                    item, float(np.median(by_item[item])), len(idx),
-                    "sidelined" if item in flooded else "passed")
-    return signals, refreshed
+        log.warning("gallery refreshed for %s: median z %.1f over %d images in this batch, median image %s, "
+                    "%s (a redesign?)", item, float(np.median(by_item[item])), len(idx),
+                    "sidelined" if item in flooded else "passed",
+                    f"drift held for {persist} batches" if item in damage_like else "uniform drift, classifier passes")
+    judged = {item for item, idx in groups.items() if len(idx) >= gl.MIN_IMAGES}
+    for item in (set(pending) & judged) - set(candidates):   # seen again, looking as before: a one-off batch
+        pending.pop(item)
+    return signals, refreshed, pending
 
 
 def score_rows(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame | None = None, refresh: bool = True,
-               galleries: dict[str, gl.Gallery] | None = None) -> tuple[pd.DataFrame, dict[str, gl.Gallery]]:
+               galleries: dict[str, gl.Gallery] | None = None, pending: dict[str, list[str]] | None = None,
+               batch_id: str = "batch", persist: int = PERSIST
+               ) -> tuple[pd.DataFrame, dict[str, gl.Gallery], dict[str, list[str]]]:
     """Score validated rows (`image_id, item_id, file`) as one batch. `signals` may come precomputed
-    (from Spark, in the same row order). Returns the scores and any refreshed galleries."""
+    (from Spark, in the same row order). Returns the scores, any refreshed galleries and the updated
+    held drifts (see refresh_drifted; pass them back with the next batch)."""
     galleries = galleries or model.galleries
     rows = rows.reset_index(drop=True)
     if signals is None:
         signals = model.signals(im.load_many(list(rows["file"]), model.size), rows["item_id"], galleries)
     signals = signals.reset_index(drop=True)
-    refreshed = {}
+    refreshed, pending = {}, dict(pending or {})
     if refresh and len(rows):
-        signals, refreshed = refresh_drifted(model, rows, signals, galleries)
+        signals, refreshed, pending = refresh_drifted(model, rows, signals, galleries, pending, batch_id, persist)
     scores = pd.concat([rows[["image_id", "item_id"]], model.decide(signals)], axis=1)
     if "gallery_refreshed" not in scores:
         scores["gallery_refreshed"] = False
-    return scores, refreshed
+    return scores, refreshed, pending
 
 
 def score_batch(model: DamageModel, manifest: pd.DataFrame, root=None, refresh: bool = True,
-                overrides: dict[str, gl.Gallery] | None = None):
-    """Validate and score a whole batch. Returns (scores, quarantined, refreshed galleries)."""
+                overrides: dict[str, gl.Gallery] | None = None, pending: dict[str, list[str]] | None = None,
+                batch_id: str = "batch"):
+    """Validate and score a whole batch. Returns (scores, quarantined, refreshed galleries, held drifts
+    for the next batch: see refresh_drifted)."""
     galleries = {**model.galleries, **(overrides or {})}
     started = time.time()
     rows, quarantined = im.validate(manifest, root, known_items=set(galleries))
-    scores, refreshed = score_rows(model, rows, refresh=refresh, galleries=galleries)
+    scores, refreshed, pending = score_rows(model, rows, refresh=refresh, galleries=galleries, pending=pending,
+                                            batch_id=batch_id)
     seconds = time.time() - started
     log.info("scored %d images (%d quarantined) in %.1f s, %.0f img/s; %d sidelined", len(scores),
              len(quarantined), seconds, len(scores) / max(seconds, 1e-9), int((scores["decision"] == "sideline").sum()))
-    return scores, quarantined, refreshed
+    return scores, quarantined, refreshed, pending
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -209,8 +248,9 @@ def labelled(manifest, known: set[str], size: int, name: str):
 
 def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_manifest: pd.DataFrame | None = None,
           size: int = 64, epochs: int = 8, seed: int = 0, target_fpr: float = 0.001, calib_share: float = 0.3,
-          width: int = 16) -> tuple[DamageModel, dict]:
-    """Fit the whole model. Returns it and an evaluation dict (per-image validation scores included)."""
+          width: int = 16, threshold_rule: str | None = None) -> tuple[DamageModel, dict]:
+    """Fit the whole model. Returns it and an evaluation dict (per-image validation scores included).
+    The threshold follows `threshold_rule` (default fusion.threshold_rule(): "bounded")."""
     started = time.time()
     reference_rows, _ = gallery_rows(gallery_manifest)
     rows, images = labelled(train_manifest, set(reference_rows["item_id"]), size, "train")
@@ -231,15 +271,16 @@ def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_ma
     valid = valid.assign(score=fusion.score(valid["score_supervised"], valid["score_anomaly"], valid["supervised_reference"]),
                          label=valid_rows["label"].to_numpy(), damage_type=valid_rows["damage_type"].to_numpy(),
                          image_id=valid_rows["image_id"].to_numpy(), item_id=valid_rows["item_id"].to_numpy())
-    operating = fz.threshold_at_fpr(valid["score"], valid["label"], target_fpr)
+    operating = fz.operating_point(valid["score"], valid["label"], target_fpr, threshold_rule)
     meta = {"seed": seed, "epochs": epochs, "width": width, "train_images": len(fit_rows),
             "calib_images": len(calib_rows), "valid_images": len(valid), "products": len(galleries),
             "fit_seconds": round(time.time() - started, 1)}
     model = DamageModel(net, galleries, fusion, operating, size, meta)
     evaluation = {"operating": operating.to_dict(), "valid": valid, **evaluate(valid)}
-    log.info("damage model: %s; threshold %.4f -> FPR %.4f (95%% upper %.4f), recall %.3f on %d pristine + %d damaged",
-             meta, operating.threshold, operating.fpr, operating.fpr_upper, operating.recall,
-             operating.negatives, operating.positives)
+    log.info("damage model: %s; %s threshold %.4f -> FPR %.4f (95%% upper %.4f, %s the target %g), recall %.3f "
+             "on %d pristine + %d damaged (%d pristine needed)", meta, operating.rule, operating.threshold,
+             operating.fpr, operating.fpr_upper, "within" if operating.bound_met else "above", operating.target_fpr,
+             operating.recall, operating.negatives, operating.positives, operating.needed_negatives)
     return model, evaluation
 
 

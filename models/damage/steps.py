@@ -85,7 +85,7 @@ def log_evaluation(evaluation: dict, prefix: str = "") -> None:
 
     metrics = {f"{prefix}{k}": float(v) for k, v in evaluation.items()
                if isinstance(v, (int, float, np.floating)) and np.isfinite(v)}
-    metrics.update({f"{prefix}op_{k}": float(v) for k, v in evaluation["operating"].items()})
+    metrics.update({f"{prefix}op_{k}": float(v) for k, v in evaluation["operating"].items() if not isinstance(v, str)})
     mlflow.log_metrics(metrics)
     valid = evaluation["valid"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,27 +120,31 @@ def train(ds: str, epochs: int | None = None) -> dict:
                                      im.read_manifest(paths["gallery"]),
                                      im.read_manifest(paths["valid"], labelled=True),
                                      epochs=epochs, seed=seed, target_fpr=target_fpr())
-        mlflow.log_params({**model.meta, "target_fpr": target_fpr(), **{f"{k}_manifest": str(v) for k, v in paths.items()}})
+        mlflow.log_params({**model.meta, "target_fpr": target_fpr(), "threshold_rule": model.operating.rule,
+                           **{f"{k}_manifest": str(v) for k, v in paths.items()}})
         log_evaluation(evaluation)
         info = log_damage_model(model, registered_model_name=MODEL_NAME, metadata={"ds": ds})
     version = str(info.registered_model_version)
     client = MlflowClient(tracking.configure())
-    for key, value in {"ds": ds, "valid_manifest": str(paths["valid"]),
-                       "recall_at_target": f"{evaluation['operating']['recall']:.6f}"}.items():
+    op = evaluation["operating"]
+    for key, value in {"ds": ds, "valid_manifest": str(paths["valid"]), "threshold_rule": op["rule"],
+                       "recall_at_target": f"{op['recall']:.6f}", "fpr_upper": f"{op['fpr_upper']:.6f}",
+                       "bound_met": str(op["bound_met"]), "needed_negatives": str(op["needed_negatives"])}.items():
         client.set_model_version_tag(MODEL_NAME, version, key, value)
     tracking.set_alias(MODEL_NAME, tracking.CHALLENGER, version)
     return {"ds": ds, "version": version, "operating": evaluation["operating"]}
 
 
 def recall_on(model, valid_manifest: Path) -> tuple[float, dict]:
-    """Recall at the target FPR of a model on a validation manifest, threshold re-picked on it."""
+    """Recall at the target FPR of a model on a validation manifest, threshold re-picked on it by the
+    production rule (fusion.threshold_rule()), so champion and challenger are compared as they would run."""
     from echelon.models.damage import fusion as fz
     from echelon.models.damage import images as im
 
     rows, _ = im.validate(im.read_manifest(valid_manifest, labelled=True), known_items=set(model.galleries))
     signals = model.signals(im.load_many(list(rows["file"]), model.size), rows["item_id"])
     scores = model.decide(signals)["score"]
-    operating = fz.threshold_at_fpr(scores, rows["label"].astype(int), target_fpr())
+    operating = fz.operating_point(scores, rows["label"].astype(int), target_fpr())
     return operating.recall, operating.to_dict()
 
 
@@ -164,10 +168,14 @@ def evaluate_and_promote(ds: str) -> dict:
         for role, version in (("challenger", challenger), ("champion", champion)):
             if version is not None:
                 results[role] = recall_on(load_damage_model(f"models:/{MODEL_NAME}/{version.version}"), valid)
-                mlflow.log_metric(f"{role}_recall_at_target", results[role][0])
+                op = results[role][1]
+                mlflow.log_metrics({f"{role}_recall_at_target": op["recall"], f"{role}_fpr": op["fpr"],
+                                    f"{role}_fpr_upper": op["fpr_upper"], f"{role}_bound_met": float(op["bound_met"])})
         promoted = tracking.promote(MODEL_NAME, challenger.version, results["challenger"][0],
                                     results["champion"][0] if "champion" in results else None, lower_is_better=False)
         mlflow.log_params({"challenger_version": challenger.version, "valid_manifest": str(valid),
+                           "threshold_rule": results["challenger"][1]["rule"],
+                           "needed_negatives": results["challenger"][1]["needed_negatives"],
                            "champion_version": champion.version if champion else "none", "promoted": promoted})
     return {"ds": ds, "evaluated": True, "promoted": promoted, "valid_manifest": str(valid),
             **{f"{role}_recall": r[0] for role, r in results.items()}}
@@ -214,6 +222,22 @@ def load_overrides() -> dict:
         with np.load(path) as arrays:
             out.update(gl.from_arrays(arrays))
     return out
+
+
+def pending_path() -> Path:
+    """Per product, the batches in a row whose drift was held back (see model.refresh_drifted)."""
+    return overrides_dir() / "pending.json"
+
+
+def read_pending(path: Path) -> dict[str, list[str]]:
+    return {str(k): [str(b) for b in v] for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+def write_pending(path: Path, pending: dict[str, list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_text(json.dumps(pending, indent=2, sort_keys=True))
+    os.replace(temp, path)
 
 
 def save_override(gallery) -> Path:
@@ -289,9 +313,11 @@ def score(batch: dict, use_spark: bool = True) -> dict:
     manifest = im.read_manifest(batch["manifest"])
     rows, quarantined = im.validate(manifest, known_items=set(galleries))
     signals = signals_with_spark(rows, uri) if use_spark and len(rows) else None
-    scores, refreshed = md.score_rows(model, rows, signals=signals, galleries=galleries)
+    scores, refreshed, pending = md.score_rows(model, rows, signals=signals, galleries=galleries,
+                                               pending=read_pending(pending_path()), batch_id=batch["batch_id"])
     for gallery in refreshed.values():
         save_override(gallery)
+    write_pending(pending_path(), pending)
     manifest_out = publish_batch(scores, batch, f"{MODEL_NAME}/{version}")
     folder = report_dir(batch["batch_id"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -301,7 +327,9 @@ def score(batch: dict, use_spark: bool = True) -> dict:
     seconds = time.time() - started
     outcome = {**batch, "model_version": f"{MODEL_NAME}/{version}", "scored": len(scores),
                "quarantined": len(quarantined), "sidelined": int((scores["decision"] == "sideline").sum()),
-               "refreshed": sorted(refreshed), "seconds": round(seconds, 1),
+               "refreshed": sorted(refreshed), "held": sorted(pending), "seconds": round(seconds, 1),
+               "threshold": model.operating.threshold, "threshold_rule": model.operating.rule,
+               "valid_fpr_upper": model.operating.fpr_upper, "bound_met": model.operating.bound_met,
                "images_per_second": round(len(rows) / max(seconds, 1e-9), 1), "partition_rows": manifest_out["rows"]}
     (folder / "outcome.json").write_text(json.dumps(outcome, indent=2))
     log.info("batch %s: %s", batch["batch_id"], outcome)
@@ -322,7 +350,8 @@ def log_batch(batch: dict) -> dict:
     scores = pd.read_csv(folder / "scores.csv", dtype={"image_id": str, "item_id": str})
     with tracking.run("damage", batch["ds"], f"batch-{batch['batch_id']}", stage="score", batch_id=batch["batch_id"]):
         mlflow.log_params({"batch_id": batch["batch_id"], "manifest": batch["manifest"],
-                           "model_version": outcome["model_version"], "refreshed": ",".join(outcome["refreshed"]) or "none"})
+                           "model_version": outcome["model_version"], "refreshed": ",".join(outcome["refreshed"]) or "none",
+                           "threshold_rule": outcome.get("threshold_rule", "observed"), "threshold": outcome.get("threshold")})
         mlflow.log_metrics({"images": outcome["scored"], "quarantined": outcome["quarantined"],
                             "sidelined": outcome["sidelined"],
                             "sideline_rate": outcome["sidelined"] / max(outcome["scored"], 1),
@@ -348,10 +377,11 @@ def cli_train(args) -> int:
 
     model, evaluation = md.train(im.read_manifest(args.train, labelled=True), im.read_manifest(args.gallery),
                                  im.read_manifest(args.valid, labelled=True) if args.valid else None,
-                                 size=args.size, epochs=args.epochs, seed=args.seed, target_fpr=args.target_fpr)
+                                 size=args.size, epochs=args.epochs, seed=args.seed, target_fpr=args.target_fpr,
+                                 threshold_rule=args.threshold_rule)
     model.save(args.output)
     op = evaluation["operating"]
-    print(f"model saved to {args.output}: threshold {op['threshold']:.5f}, validation FPR {op['fpr']:.4%} "
+    print(f"model saved to {args.output}: {op['rule']} threshold {op['threshold']:.5f}, validation FPR {op['fpr']:.4%} "
           f"(95% upper bound {op['fpr_upper']:.4%} on {op['negatives']} pristine images; {op['needed_negatives']} "
           f"are needed to support {op['target_fpr']:.2%} with zero false positives), recall {op['recall']:.3f}")
     return 0
@@ -362,7 +392,14 @@ def cli_score(args) -> int:
     from echelon.models.damage import model as md
 
     model = md.DamageModel.load(args.model)
-    scores, quarantined, refreshed = md.score_batch(model, im.read_manifest(args.batch), refresh=not args.no_refresh)
+    held = args.model / "pending_refresh.json"
+    scores, quarantined, refreshed, pending = md.score_batch(model, im.read_manifest(args.batch), refresh=not args.no_refresh,
+                                                             pending=read_pending(held), batch_id=str(args.batch.resolve()))
+    if not args.no_refresh:
+        write_pending(held, pending)
+    if pending:
+        print(f"galleries NOT refreshed for {sorted(pending)}: they drifted but look damaged to the classifier; "
+              f"the gallery follows if the drift lasts {md.PERSIST} batches in a row")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     scores[["image_id", "score", "decision", "damage_type"]].to_csv(args.output, index=False)
     if len(quarantined):
@@ -409,6 +446,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=get_settings().seed)
     p.add_argument("--target-fpr", type=float, default=target_fpr())
+    p.add_argument("--threshold-rule", choices=["bounded", "observed"], default=None,
+                   help="bounded (default, ECHELON_DAMAGE_THRESHOLD_RULE): the 95%% Clopper-Pearson upper bound of "
+                        "the false-positive rate <= the target; observed: the rate on the validation set <= the target")
     p.set_defaults(func=cli_train)
     p = sub.add_parser("score", help="score a batch manifest with a model folder")
     p.add_argument("--model", required=True, type=Path)

@@ -23,11 +23,21 @@ from echelon.models.damage.world import DAMAGE_TYPES
 log = logging.getLogger(__name__)
 
 
-def torch_threads() -> int:
-    """Threads for torch: few, because the machine is shared (ECHELON_TORCH_THREADS, default 1)."""
-    threads = int(os.environ.get("ECHELON_TORCH_THREADS", "1"))
-    torch.set_num_threads(threads)
+def torch_threads(variable: str = "ECHELON_TORCH_THREADS") -> int:
+    """Threads for torch: few, because the machine is shared (`variable`, default 1)."""
+    threads = int(os.environ.get(variable, "1"))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return threads
+
+
+def scoring_threads() -> int:
+    """Intra-op threads while scoring: ECHELON_DAMAGE_SCORE_THREADS, default 1, whatever training uses.
+    Scoring is many small operations (a 64 px CNN pass, a cdist per product chunk), and each parallel
+    region waits for its slowest thread: on the loaded 2-core machine two threads scored 3-15x slower
+    than one. Cores are used by running scorers side by side instead (Spark's python workers, one per
+    core), which needs no synchronisation (benchmarks/results/damage_benchmark.md, throughput)."""
+    return torch_threads("ECHELON_DAMAGE_SCORE_THREADS")
 
 
 class DamageNet(L.LightningModule):

@@ -66,7 +66,7 @@ EXPECTED = {"zero": "zero-byte", "truncated": "corrupt or truncated", "corrupt":
 def test_each_bad_image_is_quarantined_with_its_reason_and_the_rest_is_scored(tiny, bad_batch):
     _, model_dir = tiny
     model = md.DamageModel.load(model_dir)
-    scores, quarantined, _ = md.score_batch(model, im.read_manifest(bad_batch))
+    scores, quarantined, _, _ = md.score_batch(model, im.read_manifest(bad_batch))
     assert sorted(scores["image_id"]) == ["ok0", "ok1", "ok2"]
     reasons = quarantined.groupby("image_id")["reason"].first().to_dict()
     assert set(reasons) == set(EXPECTED)

@@ -86,3 +86,30 @@ def test_fusion_reads_the_classifier_relative_to_the_products_own_pristine_look(
     assert fusion.score([0.99], [0.0], [fz.logit(0.73)]) > fooled          # damage still raises it
     with pytest.raises(ValueError, match="reference is missing"):
         fusion.score([0.5], [0.0], [float("nan")])
+
+
+def test_the_production_rule_is_bounded_unless_set_otherwise(monkeypatch):
+    rng = np.random.default_rng(4)
+    labels = np.r_[np.zeros(6000, int), np.ones(200, int)]
+    scores = np.r_[rng.normal(0, 1, 6000), rng.normal(3, 1, 200)]
+    monkeypatch.delenv("ECHELON_DAMAGE_THRESHOLD_RULE", raising=False)
+    op = fz.operating_point(scores, labels, 0.001)
+    assert op.rule == "bounded" and op.bound_met and op.fpr_upper <= 0.001
+    assert op == fz.threshold_at_fpr(scores, labels, 0.001, bounded=True)
+    monkeypatch.setenv("ECHELON_DAMAGE_THRESHOLD_RULE", "observed")
+    observed = fz.operating_point(scores, labels, 0.001)
+    assert observed.rule == "observed" and observed.fpr == 0.001 and not observed.bound_met   # 6 of 6,000 above
+    assert observed.recall >= op.recall and observed.threshold < op.threshold
+    monkeypatch.setenv("ECHELON_DAMAGE_THRESHOLD_RULE", "optimistic")
+    with pytest.raises(ValueError, match="ECHELON_DAMAGE_THRESHOLD_RULE.*'optimistic'"):
+        fz.operating_point(scores, labels, 0.001)
+
+
+def test_a_set_too_small_for_the_bound_gets_zero_false_positives_and_says_the_bound_is_not_met():
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(1000, int), np.ones(50, int)]
+    scores = np.r_[rng.normal(0, 1, 1000), rng.normal(3, 1, 50)]
+    op = fz.operating_point(scores, labels, 0.001, rule="bounded")
+    assert op.threshold == scores[labels == 0].max() and op.false_positives == 0
+    assert op.target_fpr == 0.001 and not op.bound_met and op.fpr_upper > 0.001
+    assert op.needed_negatives == fz.validation_size_needed(0.001) > op.negatives

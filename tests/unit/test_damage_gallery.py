@@ -114,3 +114,14 @@ def test_a_gallery_needs_three_images_and_round_trips(catalog):
     restored = gl.from_arrays(gl.to_arrays(galleries))
     images = photos(products[3], 3, "rt")
     assert np.allclose(z_of(restored, products[3], images), z_of(galleries, products[3], images), atol=0.05)
+
+
+def test_a_redesign_drifts_uniformly_and_a_mostly_damaged_batch_does_not(catalog):
+    products, galleries = catalog
+    redesigned = world.redesign(products[1])
+    assert gl.uniform_drift(z_of(galleries, redesigned, photos(redesigned, 8, "new-look")))
+    box = next(p for p in products if p.kind == "box" and p.hazard == "none")
+    shipment = np.r_[z_of(galleries, box, photos(box, 3, "ok")),
+                     *[z_of(galleries, box, photos(box, 3, damage, damage)) for damage in ("hole", "crush", "tear")]]
+    assert gl.drifted({box.item_id: shipment}) == [box.item_id]     # drifted, like a redesign...
+    assert not gl.uniform_drift(shipment)                            # ...but not evenly
