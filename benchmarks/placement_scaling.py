@@ -1,18 +1,18 @@
-"""Decomposition vs monolithic on generated placement instances of growing size, side by side.
+"""Decomposition vs monolithic on generated placement instances, side by side in one run.
 
-Each solve runs in its own process (so peak memory is that solve's own: ru_maxrss), on the same
-instance, and reports objective, bound, gap, seconds and peak memory; the results table goes to
-benchmarks/results/placement_scaling.{csv,md}.
+Each solve runs in its own process (so peak memory is that solve's own: ru_maxrss), one at a time, on the
+same instance (seed 1), and reports objective, bound, gap, seconds and peak memory; the results table goes
+to benchmarks/results/placement_scaling.{csv,md}. A case is ITEMSxFCSxREGIONS:METHODS, methods among
+lagrangian (l) and monolithic (m). Where the monolithic model is not run, its size (variables, nonzeros)
+and a memory estimate (peak RSS per nonzero of the largest monolithic solve measured in the run) are given.
 
-    python benchmarks/placement_scaling.py --sizes 100,300,1000,3000 --facilities 10 --regions 6 \
-        --monolithic-max 3000 --out benchmarks/results
+    python benchmarks/placement_scaling.py --cases 2150x8x4:lm,100000x50x10:l --tol 5e-3 --limit 900
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -24,63 +24,82 @@ ONE = """
 import json, resource, sys, time
 from echelon.models.placement.instance import generate
 from echelon.models.placement import lagrangian, lp
-items, facilities, regions, method, limit = sys.argv[1:6]
+items, facilities, regions, method, limit, tol = sys.argv[1:7]
 t0 = time.time()
 inst = generate(items=int(items), facilities=int(facilities), regions=int(regions), seed=1)
 built = time.time() - t0
 if method == "monolithic":
     r = lagrangian.monolithic(inst, time_limit_s=float(limit))
 else:
-    r = lagrangian.solve(inst, max_iter=80, tol=float(sys.argv[6]), time_limit_s=float(limit), progress=lambda m: None)
+    r = lagrangian.solve(inst, max_iter=200, tol=float(tol), time_limit_s=float(limit),
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+lp_items = sum(h.get("exact_items", 0) for h in r.history)
 print(json.dumps({"objective": r.objective, "bound": r.bound, "gap": r.gap, "seconds": r.seconds,
                   "build_seconds": built, "iterations": r.iterations, "status": r.status,
-                  "variables": int(len(inst.item_ids) * lp.layout_of(inst).n),
+                  "item_lp_solves": lp_items,
                   "max_capacity_violation": r.max_capacity_violation(inst),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
+def size(items, facilities, regions):
+    """Variables, rows and nonzeros of the monolithic LP (lp.Layout and the one-item templates)."""
+    from echelon.models.placement import lp
+    from echelon.models.placement.instance import generate
+
+    inst = generate(items=2, facilities=facilities, regions=regions, seed=1)
+    lay = lp.layout_of(inst)
+    (mr, _, _, kinds), (ur, _, _, _) = lp.templates(inst)
+    return {"variables": items * lay.n, "rows": items * len(kinds) + lay.resources,
+            "nonzeros": items * (len(mr) + len(ur))}
+
+
 def one(items, facilities, regions, method, limit, tol):
-    out = subprocess.run([sys.executable, "-c", ONE, str(items), str(facilities), str(regions), method, str(limit),
-                          str(tol)], capture_output=True, text=True, timeout=limit + 600)
+    try:
+        out = subprocess.run([sys.executable, "-c", ONE, str(items), str(facilities), str(regions), method,
+                              str(limit), str(tol)], capture_output=True, text=True, timeout=limit + 900)
+    except subprocess.TimeoutExpired:
+        return {"status": f"killed after {limit + 900:.0f} s"}
     if out.returncode:
-        return {"status": f"failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"}
+        tail = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode
+        return {"status": f"failed: {tail}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,300,1000,3000")
-    parser.add_argument("--facilities", type=int, default=10)
-    parser.add_argument("--regions", type=int, default=6)
-    parser.add_argument("--monolithic-max", type=int, default=3000)
+    parser.add_argument("--cases", default="2150x8x4:lm,100000x50x10:l")
     parser.add_argument("--tol", type=float, default=5e-3, help="decomposition's gap target")
-    parser.add_argument("--limit", type=float, default=600.0, help="seconds per solve")
+    parser.add_argument("--limit", type=float, default=900.0, help="seconds per solve")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     rows = []
-    for items in [int(s) for s in args.sizes.split(",")]:
-        for method in ("lagrangian", "monolithic"):
-            if method == "monolithic" and items > args.monolithic_max:
-                rows.append({"items": items, "method": method, "status": "not run (above --monolithic-max)"})
-                continue
-            t0 = time.time()
-            row = {"items": items, "facilities": args.facilities, "regions": args.regions, "method": method,
-                   **one(items, args.facilities, args.regions, method, args.limit, args.tol)}
+    for case in args.cases.split(","):
+        dims, _, methods = case.partition(":")
+        items, facilities, regions = (int(v) for v in dims.split("x"))
+        for method in [{"l": "lagrangian", "m": "monolithic"}[m] for m in methods or "lm"]:
+            load = os.getloadavg()
+            row = {"items": items, "facilities": facilities, "regions": regions, "method": method,
+                   **size(items, facilities, regions), "load_1m_before": round(load[0], 2),
+                   **one(items, facilities, regions, method, args.limit, args.tol),
+                   "load_1m_after": round(os.getloadavg()[0], 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows)
-    mono = table[table["method"] == "monolithic"].set_index("items")["objective"] if "objective" in table else None
-    if mono is not None:
-        table["vs_monolithic"] = [(r["objective"] / mono[r["items"]] - 1) if r["items"] in mono.index and
-                                  pd.notna(r.get("objective")) and pd.notna(mono.get(r["items"])) else None
-                                  for _, r in table.iterrows()]
+    mono = table[(table["method"] == "monolithic") & table.get("objective", pd.Series(dtype=float)).notna()]
+    if len(mono):
+        ref = dict(zip(zip(mono["items"], mono["facilities"], mono["regions"]), mono["objective"]))
+        table["vs_monolithic"] = [r["objective"] / ref[key] - 1 if (key := (r["items"], r["facilities"], r["regions"]))
+                                  in ref and pd.notna(r.get("objective")) else None for _, r in table.iterrows()]
+        secs = dict(zip(zip(mono["items"], mono["facilities"], mono["regions"]), mono["seconds"]))
+        table["speedup"] = [secs[key] / r["seconds"] if (key := (r["items"], r["facilities"], r["regions"])) in secs
+                            and r["method"] == "lagrangian" and pd.notna(r.get("seconds")) else None
+                            for _, r in table.iterrows()]
+        big = mono.loc[mono["nonzeros"].idxmax()]
+        per_nz = big["peak_rss_mb"] / big["nonzeros"]
+        table["monolithic_memory_estimate_gb"] = table["nonzeros"] * per_nz / 1024
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "placement_scaling.csv", index=False)
-    header = (f"# Placement: decomposition vs monolithic\n\nMachine: {platform.processor() or platform.machine()}, "
-              f"Python {platform.python_version()}; generated instances (seed 1), {args.facilities} FCs, "
-              f"{args.regions} regions, 5 scenarios, HiGHS through MathOpt; decomposition gap target {args.tol:.1%}.\n\n")
-    (args.out / "placement_scaling.md").write_text(header + table.to_markdown(index=False, floatfmt=".4g") + "\n")
     print(table.to_string())
 
 

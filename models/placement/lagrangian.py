@@ -4,18 +4,20 @@ Dualising the coupling rows A_n v_n <= b (storage and flow at every FC and DC) w
 
     L(lambda) = sum_n min_{v_n in V_n} (c_n + lambda A_n) v_n  -  lambda . b   <=   OPT   for every lambda.
 
-Each item's minimum is a small LP (its own network flow), solved independently: in process or on Spark.
-- Multipliers: projected subgradient with Polyak steps, in scale-free units (mu_c = lambda_c b_c,
-  g_c = (usage_c - b_c) / b_c): mu <- max(0, mu + theta (UB - L) g / |g|^2); theta halves after
-  `patience` iterations without a better bound.
-- Primal recovery (every `recover_every` iterations and at the end): the subgradient iterates'
-  usage, averaged over the last half or so of iterations (ergodic averages converge to an optimal
-  primal for LPs), sets each item's share of every capacity, shares summing exactly to the capacity;
-  each item is re-solved at true costs within its shares. The result respects every capacity by
-  construction and its cost is an upper bound UB; were the shares the optimal usages, UB = OPT.
-  A second pass hands the capacity left over to the items that were held back by their share.
-- Bound and gap: the best L(lambda) is the dual bound; gap = (UB - bound) / UB. The prices at the best
-  bound are the shadow prices published in `capacity_prices` (zero where a capacity is slack).
+Each item's minimum is a small LP, solved independently, in process or on Spark (parallel.py). By
+default (`subproblems="fast"`, fastsub.py) all items are solved at once in NumPy: a layered newsvendor
+plan (feasible: an upper bound per item) and a dual-feasible solution (a certified lower bound per item);
+items whose certificate stays open are solved exactly by LP once the gap comes near the target.
+`subproblems="lp"` solves every item's LP with HiGHS.
+- Bound: L(lambda) with each item's certified lower bound in place of its minimum: still <= OPT.
+- Multipliers: Kelley's cutting planes on L, i.e. the Dantzig-Wolfe restricted master over the item plans
+  found so far (items pooled into <= `groups` groups), stabilised towards the best bound's prices.
+- Primal recovery: the final master's convex combination of each item's plans (its parts are linear in
+  the plan) respects every capacity (the master's rows) and costs the master's objective, an upper
+  bound UB on OPT. Up to `lp_recovery_items` items, each item is also re-solved by LP within its share of
+  every capacity (shares summing to the capacity; the capacity left over goes to the items held back by
+  their share), and the cheaper plan is kept. gap = (UB - bound) / UB.
+- Prices: the master's capacity duals, published in `capacity_prices` (zero where a capacity is slack).
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from echelon.models.placement import lp
 from echelon.models.placement.instance import Instance
+from echelon.models.placement.parallel import PLAN_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class Result:
     plan: dict                  # per-item plan arrays (see lp.plan_parts)
     history: list = field(default_factory=list)
     solver: str = "highs"
+    bound_prices: np.ndarray | None = None   # [C] the prices of the best bound
 
     def max_capacity_violation(self, inst: Instance) -> float:
         """Largest relative excess over any capacity (0 when every capacity holds)."""
@@ -105,8 +110,6 @@ def _master(costs: list, uses: list, cap: np.ndarray, solver: str):
         min sum_gj cost_gj a_gj  s.t.  sum_gj use_gj a_gj <= cap  (prices lambda),  sum_j a_gj = 1,  a >= 0.
     Returns its objective (an upper bound: a convex combination of item solutions that fits every
     capacity), the weights a [J, G] and the capacity prices lambda >= 0."""
-    from echelon.models.placement import lp
-
     cost = np.stack(costs)                       # [J, G]
     use = np.stack(uses)                         # [J, G, C]
     J, G = cost.shape
@@ -122,13 +125,45 @@ def _master(costs: list, uses: list, cap: np.ndarray, solver: str):
     return objective, alpha.reshape(J, G), np.maximum(0.0, -duals[:C])
 
 
+def auto_subproblems(items: int, lp_items: int = 500) -> str:
+    """Small instances: every item's LP is cheap, and exact columns need fewer iterations; else fast."""
+    return "lp" if items <= lp_items else "fast"
+
+
+def _combine(store: dict, alpha: np.ndarray, group: np.ndarray) -> dict:
+    """Each item's plan as the master's convex combination of its columns: sum_j alpha[j, g(n)] part_j[n]."""
+    out = {}
+    for j, sol in store.items():
+        weight = alpha[j][group]
+        for key in PLAN_KEYS:
+            value = sol[key] * weight.reshape((-1,) + (1,) * (np.ndim(sol[key]) - 1))
+            out[key] = out[key] + value if key in out else value
+    return out
+
+
 def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, groups: int = 256,
-          time_limit_s: float | None = None, solver: str = "highs", progress=None) -> Result:
+          time_limit_s: float | None = None, solver: str = "highs", progress=None,
+          subproblems: str = "auto", stabilise: float | None = None, keep: int | None = None,
+          lp_recovery_items: int = 500) -> Result:
     """Prices from the restricted master (Kelley's cutting planes on L, i.e. Dantzig-Wolfe), item
-    subproblems at those prices, until the master's upper bound and the best dual bound meet."""
+    subproblems at those prices, until the master's upper bound and the best dual bound meet.
+
+    The bound adds each item's certified lower bound (exact where the item was solved exactly), so it is
+    valid whatever the subproblem method. Items left open by the fast solver are closed by LP once the
+    gap comes near the target: the subproblems are asked to leave open at most a third of the last gap
+    (never less than half of `tol`), relative to the priced total.
+
+    Stabilised (Wentges): prices are asked at centre + stabilise x (master's prices - centre), the centre
+    being the prices of the best bound so far, which damps Kelley's swings between extreme prices
+    (default 0.5 with fast subproblems, 1.0 = plain Kelley with LP ones). `subproblems="auto"`: LP up to
+    `lp_recovery_items` items, fast above."""
     from echelon.models.placement.parallel import LocalSolver
 
-    subsolve = subsolve or LocalSolver(inst, solver)
+    if subproblems == "auto":
+        subproblems = auto_subproblems(len(inst.item_ids), lp_recovery_items)
+    if stabilise is None:
+        stabilise = 0.5 if subproblems == "fast" else 1.0
+    subsolve = subsolve or LocalSolver(inst, solver, subproblems)
     progress = progress or (lambda msg: log.info(msg))
     began = time.time()
     cap = inst.capacity
@@ -138,28 +173,49 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     pool = lambda values: np.stack([np.bincount(group, weights=col, minlength=G) for col in np.atleast_2d(values.T)], axis=-1)
 
     # Column 0: every item ships nothing and loses its demand: uses no capacity, so the master is feasible.
-    lost_all = inst.lost_penalty * (inst.demand * inst.prob).sum(axis=(1, 2))
-    item_uses = [np.zeros((N, len(cap)))]
-    costs, uses = [np.bincount(group, weights=lost_all, minlength=G)], [np.zeros((G, len(cap)))]
+    lost_units = (inst.demand * inst.prob).sum(axis=(1, 2))
+    lost_all = inst.lost_penalty * lost_units
+    zero = lambda *shape: np.zeros((N,) + shape)
+    N_, F, D, R, K = inst.shape
+    store = {0: {"x": zero(F), "y": zero(D), "dc_out": zero(D), "transfer": zero(F), "served": zero(F, 3),
+                 "zcost": zero(F, 3), "lost_units": lost_units, "lost_cost": lost_all}}
+    # Item-level plans are kept for the columns the master uses, at most `keep` of them (~2 GB); a column
+    # the final master uses without its plan is solved again at its prices.
+    keep = keep or max(2, int(2e9 // (8 * N * sum(np.prod(np.shape(v)[1:]) for v in store[0].values()))))
+    costs, uses, lams = [np.bincount(group, weights=lost_all, minlength=G)], [np.zeros((G, len(cap)))], [None]
+    exact_at = [None]
     lam = np.zeros(len(cap))
-    best_bound, best_lam = -np.inf, lam
+    best_bound, best_lam, master_lam = -np.inf, lam, lam
     history, status, it = [], "iteration_limit", 0
-    upper = float(lost_all.sum())
+    upper, gap, alpha = float(lost_all.sum()), np.inf, np.ones((1, G))
+    priced_total = None
     for it in range(1, max_iter + 1):
-        sub = subsolve(lam)
-        bound = float(sub["priced"].sum() - lam @ cap)
+        target = None
+        if priced_total is not None and np.isfinite(gap):
+            target = max(tol / 2, min(gap, 1.0) / 3) * abs(upper) / max(priced_total, 1e-9)
+        sub = subsolve(lam, with_plan=True, exact_gap=target)
+        priced_total = float(sub["priced"].sum())
+        bound = float(sub["lower"].sum() - lam @ cap)
         if bound > best_bound:
             best_bound, best_lam = bound, lam
-        item_uses.append(sub["usage"])
+        store[len(costs)] = {k: sub[k] for k in PLAN_KEYS}
+        lams.append(lam)
+        exact_at.append(target)
         costs.append(np.bincount(group, weights=sub["cost"], minlength=G))
         uses.append(pool(sub["usage"]))
-        upper, alpha, lam = _master(costs, uses, cap, solver)
+        upper, alpha, master_lam = _master(costs, uses, cap, solver)
+        lam = best_lam + stabilise * (master_lam - best_lam)
+        # Keep item-level plans only for the columns the master uses (the others live on in the master).
+        # Column 0 (lose everything) is cheap to rebuild, so it never counts against `keep`.
+        for j in [j for j in store if j and alpha[j].max() <= 0] + sorted(set(store) - {0})[:-keep]:
+            store.pop(j, None)
         gap = (upper - best_bound) / max(abs(upper), 1e-9)
         history.append({"iteration": it, "bound": bound, "best_bound": best_bound, "objective": upper,
-                        "gap": gap, "seconds": time.time() - began,
+                        "gap": gap, "seconds": time.time() - began, "exact_items": int(np.sum(sub.get("exact", 0))),
                         "max_violation": float(np.max((sub["usage"].sum(axis=0) - cap) / np.maximum(cap, 1.0)))})
         progress(f"placement lagrangian: iteration {it}/{max_iter}, bound {best_bound:,.2f}, master "
-                 f"{upper:,.2f}, gap {gap:.4%}, {time.time() - began:.1f}s ({N / max(time.time() - began, 1e-9) * it:,.0f} item solves/s)")
+                 f"{upper:,.2f}, gap {gap:.4%}, {int(np.sum(sub.get('exact', 0)))} items by LP, "
+                 f"{time.time() - began:.1f}s")
         if gap <= tol:
             status = "optimal" if gap <= 1e-7 else "gap_limit"
             break
@@ -167,22 +223,33 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
             status = "time_limit"
             break
 
-    # Primal recovery: each item's share of every capacity is its usage in the master's combination.
-    combined = sum(alpha[j][group][:, None] * item_uses[j] for j in range(len(item_uses)))
-    best = recover(subsolve, inst, combined)
-    objective = float(best["cost"].sum())
+    # Primal recovery: the master's convex combination of item plans fits every capacity (its rows), and
+    # costs the master's objective. A column whose plan was dropped is solved again at its prices.
+    for j in np.flatnonzero(alpha.max(axis=1) > 0):
+        if j not in store:          # (never column 0: it is always kept)
+            again = subsolve(lams[j], with_plan=True, exact_gap=exact_at[j])
+            store[j] = {k: again[k] for k in PLAN_KEYS}
+    best = _combine({j: store[j] for j in np.flatnonzero(alpha.max(axis=1) > 0)}, alpha, group)
+    best["cost"], best["usage"] = lp.cost_and_usage(inst, best)
+    if N <= lp_recovery_items:
+        # Small instances also try re-solving each item by LP within its share of every capacity (its usage
+        # in the combination), which can beat the combination when the loop stopped early; the cheaper wins.
+        again = recover(subsolve, inst, best["usage"])
+        if again["cost"].sum() < best["cost"].sum():
+            best = {k: again[k] for k in PLAN_KEYS + ("cost", "usage")}
+    plan = lp.plan_from_parts(inst, best)
+    plan["cost"], plan["usage"] = best["cost"], best["usage"]
+    objective = float(plan["cost"].sum())
     gap = (objective - best_bound) / max(abs(objective), 1e-9)
     history.append({"iteration": it, "bound": best_bound, "best_bound": best_bound, "objective": objective,
                     "gap": gap, "seconds": time.time() - began, "max_violation": 0.0, "recovered": True})
     return Result(method="lagrangian", objective=objective, bound=best_bound, gap=gap, iterations=it,
-                  seconds=time.time() - began, status=status, prices=lam, usage=best["usage"].sum(axis=0),
-                  plan=best, history=history, solver=solver)
+                  seconds=time.time() - began, status=status, prices=master_lam, usage=best["usage"].sum(axis=0),
+                  plan=plan, history=history, solver=solver, bound_prices=best_lam)
 
 
 def monolithic(inst: Instance, solver: str = "highs", time_limit_s: float | None = None) -> Result:
     """The reference: the whole LP in one solve; duals of the capacity rows are the shadow prices."""
-    from echelon.models.placement import lp
-
     began = time.time()
     out = lp.solve_monolithic(inst, solver, time_limit_s)
     plan = lp.plan_parts(inst, out["values"])

@@ -293,25 +293,52 @@ def solve_monolithic(inst: Instance, solver: str = "highs", time_limit_s: float 
             "prices": np.maximum(0.0, -duals[-lay.resources:]), "solver_seconds": seconds, **size}
 
 
-def plan_parts(inst: Instance, values: np.ndarray) -> dict:
-    """The plan an item's variables describe, with its expected cost attributed to facilities:
-    x [N,F] and y [N,D] targets; served [N,F,S] expected units per FC and speed; fcost [N,F,S] the FC's
-    holding (split over speeds by what it serves), shipping, late penalties and refill transfers;
-    dcost [N,D] DC holding; lost units and their penalty (not attributable to any facility)."""
+def parts_from_values(inst: Instance, values: np.ndarray) -> dict:
+    """The plan's linear parts from an item's variables v [N, n] (what `plan_from_parts` needs; a convex
+    combination of plans is the same combination of their parts): x [N,F], y [N,D], dc_out [N,D] (refill
+    units out of each DC), transfer [N,F] (refill cost into each FC), served and zcost [N,F,S] (expected units and their shipping + late cost per FC and
+    speed), lost_units and lost_cost [N]."""
     lay = layout_of(inst)
     N, F, D, R, K = inst.shape
     S = lay.S
     c = costs(inst)
-    x, y = values[:, lay.ox:lay.oy], values[:, lay.oy:lay.ow]
     w = values[:, lay.ow:lay.oz].reshape(N, D, F)
     z = values[:, lay.oz:lay.ou].reshape(N, F, R, S, K)
-    zcost = (c[:, lay.oz:lay.ou].reshape(N, F, R, S, K) * z).sum(axis=(2, 4))              # [N, F, S]
-    served = (z * inst.prob).sum(axis=(2, 4))                                             # [N, F, S]
-    total = served.sum(axis=2, keepdims=True)
-    share = np.where(total > 0, served / np.where(total > 0, total, 1.0), 1.0 / S)        # idle stock: even split
-    transfer = (inst.transfer_cost[None] * w).sum(axis=1)                                 # [N, F]
-    fcost = zcost + share * (inst.hold_fc[:, None] * x + transfer)[:, :, None]
     u = values[:, lay.ou:]
-    return {"x": x, "y": y, "served": served, "fcost": fcost, "dcost": inst.hold_dc[:, None] * y,
+    return {"x": values[:, lay.ox:lay.oy], "y": values[:, lay.oy:lay.ow], "dc_out": w.sum(axis=2),
+            "transfer": (inst.transfer_cost[None] * w).sum(axis=1),
+            "served": (z * inst.prob).sum(axis=(2, 4)),
+            "zcost": (c[:, lay.oz:lay.ou].reshape(N, F, R, S, K) * z).sum(axis=(2, 4)),
             "lost_units": (u.reshape(N, R * S, K) * inst.prob).sum(axis=(1, 2)),
             "lost_cost": (c[:, lay.ou:] * u).sum(axis=1)}
+
+
+def cost_and_usage(inst: Instance, parts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """True cost [N] and use of every coupling resource [N, C] of a plan given by its linear parts
+    (FC flow is what the FC serves; DC flow what the DC sends out)."""
+    W = inst.window_days
+    x, y, served = parts["x"], parts["y"], parts["served"]
+    cost = (inst.hold_fc * x.sum(axis=1) + inst.hold_dc * y.sum(axis=1) + parts["transfer"].sum(axis=1)
+            + parts["zcost"].sum(axis=(1, 2)) + parts["lost_cost"])
+    use = np.concatenate([inst.cube[:, None] * x, inst.cube[:, None] * y, served.sum(axis=2) / W,
+                          parts["dc_out"] / W], axis=1)
+    return cost, use
+
+
+def plan_from_parts(inst: Instance, parts: dict) -> dict:
+    """The plan with its expected cost attributed to facilities: x [N,F] and y [N,D] targets; served [N,F,S]
+    expected units per FC and speed; fcost [N,F,S] the FC's holding (split over speeds by what it serves),
+    shipping, late penalties and refill transfers; dcost [N,D] DC holding; lost units and their penalty
+    (not attributable to any facility)."""
+    S = len(SPEEDS)
+    x, served = parts["x"], parts["served"]
+    total = served.sum(axis=2, keepdims=True)
+    share = np.where(total > 0, served / np.where(total > 0, total, 1.0), 1.0 / S)        # idle stock: even split
+    fcost = parts["zcost"] + share * (inst.hold_fc[:, None] * x + parts["transfer"])[:, :, None]
+    return {"x": x, "y": parts["y"], "served": served, "fcost": fcost, "dcost": inst.hold_dc[:, None] * parts["y"],
+            "lost_units": parts["lost_units"], "lost_cost": parts["lost_cost"]}
+
+
+def plan_parts(inst: Instance, values: np.ndarray) -> dict:
+    """`plan_from_parts` of an item's variables v [N, n]."""
+    return plan_from_parts(inst, parts_from_values(inst, values))

@@ -1,9 +1,10 @@
 """Item subproblems, in process or in parallel through Spark: the same function either way.
 
-Given capacity prices lambda (and, for primal recovery, each item's own capacity shares), the items are
-independent LPs. `LocalSolver` solves them here; `SparkSolver` ships each partition of items to an
-executor (`mapInPandas`), where the same `solve_block` builds and solves them with OR-Tools, so the job
-scales out on a cluster unchanged. Both return the same arrays, ordered like `inst.item_ids`.
+Given capacity prices lambda (or each item's own capacity shares), the items are independent.
+`LocalSolver` solves them here; `SparkSolver` ships each partition of items to an executor
+(`mapInPandas`), where the same `solve_block` solves them (method "fast": fastsub's NumPy solver with a
+certified lower bound, the exact LP for the items it leaves open; "lp": every item's LP with OR-Tools),
+so the job scales out on a cluster unchanged. Both return the same arrays, ordered like `inst.item_ids`.
 """
 from __future__ import annotations
 
@@ -17,24 +18,38 @@ from echelon.models.placement import lp
 from echelon.models.placement.instance import Instance
 
 log = logging.getLogger(__name__)
-PLAN_KEYS = ("x", "y", "served", "fcost", "dcost", "lost_units", "lost_cost")
+PLAN_KEYS = ("x", "y", "dc_out", "transfer", "served", "zcost", "lost_units", "lost_cost")   # lp.parts_from_values
+METHODS = ("fast", "lp")
 
 
-def solve_block(inst: Instance, lam, caps=None, solver: str = "highs", with_plan: bool = False) -> dict:
-    """Solve the items of `inst` at prices `lam`; per item: true cost, priced cost, usage [C] (+ plan)."""
-    out = lp.solve_items(inst, lam=lam, caps=caps, solver=solver)
-    result = {"cost": out["cost"], "priced": out["priced"], "usage": out["usage"]}
+def solve_block(inst: Instance, lam, caps=None, solver: str = "highs", with_plan: bool = False,
+                method: str = "fast", exact_gap: float | None = None) -> dict:
+    """Solve the items of `inst` at prices `lam` (or within per-item capacity shares `caps`, by LP); per
+    item: true cost, priced cost, a lower bound on the priced optimum, usage [C] (+ the plan's parts)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown subproblem method {method!r}; choose one of {METHODS}")
+    if method == "fast" and caps is None:
+        from echelon.models.placement import fastsub
+
+        out = fastsub.solve(inst, lam, exact_gap=exact_gap, solver=solver)
+        result = {k: out[k] for k in ("cost", "priced", "lower", "usage", "exact")}
+        parts = out["parts"]
+    else:
+        out = lp.solve_items(inst, lam=lam, caps=caps, solver=solver)
+        result = {"cost": out["cost"], "priced": out["priced"], "lower": out["priced"], "usage": out["usage"],
+                  "exact": np.ones(len(inst.item_ids), bool)}
+        parts = lp.parts_from_values(inst, out["values"]) if with_plan else {}
     if with_plan:
-        result.update(lp.plan_parts(inst, out["values"]))
+        result.update({k: parts[k] for k in PLAN_KEYS})
     return result
 
 
 class LocalSolver:
-    def __init__(self, inst: Instance, solver: str = "highs"):
-        self.inst, self.solver = inst, solver
+    def __init__(self, inst: Instance, solver: str = "highs", method: str = "fast"):
+        self.inst, self.solver, self.method = inst, solver, method
 
-    def __call__(self, lam, caps=None, with_plan: bool = False) -> dict:
-        return solve_block(self.inst, lam, caps, self.solver, with_plan)
+    def __call__(self, lam, caps=None, with_plan: bool = False, exact_gap: float | None = None) -> dict:
+        return solve_block(self.inst, lam, caps, self.solver, with_plan, self.method, exact_gap)
 
 
 def item_rows(inst: Instance, caps=None) -> pd.DataFrame:
@@ -51,13 +66,12 @@ def _schema(with_caps: bool = False) -> str:
     return base + (", caps array<double>" if with_caps else "")
 
 
-OUT_SCHEMA = ("item_id string, cost double, priced double, usage array<double>, x array<double>, "
-              "y array<double>, served array<double>, fcost array<double>, dcost array<double>, "
-              "lost_units double, lost_cost double")
+OUT_SCHEMA = ("item_id string, cost double, priced double, lower double, exact boolean, usage array<double>, "
+              + ", ".join(f"{k} array<double>" for k in PLAN_KEYS[:-2]) + ", lost_units double, lost_cost double")
 
 
-def _executor_fn(network: dict, lam, solver: str, with_plan: bool):
-    """The function each Spark task runs over its partition (all of it at once: one LP per chunk)."""
+def _executor_fn(network: dict, lam, solver: str, with_plan: bool, method: str, exact_gap):
+    """The function each Spark task runs over its partition (all of it at once, as `solve_block`)."""
     def run(batches):
         frame = pd.concat(list(batches), ignore_index=True)
         if frame.empty:
@@ -67,11 +81,11 @@ def _executor_fn(network: dict, lam, solver: str, with_plan: bool):
                         price=frame["price"].to_numpy(),
                         demand=np.stack(frame["demand"].to_numpy()).reshape(len(frame), R, K), **network)
         caps = np.stack(frame["caps"].to_numpy()) if "caps" in frame.columns else None
-        res = solve_block(inst, lam, caps, solver, with_plan)
+        res = solve_block(inst, lam, caps, solver, with_plan, method, exact_gap)
         empty = [np.zeros(0)] * len(frame)
         out = pd.DataFrame({"item_id": frame["item_id"], "cost": res["cost"], "priced": res["priced"],
-                            "usage": list(res["usage"])})
-        for key in ("x", "y", "served", "fcost", "dcost"):
+                            "lower": res["lower"], "exact": res["exact"], "usage": list(res["usage"])})
+        for key in PLAN_KEYS[:-2]:
             out[key] = list(res[key].reshape(len(frame), -1)) if with_plan else empty
         for key in ("lost_units", "lost_cost"):
             out[key] = res[key] if with_plan else 0.0
@@ -82,8 +96,9 @@ def _executor_fn(network: dict, lam, solver: str, with_plan: bool):
 class SparkSolver:
     """Items partitioned once (cached), one Spark job per call."""
 
-    def __init__(self, inst: Instance, spark, partitions: int | None = None, solver: str = "highs"):
-        self.inst, self.spark, self.solver = inst, spark, solver
+    def __init__(self, inst: Instance, spark, partitions: int | None = None, solver: str = "highs",
+                 method: str = "fast"):
+        self.inst, self.spark, self.solver, self.method = inst, spark, solver, method
         self.partitions = partitions or max(1, min(len(inst.item_ids), spark.sparkContext.defaultParallelism * 2))
         self.rows = self._frame(None).cache()
         self.index = {item: n for n, item in enumerate(inst.item_ids)}
@@ -92,20 +107,22 @@ class SparkSolver:
         frame = self.spark.createDataFrame(item_rows(self.inst, caps), schema=_schema(caps is not None))
         return frame.repartition(self.partitions, "item_id")
 
-    def __call__(self, lam, caps=None, with_plan: bool = False) -> dict:
+    def __call__(self, lam, caps=None, with_plan: bool = False, exact_gap: float | None = None) -> dict:
         t0 = time.time()
         rows = self.rows if caps is None else self._frame(caps)
         fn = _executor_fn(self.inst.network_arrays(), None if lam is None else np.asarray(lam), self.solver,
-                          with_plan)
+                          with_plan, self.method, exact_gap)
         got = rows.mapInPandas(fn, schema=OUT_SCHEMA).toPandas()
         if len(got) != len(self.inst.item_ids):
             raise lp.SolveError(f"Spark returned {len(got)} item solutions for {len(self.inst.item_ids)} items")
         got = got.iloc[np.argsort(got["item_id"].map(self.index).to_numpy())]
         N, F, D, R, K = self.inst.shape
         result = {"cost": got["cost"].to_numpy(), "priced": got["priced"].to_numpy(),
+                  "lower": got["lower"].to_numpy(), "exact": got["exact"].to_numpy(),
                   "usage": np.stack(got["usage"].to_numpy())}
         if with_plan:
-            shapes = {"x": (N, F), "y": (N, D), "served": (N, F, 3), "fcost": (N, F, 3), "dcost": (N, D)}
+            shapes = {"x": (N, F), "y": (N, D), "dc_out": (N, D), "transfer": (N, F), "served": (N, F, 3),
+                      "zcost": (N, F, 3)}
             for key, shape in shapes.items():
                 result[key] = np.stack(got[key].to_numpy()).reshape(shape)
             result["lost_units"], result["lost_cost"] = got["lost_units"].to_numpy(), got["lost_cost"].to_numpy()

@@ -40,7 +40,7 @@ def test_single_fc_single_item_is_the_newsvendor(lost, expected_rank):
 def pair(request):
     n, f, r, seed = request.param
     inst = generate(items=n, facilities=f, regions=r, seed=seed)
-    return inst, lagrangian.monolithic(inst), lagrangian.solve(inst, max_iter=60, tol=1e-4)
+    return inst, lagrangian.monolithic(inst), lagrangian.solve(inst, max_iter=60, tol=1e-4, subproblems="fast")
 
 
 def test_decomposition_matches_the_monolithic_optimum(pair):
@@ -116,3 +116,90 @@ def test_simulator_stock_balances_and_optimised_plan_beats_baselines():
     for baseline in ("newsvendor", "proportional"):
         assert best["shipping_cost_per_unit"] < table.loc[baseline, "shipping_cost_per_unit"]
         assert best["on_time_share"] >= table.loc[baseline, "on_time_share"]
+
+
+# --- the fast subproblem solver (fastsub): certified bound, exact where it claims, LP where needed -----
+
+def _random_prices(inst, seed, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.0, scale, len(inst.capacity)) * (rng.uniform(size=len(inst.capacity)) < 0.6)
+
+
+@pytest.mark.parametrize("n,f,r,seed", [(30, 4, 3, 11), (25, 6, 4, 12), (20, 8, 5, 13)])
+def test_fast_subproblems_bracket_the_lp_optimum_and_close_it_on_request(n, f, r, seed):
+    inst = generate(items=n, facilities=f, regions=r, seed=seed)
+    from echelon.models.placement import fastsub
+
+    for lam in (None, _random_prices(inst, seed), _random_prices(inst, seed + 1, 3.0)):
+        exact = lp.solve_items(inst, lam=lam)["priced"]                  # build(lam) solved by HiGHS, per item
+        fast = fastsub.solve(inst, lam)
+        tol = 1e-7 * np.maximum(1.0, np.abs(exact))
+        assert (fast["lower"] <= exact + tol).all()                     # a valid bound, item by item
+        assert (fast["priced"] >= exact - tol).all()                    # a feasible plan, item by item
+        # the plan's parts (x, y, flows) cost and use what its layers were priced at
+        layers = fastsub.layered(inst, lam)
+        cost, use = lp.cost_and_usage(inst, layers["parts"])
+        assert np.allclose(cost + use @ (np.zeros(len(inst.capacity)) if lam is None else lam),
+                           layers["layered_priced"], rtol=1e-9)
+        closed = fastsub.solve(inst, lam, exact_gap=0.0)
+        assert np.allclose(closed["priced"], exact, rtol=1e-6, atol=1e-6)
+        assert np.allclose(closed["lower"], exact, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_certificate_closes_for_one_region_and_speed():
+    # One demand stream per item: the layered plan is the newsvendor on a network and its dual matches.
+    inst = generate(items=30, facilities=5, regions=1, seed=21, params=Params(speed_mix=(0.0, 0.0, 1.0)))
+    from echelon.models.placement import fastsub
+
+    for seed in range(3):
+        lam = _random_prices(inst, seed, 2.0)
+        fast = fastsub.solve(inst, lam, ascent=0)
+        exact = lp.solve_items(inst, lam=lam)["priced"]
+        assert np.allclose(fast["lower"], fast["priced"], rtol=1e-6)
+        assert np.allclose(fast["priced"], exact, rtol=1e-6)
+        assert not fast["exact"].any()                                   # no LP was needed
+
+
+def test_fast_subproblems_send_non_comonotone_items_to_the_lp():
+    inst = generate(items=12, facilities=4, regions=3, seed=22)
+    inst.demand[3, 1] = inst.demand[3, 1][::-1].copy()                   # region 1 falls as the others rise
+    from echelon.models.placement import fastsub
+
+    lam = _random_prices(inst, 5)
+    fast = fastsub.solve(inst, lam)
+    assert fast["exact"][3] and fast["exact"].sum() == 1
+    exact = lp.solve_items(inst, lam=lam)["priced"]
+    assert fast["priced"][3] == pytest.approx(exact[3], rel=1e-7)
+    assert (fast["lower"] <= exact + 1e-7 * np.abs(exact)).all()
+
+
+def test_lagrangian_bound_never_exceeds_the_monolithic_optimum(pair):
+    inst, mono, dec = pair
+    from echelon.models.placement import fastsub
+
+    for seed in range(4):
+        lam = _random_prices(inst, seed, 5.0 * seed)
+        bound = fastsub.solve(inst, lam)["lower"].sum() - lam @ inst.capacity
+        assert bound <= mono.objective * (1 + 1e-9)
+    assert all(h["best_bound"] <= mono.objective * (1 + 1e-9) for h in dec.history)
+
+
+def test_lp_subproblems_still_match_the_monolithic_optimum():
+    inst = generate(items=16, facilities=4, regions=3, seed=9)
+    mono = lagrangian.monolithic(inst)
+    dec = lagrangian.solve(inst, max_iter=60, tol=1e-4, subproblems="lp")
+    assert dec.bound <= mono.objective * (1 + 1e-7) <= dec.objective * (1 + 2e-7)
+    assert dec.objective == pytest.approx(mono.objective, rel=1e-3)
+    assert dec.max_capacity_violation(inst) <= 1e-7
+
+
+def test_recovery_rebuilds_dropped_columns_exactly():
+    # With few item plans kept, the final combination re-solves the columns it needs; the plan must still
+    # fit every capacity and cost what the master said (a dropped "lose everything" column once came back
+    # as the zero-price plan and broke the capacities).
+    inst = generate(items=20, facilities=4, regions=3, seed=2, tightness=0.05)
+    kept = lagrangian.solve(inst, max_iter=40, tol=1e-3, keep=1, lp_recovery_items=0)   # the combination only
+    full = lagrangian.solve(inst, max_iter=40, tol=1e-3, lp_recovery_items=0)
+    assert kept.max_capacity_violation(inst) <= 1e-7
+    assert kept.objective == pytest.approx(full.objective, rel=1e-9)
+    assert kept.history[-2]["objective"] == pytest.approx(kept.objective, rel=1e-7)

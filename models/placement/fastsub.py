@@ -1,0 +1,249 @@
+"""Item subproblems at fixed capacity prices, solved in NumPy over all items at once, with a certificate.
+
+With prices lambda fixed, an item's DC side collapses (lp.py's model: y_d = cover_d sum_f w_df is optimal
+since DC holding + its storage price is >= 0): a unit of expected outflow from FC f costs
+
+    g_f = min_d [ t_df + lam_Qd / W + cover_d (h'_n + lam_Sd cube_n) ]     (the refill comes from argmin d),
+
+and the item's subproblem is a two-stage newsvendor on a network:
+
+    min  sum_f a_f x_f + sum_k p_k [ sum_frs e_frs z_frsk + pi sum_rs u_rsk ]
+    s.t. sum_f z_frsk + u_rsk = d_rsk,   sum_rs z_frsk <= x_f,   x, z, u >= 0
+    a_f = h_n + lam_Sf cube_n,   e_frs = c_fr + l_s [f misses s in r] + lam_Qf / W + g_f.
+
+Demands are comonotone (scenario k's demand rises with k in every region and speed), so demand comes in
+nested layers: layer j (d_rsj - d_rs,j-1 units) is present in scenarios j..K, with probability P_j.
+
+Primal (feasible, an upper bound): every layer of every (r, s) is stocked where a_f + P_j e_frs is least,
+or lost when P_j pi is less; the stock serves that layer in every scenario where the layer appears.
+
+Dual (feasible, a lower bound): the subproblem's LP dual is
+    max_mu  sum_rsk d_rsk min( p_k pi, min_f (p_k e_frs + mu_fk) )   s.t.  mu >= 0,  sum_k mu_fk <= a_f,
+and ANY such mu gives a valid lower bound. From the layered primal, v_rsk = c_rs,k - c_rs,k+1 (c the layer
+costs) would match the primal exactly; the least mu that makes those v feasible is
+mu_fk = max_rs (v_rsk - p_k e_frs)^+. Where sum_k mu_fk <= a_f for every f, the layered plan is proven
+optimal (primal = dual); otherwise mu is scaled into the feasible set and improved by a few projected
+supergradient steps, and the dual value is still a valid lower bound (the gap is reported per item).
+For one region and speed the certificate always closes (the newsvendor argument); across regions it
+closes unless one FC's stock would be shared between regions in different scenarios.
+
+Items whose scenarios are not comonotone (no one order sorts every region's demand) go to the exact LP.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from echelon.models.placement.instance import Instance
+
+
+def prices(inst: Instance, lam) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """lam [C] split into FC storage, DC storage, FC flow, DC flow (zeros when lam is None)."""
+    N, F, D, R, K = inst.shape
+    lam = np.zeros(2 * (F + D)) if lam is None else np.asarray(lam, float)
+    return lam[:F], lam[F:F + D], lam[F + D:2 * F + D], lam[2 * F + D:]
+
+
+def reduced_costs(inst: Instance, lam):
+    """a [N, F] (holding + storage price), g [N, F] (refill cost per unit out of FC f) and its DC [N, F],
+    the true lane cost c + late [F, R, S], and the priced lane cost (+ lam_Qf / W) [F, R, S]:
+    e [n, F, R, S] = priced lane + g, formed chunk by chunk (all items at once would not fit)."""
+    lSf, lSd, lQf, lQd = prices(inst, lam)
+    W = inst.window_days
+    a = inst.hold_fc[:, None] + lSf[None, :] * inst.cube[:, None]
+    dc_unit = (inst.transfer_cost[None, :, :] + (lQd / W)[None, :, None]
+               + (inst.dc_cover[None, :] * (inst.hold_dc[:, None] + lSd[None, :] * inst.cube[:, None]))[:, :, None])
+    dstar = dc_unit.argmin(axis=1)                                     # [N, F]
+    g = np.take_along_axis(dc_unit, dstar[:, None, :], axis=1)[:, 0, :]
+    lane = inst.ship_cost[:, :, None] + np.asarray(inst.params.late_penalty)[None, None, :] * ~inst.meets
+    return a, g, dstar, lane, lane + (lQf / W)[:, None, None]
+
+
+def comonotone_order(inst: Instance):
+    """Per item, the scenario order that sorts its demand, and whether it sorts every region."""
+    order = np.argsort(inst.demand.sum(axis=1), axis=1, kind="stable")          # [N, K]
+    sorted_d = np.take_along_axis(inst.demand, order[:, None, :], axis=2)
+    ok = (np.diff(sorted_d, axis=2) >= -1e-12 * (1 + np.abs(sorted_d[:, :, 1:]))).all(axis=(1, 2))
+    return order, sorted_d, ok
+
+
+# Chunk arrays keep FC f last ([n, R, S, K, F]): every min over FCs runs along contiguous memory.
+
+def _layer_choice(a, e, P, pi):
+    """Per item, region, speed and layer: least cost per unit and the FC chosen (-1: lost).
+    a [n,F], e [n,R,S,F], P [n,K], pi [n] -> cost [n,R,S,K], choice [n,R,S,K]. The choice is made in
+    float32 (it only picks a feasible plan); the cost of the choice is then taken in float64."""
+    cost = (a[:, None, None, None, :].astype(np.float32)
+            + P[:, None, None, :, None].astype(np.float32) * e[:, :, :, None, :].astype(np.float32))  # [n,R,S,K,F]
+    choice = cost.argmin(axis=4)
+    del cost
+    e_ch = np.take_along_axis(e, choice, axis=3)                                             # [n,R,S,K]
+    a_ch = np.take_along_axis(a, choice.reshape(len(a), -1), axis=1).reshape(choice.shape)
+    best = a_ch + P[:, None, None, :] * e_ch
+    lost = P[:, None, None, :] * pi[:, None, None, None]
+    is_lost = lost <= best
+    return np.where(is_lost, lost, best), np.where(is_lost, -1, choice)
+
+
+def _dual_value(mu, d, p, e, pi, with_arg: bool = False):
+    """sum_rsk d_rsk min(p_k pi, min_f (p_k e_frs + mu_fk)) [n] (float64: this is the certified bound)
+    and, with_arg, per (n,r,s,k) the minimising f (-1: lost). mu [n,K,F], e [n,R,S,F]."""
+    inner = p[:, None, None, :, None] * e[:, :, :, None, :] + mu[:, None, None, :, :]       # [n,R,S,K,F]
+    lost = p[:, None, None, :] * pi[:, None, None, None]
+    if not with_arg:
+        return (d * np.minimum(inner.min(axis=4), lost)).sum(axis=(1, 2, 3)), None
+    arg = inner.argmin(axis=4)
+    best = np.take_along_axis(inner, arg[..., None], axis=4)[..., 0]
+    is_lost = lost <= best
+    return (d * np.minimum(best, lost)).sum(axis=(1, 2, 3)), np.where(is_lost, -1, arg)
+
+
+def _project(mu, a):
+    """Onto {mu >= 0, sum_k mu_fk <= a_f} (per item and FC; Euclidean, by the sorted-threshold rule).
+    Works on mu [n, F, K]."""
+    mu = np.maximum(mu, 0.0)
+    over = mu.sum(axis=2) > a
+    if not over.any():
+        return mu
+    v = mu[over]                                                       # [m, K]
+    s = -np.sort(-v, axis=1)
+    css = np.cumsum(s, axis=1) - a[over][:, None]
+    idx = np.arange(1, v.shape[1] + 1)
+    rho = ((s - css / idx) > 0).sum(axis=1)
+    theta = css[np.arange(len(v)), rho - 1] / rho
+    mu = mu.copy()
+    mu[over] = np.maximum(v - theta[:, None], 0.0)
+    return mu
+
+
+def solve_chunk(a, e, d, p, pi, ascent: int = 0):
+    """Layered primal and certified dual for a chunk of items whose scenarios are sorted (comonotone).
+    a [n,F], e [n,R,S,F], d [n,R,S,K] sorted demand, p [n,K] sorted probabilities, pi [n].
+    Returns primal priced cost [n], lower bound [n], layer choice [n,R,S,K], layer sizes [n,R,S,K], P [n,K]."""
+    P = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]
+    delta = np.diff(d, axis=3, prepend=0.0)
+    layer_cost, choice = _layer_choice(a, e, P, pi)
+    primal = (delta * layer_cost).sum(axis=(1, 2, 3))
+    # Dual from the layered plan: v_k = c_k - c_{k+1}; least mu making every v feasible.
+    v = layer_cost - np.concatenate([layer_cost[..., 1:], np.zeros_like(layer_cost[..., :1])], axis=3)
+    # (in float32: any mu is valid once projected, and the bound is evaluated in float64 below)
+    reach = (v[..., None].astype(np.float32)
+             - p[:, None, None, :, None].astype(np.float32) * e[:, :, :, None, :].astype(np.float32))  # [n,R,S,K,F]
+    mu = np.maximum(0.0, reach.max(axis=(1, 2)).astype(float))                                   # [n,K,F]
+    del reach
+    total = mu.sum(axis=1)
+    mu = mu * np.minimum(1.0, a / np.maximum(total, 1e-300))[:, None, :]
+    lower, _ = _dual_value(mu, d, p, e, pi)
+    open_ = primal - lower > 1e-9 * np.maximum(1.0, np.abs(primal))
+    if ascent and open_.any():
+        # Projected supergradient ascent on the items whose certificate is still open (keep the best).
+        i = np.flatnonzero(open_)
+        m, ee, dd, pp, ppi, aa = mu[i], e[i], d[i], p[i], pi[i], a[i]
+        best = lower[i].copy()
+        for t in range(ascent):
+            val, arg = _dual_value(m, dd, pp, ee, ppi, with_arg=True)
+            best = np.maximum(best, val)
+            gap = primal[i] - best
+            # supergradient in mu_fk: the demand whose min is attained at f (sum_rs d_rsk [arg = f]);
+            # the stock limit sum_k mu_fk <= a_f is kept by the projection
+            grad = np.zeros_like(m)
+            n_i, r_i, s_i, k_i = np.nonzero(arg >= 0)
+            np.add.at(grad, (n_i, k_i, arg[n_i, r_i, s_i, k_i]), dd[n_i, r_i, s_i, k_i])
+            norm = (grad ** 2).sum(axis=(1, 2))
+            step = np.where(norm > 0, gap / np.maximum(norm, 1e-300), 0.0)
+            m = _project((m + step[:, None, None] * grad).transpose(0, 2, 1), aa).transpose(0, 2, 1)
+        lower[i] = best
+    return primal, lower, choice, delta, P
+
+
+def layered(inst: Instance, lam=None, chunk_cells: int = 1_000_000, ascent: int = 0) -> dict:
+    """Every item at prices lam, in NumPy: the layered plan's parts (lp.parts_from_values's keys), and
+    `lower` [N], a certified lower bound on each item's priced optimum, and `layered_priced` [N], the
+    plan's priced cost summed layer by layer (equal to what its parts cost: a check on the accounting).
+    Items whose scenarios are not comonotone get lower = -inf and are flagged in `needs_lp`."""
+    N, F, D, R, K = inst.shape
+    S = len(inst.params.speed_mix)
+    a, g, dstar, lane, lane_priced = reduced_costs(inst, lam)
+    order, dsort, ok = comonotone_order(inst)
+    mix = np.asarray(inst.params.speed_mix)
+    p = np.asarray(inst.prob)[order]                                            # [N,K] sorted
+    pi = inst.lost_penalty
+    lower, layer_total = np.zeros(N), np.zeros(N)
+    x = np.zeros(N * F)
+    served = np.zeros(N * F * S)
+    zcost = np.zeros(N * F * S)
+    lost_units = np.zeros(N)
+    rs_lane = lane.reshape(F, R * S)
+    step = max(1, chunk_cells // max(1, F * R * S * K))
+    for start in range(0, N, step):
+        sl = slice(start, min(N, start + step))
+        d = dsort[sl][:, :, None, :] * mix[None, None, :, None]                 # [n,R,S,K] sorted
+        e = lane_priced.transpose(1, 2, 0)[None] + g[sl][:, None, None, :]         # [n,R,S,F]
+        layer_total[sl], lower[sl], choice, delta, P = solve_chunk(a[sl], e, d, p[sl], pi[sl], ascent)
+        n = choice.shape[0]
+        expected = delta * P[:, None, None, :]                                  # expected units per layer
+        hit = choice >= 0
+        item = np.broadcast_to(np.arange(start, start + n)[:, None, None, None], choice.shape)[hit]
+        f = choice[hit]
+        s_idx = np.broadcast_to(np.arange(S)[None, None, :, None], choice.shape)[hit]
+        r_idx = np.broadcast_to(np.arange(R)[None, :, None, None], choice.shape)[hit]
+        ex = expected[hit]
+        x += np.bincount(item * F + f, weights=delta[hit], minlength=N * F)
+        cell = (item * F + f) * S + s_idx
+        served += np.bincount(cell, weights=ex, minlength=N * F * S)
+        zcost += np.bincount(cell, weights=ex * rs_lane[f, r_idx * S + s_idx], minlength=N * F * S)
+        lost_units[sl] = (expected * ~hit).sum(axis=(1, 2, 3))
+    served = served.reshape(N, F, S)
+    outflow = served.sum(axis=2)                                                # [N,F] expected units
+    dc_out = np.zeros((N, D))
+    np.add.at(dc_out, (np.repeat(np.arange(N), F), dstar.ravel()), outflow.ravel())
+    transfer = outflow * inst.transfer_cost[dstar, np.arange(F)[None, :]]
+    parts = {"x": x.reshape(N, F), "y": inst.dc_cover[None, :] * dc_out, "dc_out": dc_out, "transfer": transfer,
+             "served": served, "zcost": zcost.reshape(N, F, S), "lost_units": lost_units,
+             "lost_cost": inst.lost_penalty * lost_units}
+    return {"parts": parts, "lower": np.where(ok, lower, -np.inf), "needs_lp": ~ok, "layered_priced": layer_total}
+
+
+def _widest(gap: np.ndarray, allowed: float) -> np.ndarray:
+    """The fewest items, widest gaps first, whose closing leaves at most `allowed` of gap open."""
+    order = np.argsort(-gap)
+    open_after = gap.sum() - np.cumsum(gap[order])
+    take = int((open_after > allowed).sum()) + 1 if gap.sum() > allowed else 0
+    chosen = order[:take]
+    return chosen[gap[chosen] > 0]
+
+
+def solve(inst: Instance, lam=None, exact_gap: float | None = None, solver: str = "highs",
+          ascent: int = 20, chunk_cells: int = 1_000_000) -> dict:
+    """Every item at prices lam: the layered plan and certified bound; then, when `exact_gap` is given and
+    more than exact_gap x the priced total is left open, `ascent` supergradient steps on the dual of the
+    items with the widest gaps, and the exact LP (lp.solve_items) for the widest that are still open, until
+    what stays open is at most that. Items that are not comonotone always go to the LP.
+    Returns parts, cost [N], priced [N], lower [N] (<= each item's priced optimum), usage [N, C],
+    exact [N] (solved by LP)."""
+    from echelon.models.placement import lp
+
+    lam_vec = np.zeros(len(inst.capacity)) if lam is None else np.asarray(lam, float)
+    out = layered(inst, lam, chunk_cells)
+    parts, lower = out["parts"], out["lower"]
+    cost, use = lp.cost_and_usage(inst, parts)
+    priced = cost + use @ lam_vec
+    lower = np.minimum(lower, priced)
+    exact = out["needs_lp"].copy()
+    if exact_gap is not None:
+        allowed = exact_gap * max(priced.sum(), 1e-9)
+        closed = lambda: np.where(exact | (priced - lower <= 1e-7 * np.maximum(1.0, np.abs(priced))), 0.0,
+                                  priced - lower)
+        if ascent and closed().sum() > allowed:
+            idx = _widest(closed(), allowed / 4)
+            better = layered(inst.subset(idx), lam, chunk_cells, ascent)["lower"]
+            lower[idx] = np.minimum(np.maximum(lower[idx], better), priced[idx])
+        exact[_widest(closed(), allowed)] = True
+    if exact.any():
+        idx = np.flatnonzero(exact)
+        sub = inst.subset(idx)
+        res = lp.solve_items(sub, lam=lam, solver=solver)
+        sub_parts = lp.parts_from_values(sub, res["values"])
+        for key in parts:
+            parts[key][idx] = sub_parts[key]
+        cost[idx], use[idx], priced[idx], lower[idx] = res["cost"], res["usage"], res["priced"], res["priced"]
+    return {"parts": parts, "cost": cost, "priced": priced, "lower": lower, "usage": use, "exact": exact}
