@@ -192,15 +192,64 @@ def layered(inst: Instance, lam=None, chunk_cells: int = 1_000_000, ascent: int 
         served += np.bincount(cell, weights=ex, minlength=N * F * S)
         zcost += np.bincount(cell, weights=ex * rs_lane[f, r_idx * S + s_idx], minlength=N * F * S)
         lost_units[sl] = (expected * ~hit).sum(axis=(1, 2, 3))
-    served = served.reshape(N, F, S)
+    parts = _parts(inst, x.reshape(N, F), served.reshape(N, F, S), zcost.reshape(N, F, S), lost_units, dstar)
+    return {"parts": parts, "lower": np.where(ok, lower, -np.inf), "needs_lp": ~ok, "layered_priced": layer_total}
+
+
+def _parts(inst: Instance, x, served, zcost, lost_units, dstar) -> dict:
+    """A plan's linear parts (lp.parts_from_values's keys) from its FC side; each FC refills from dstar."""
+    N, F, D, R, K = inst.shape
     outflow = served.sum(axis=2)                                                # [N,F] expected units
     dc_out = np.zeros((N, D))
     np.add.at(dc_out, (np.repeat(np.arange(N), F), dstar.ravel()), outflow.ravel())
     transfer = outflow * inst.transfer_cost[dstar, np.arange(F)[None, :]]
-    parts = {"x": x.reshape(N, F), "y": inst.dc_cover[None, :] * dc_out, "dc_out": dc_out, "transfer": transfer,
-             "served": served, "zcost": zcost.reshape(N, F, S), "lost_units": lost_units,
-             "lost_cost": inst.lost_penalty * lost_units}
-    return {"parts": parts, "lower": np.where(ok, lower, -np.inf), "needs_lp": ~ok, "layered_priced": layer_total}
+    return {"x": x, "y": inst.dc_cover[None, :] * dc_out, "dc_out": dc_out, "transfer": transfer,
+            "served": served, "zcost": zcost, "lost_units": lost_units, "lost_cost": inst.lost_penalty * lost_units}
+
+
+def smoothed(inst: Instance, lam, temperature: float, chunk_cells: int = 1_000_000) -> tuple[np.ndarray, dict]:
+    """The entropy-smoothed item response at prices lam: each demand layer is spread over the FCs (and
+    losing it) with weights proportional to exp(-cost / tau), tau = temperature x the layer's lost-sale
+    cost, instead of going all to the cheapest. Returns each item's smoothed value [N] (the soft minimum
+    sum_layers delta (-tau log sum exp(-cost / tau)), a smooth concave function of lam whose gradient is the
+    usage of the spread plan) and that plan's parts: a feasible plan for each item, its usage continuous in
+    lam, which is what lets a quasi-Newton method find prices where the items' usage meets the capacities
+    (the exact responses jump between FCs that are close substitutes). Comonotone items only (`layered`)."""
+    N, F, D, R, K = inst.shape
+    S = len(inst.params.speed_mix)
+    a, g, dstar, lane, lane_priced = reduced_costs(inst, lam)
+    order, dsort, _ = comonotone_order(inst)
+    mix = np.asarray(inst.params.speed_mix)
+    p = np.asarray(inst.prob)[order]
+    value, lost_units = np.zeros(N), np.zeros(N)
+    x, served, zcost = np.zeros((N, F)), np.zeros((N, F, S)), np.zeros((N, F, S))
+    lane32 = lane.astype(np.float32)
+    step = max(1, chunk_cells // max(1, F * R * S * K))
+    for start in range(0, N, step):
+        sl = slice(start, min(N, start + step))
+        d = dsort[sl][:, :, None, :] * mix[None, None, :, None]                 # [n,R,S,K] sorted
+        e = lane_priced.transpose(1, 2, 0)[None] + g[sl][:, None, None, :]         # [n,R,S,F]
+        P = np.cumsum(p[sl][:, ::-1], axis=1)[:, ::-1]
+        delta = np.diff(d, axis=3, prepend=0.0)
+        lost = (P[:, None, None, :] * inst.lost_penalty[sl][:, None, None, None]).astype(np.float32)
+        cost = np.concatenate([a[sl][:, None, None, None, :].astype(np.float32)
+                               + P[:, None, None, :, None].astype(np.float32) * e[:, :, :, None, :].astype(np.float32),
+                               np.broadcast_to(lost, d.shape)[..., None]], axis=4)        # [n,R,S,K,F+1]
+        least = cost.min(axis=4, keepdims=True)
+        tau = temperature * lost[..., None]
+        cost -= least
+        cost /= -tau
+        w = np.exp(cost, out=cost)
+        total = w.sum(axis=4, keepdims=True)
+        w /= total
+        value[sl] = (delta * (least - tau * np.log(total))[..., 0]).sum(axis=(1, 2, 3))
+        stock = w[..., :F] * delta[..., None].astype(np.float32)                  # units per layer and FC
+        x[sl] = stock.sum(axis=(1, 2, 3))
+        expected = stock * P[:, None, None, :, None].astype(np.float32)           # expected units served
+        served[sl] = expected.sum(axis=(1, 3)).transpose(0, 2, 1)
+        zcost[sl] = np.einsum("nrskf,frs->nfs", expected, lane32, optimize=True)
+        lost_units[sl] = (w[..., F] * delta * P[:, None, None, :]).sum(axis=(1, 2, 3))
+    return value, _parts(inst, x, served, zcost, lost_units, dstar)
 
 
 def _widest(gap: np.ndarray, allowed: float) -> np.ndarray:

@@ -130,6 +130,85 @@ def auto_subproblems(items: int, lp_items: int = 500) -> str:
     return "lp" if items <= lp_items else "fast"
 
 
+def price_scale(inst: Instance) -> np.ndarray:
+    """[C] a unit per capacity for the price search: 1% of the price at which the median item would rather
+    lose its sale than use a cubic foot (storage) or a unit/day of outbound flow (flow), times
+    sqrt(mean capacity of its kind / its capacity): a small facility's usage moves less per unit of price,
+    so its price gets a larger unit (a diagonal preconditioner for the quasi-Newton search)."""
+    N, F, D, R, K = inst.shape
+    storage = 0.01 * np.median(inst.lost_penalty / inst.cube)
+    flow = 0.01 * np.median(inst.lost_penalty) * inst.window_days
+    cap = inst.capacity
+    kind = np.repeat(np.arange(4), [F, D, F, D])
+    mean = np.array([cap[kind == k].mean() for k in range(4)])[kind]
+    return (np.array([storage, storage, flow, flow])[kind]
+            * np.sqrt(mean / np.maximum(cap, 1e-3 * np.maximum(mean, 1e-12))))
+
+
+def smooth_prices(inst: Instance, lam=None, temperatures=(0.05, 0.02, 0.01, 0.005), evaluations: int = 50,
+                  progress=None) -> np.ndarray:
+    """Prices that maximise the entropy-smoothed dual  sum_n soft-min_n(lam) - lam . b  (fastsub.smoothed),
+    by L-BFGS-B from `lam`, one temperature after another (each warm-starts the next, sharper one).
+
+    The exact dual L is piecewise linear: where several FCs are close substitutes, an item's whole demand
+    jumps from one to another as prices move, and cutting planes need many iterations per capacity to
+    price them apart. The smoothed dual is differentiable (its gradient is the spread plan's usage minus the
+    capacity), so a quasi-Newton method finds prices where usage meets capacity in tens of evaluations; the
+    exact bound is then evaluated at those prices, so the smoothing never weakens what is certified."""
+    from scipy.optimize import minimize
+
+    from echelon.models.placement import fastsub
+
+    cap = inst.capacity
+    scale = price_scale(inst)
+    u = np.zeros(len(cap)) if lam is None else np.asarray(lam, float) / scale
+    for temperature in temperatures:
+        def negative_dual(u, temperature=temperature):
+            lam = u * scale
+            value, parts = fastsub.smoothed(inst, lam, temperature)
+            _, use = lp.cost_and_usage(inst, parts)
+            return -(value.sum() - lam @ cap), -(use.sum(axis=0) - cap) * scale
+
+        u = minimize(negative_dual, u, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(cap),
+                     options={"maxfun": evaluations, "maxiter": evaluations}).x
+        if progress:
+            progress(f"placement lagrangian: smoothed prices at temperature {temperature}")
+    return u * scale
+
+
+def with_capacity(inst: Instance, cap: np.ndarray) -> Instance:
+    """The instance with its coupling capacities replaced (in `capacity` order)."""
+    from dataclasses import replace
+
+    N, F, D, R, K = inst.shape
+    fc_storage, dc_storage, fc_flow, dc_flow = np.split(np.asarray(cap, float), [F, F + D, 2 * F + D])
+    return replace(inst, fc_storage=fc_storage, dc_storage=dc_storage, fc_flow=fc_flow, dc_flow=dc_flow)
+
+
+def sample(inst: Instance, items: int, seed: int = 0) -> Instance:
+    """A random sample of the items with every capacity scaled by the sample's share of the items (the
+    network in miniature: its prices approximate the whole instance's when items are many)."""
+    N = len(inst.item_ids)
+    index = np.sort(np.random.default_rng(seed).choice(N, size=min(items, N), replace=False))
+    return with_capacity(inst.subset(index), inst.capacity * len(index) / N)
+
+
+def corrected_sample_prices(part: Instance, share: float, cap: np.ndarray, lam: np.ndarray, usage: np.ndarray,
+                            temperature: float, evaluations: int = 25) -> np.ndarray:
+    """Next prices from the sample as a surrogate of the whole instance, corrected for its sampling error.
+
+    `usage` is the whole instance's smoothed usage at `lam`; the sample's, scaled up by 1 / share, misses
+    it by a bias. The sample's smoothed dual is maximised again from `lam` with every capacity moved by that
+    bias (share x (cap - bias)), so its prices are those where the whole instance's usage would meet the
+    capacities if the bias stayed put. One smoothed solve of all items per call; the rest is the sample."""
+    from echelon.models.placement import fastsub
+
+    _, parts = fastsub.smoothed(part, lam, temperature)
+    bias = usage - lp.cost_and_usage(part, parts)[1].sum(axis=0) / share
+    target = with_capacity(part, share * np.maximum(cap - bias, 0.0))
+    return smooth_prices(target, lam, temperatures=(temperature,), evaluations=evaluations)
+
+
 def _combine(store: dict, alpha: np.ndarray, group: np.ndarray) -> dict:
     """Each item's plan as the master's convex combination of its columns: sum_j alpha[j, g(n)] part_j[n]."""
     out = {}
@@ -141,10 +220,11 @@ def _combine(store: dict, alpha: np.ndarray, group: np.ndarray) -> dict:
     return out
 
 
-def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, groups: int = 256,
+def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, groups: int | None = None,
           time_limit_s: float | None = None, solver: str = "highs", progress=None,
           subproblems: str = "auto", stabilise: float | None = None, keep: int | None = None,
-          lp_recovery_items: int = 500) -> Result:
+          lp_recovery_items: int = 500, smooth_items: int = 20_000, sample_items: int = 4_000,
+          temperature: float = 0.005, memory_gb: float = 6.0) -> Result:
     """Prices from the restricted master (Kelley's cutting planes on L, i.e. Dantzig-Wolfe), item
     subproblems at those prices, until the master's upper bound and the best dual bound meet.
 
@@ -156,7 +236,17 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     Stabilised (Wentges): prices are asked at centre + stabilise x (master's prices - centre), the centre
     being the prices of the best bound so far, which damps Kelley's swings between extreme prices
     (default 0.5 with fast subproblems, 1.0 = plain Kelley with LP ones). `subproblems="auto"`: LP up to
-    `lp_recovery_items` items, fast above."""
+    `lp_recovery_items` items, fast above.
+
+    From `smooth_items` items on (fast subproblems), where many capacities are priced and cutting planes
+    move them too slowly, the prices come from a `sample_items` sample instead of the master: first the
+    prices that maximise the sample's smoothed dual (`smooth_prices`), then, each iteration, the sample's
+    prices corrected for its sampling error against all items' smoothed usage at the current prices
+    (`corrected_sample_prices`). Every iteration adds, beside each item's exact response (the bound), its
+    smoothed response at `temperature` (a column whose usage moves continuously with the prices, which
+    the master mixes to fit the capacities: the upper bound and the plan), and items are pooled ~100 per
+    group."""
+    from echelon.models.placement import fastsub
     from echelon.models.placement.parallel import LocalSolver
 
     if subproblems == "auto":
@@ -168,9 +258,26 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     began = time.time()
     cap = inst.capacity
     N = len(inst.item_ids)
+    smooth = subproblems == "fast" and N >= smooth_items
+    # Items pooled into groups, one convex combination per group: 256 by default; ~100 items per group on
+    # the smoothed path, where the master's finer mixing of near-feasible columns is what closes the gap.
+    groups = groups or (min(2048, max(256, N // 100)) if smooth else 256)
     G = max(1, min(groups, N))
     group = np.arange(N) % G                      # items interleaved over groups
     pool = lambda values: np.stack([np.bincount(group, weights=col, minlength=G) for col in np.atleast_2d(values.T)], axis=-1)
+    comonotone = fastsub.comonotone_order(inst)[2]
+
+    def column(lam, target, soft: bool, exact: dict | None = None) -> dict:
+        """Every item's plan at prices lam: exact (with its bound), or smoothed (the exact one, passed in or
+        solved, for the items that are not comonotone)."""
+        sub = exact if exact is not None else subsolve(lam, with_plan=True, exact_gap=target)
+        if not soft:
+            return sub
+        _, parts = fastsub.smoothed(inst, lam, temperature)
+        mixed = {key: np.where(comonotone.reshape((-1,) + (1,) * (parts[key].ndim - 1)), parts[key], sub[key])
+                 for key in PLAN_KEYS}
+        mixed["cost"], mixed["usage"] = lp.cost_and_usage(inst, mixed)
+        return mixed
 
     # Column 0: every item ships nothing and loses its demand: uses no capacity, so the master is feasible.
     lost_units = (inst.demand * inst.prob).sum(axis=(1, 2))
@@ -179,12 +286,15 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     N_, F, D, R, K = inst.shape
     store = {0: {"x": zero(F), "y": zero(D), "dc_out": zero(D), "transfer": zero(F), "served": zero(F, 3),
                  "zcost": zero(F, 3), "lost_units": lost_units, "lost_cost": lost_all}}
-    # Item-level plans are kept for the columns the master uses, at most `keep` of them (~2 GB); a column
-    # the final master uses without its plan is solved again at its prices.
-    keep = keep or max(2, int(2e9 // (8 * N * sum(np.prod(np.shape(v)[1:]) for v in store[0].values()))))
-    costs, uses, lams = [np.bincount(group, weights=lost_all, minlength=G)], [np.zeros((G, len(cap)))], [None]
-    exact_at = [None]
+    # Item-level plans are kept for the columns the master uses, at most `keep` of them (`memory_gb`); a
+    # column the final master uses without its plan is made again from its recipe (prices, kind).
+    keep = keep or max(2, int(memory_gb * 1e9 // (8 * N * sum(np.prod(np.shape(v)[1:]) for v in store[0].values()))))
+    costs, uses, recipes = [np.bincount(group, weights=lost_all, minlength=G)], [np.zeros((G, len(cap)))], [None]
     lam = np.zeros(len(cap))
+    if smooth:
+        part = sample(inst, sample_items)
+        lam = smooth_prices(part, progress=progress)
+        progress(f"placement lagrangian: prices from a {min(N, sample_items)}-item sample, {time.time() - began:.1f}s")
     best_bound, best_lam, master_lam = -np.inf, lam, lam
     history, status, it = [], "iteration_limit", 0
     upper, gap, alpha = float(lost_all.sum()), np.inf, np.ones((1, G))
@@ -193,18 +303,18 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
         target = None
         if priced_total is not None and np.isfinite(gap):
             target = max(tol / 2, min(gap, 1.0) / 3) * abs(upper) / max(priced_total, 1e-9)
-        sub = subsolve(lam, with_plan=True, exact_gap=target)
+        sub = column(lam, target, soft=False)
         priced_total = float(sub["priced"].sum())
         bound = float(sub["lower"].sum() - lam @ cap)
         if bound > best_bound:
             best_bound, best_lam = bound, lam
-        store[len(costs)] = {k: sub[k] for k in PLAN_KEYS}
-        lams.append(lam)
-        exact_at.append(target)
-        costs.append(np.bincount(group, weights=sub["cost"], minlength=G))
-        uses.append(pool(sub["usage"]))
+        for soft in (False, True) if smooth else (False,):
+            col = column(lam, target, soft, exact=sub)
+            store[len(costs)] = {k: col[k] for k in PLAN_KEYS}
+            recipes.append((lam, target, soft))
+            costs.append(np.bincount(group, weights=col["cost"], minlength=G))
+            uses.append(pool(col["usage"]))
         upper, alpha, master_lam = _master(costs, uses, cap, solver)
-        lam = best_lam + stabilise * (master_lam - best_lam)
         # Keep item-level plans only for the columns the master uses (the others live on in the master).
         # Column 0 (lose everything) is cheap to rebuild, so it never counts against `keep`.
         for j in [j for j in store if j and alpha[j].max() <= 0] + sorted(set(store) - {0})[:-keep]:
@@ -222,12 +332,18 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
         if time_limit_s and time.time() - began > time_limit_s:
             status = "time_limit"
             break
+        if smooth:
+            lam = corrected_sample_prices(part, len(part.item_ids) / N, cap, lam, col["usage"].sum(axis=0),
+                                          temperature)
+        else:
+            lam = best_lam + stabilise * (master_lam - best_lam)
 
     # Primal recovery: the master's convex combination of item plans fits every capacity (its rows), and
-    # costs the master's objective. A column whose plan was dropped is solved again at its prices.
+    # costs the master's objective. A column whose plan was dropped is made again from its recipe.
     for j in np.flatnonzero(alpha.max(axis=1) > 0):
         if j not in store:          # (never column 0: it is always kept)
-            again = subsolve(lams[j], with_plan=True, exact_gap=exact_at[j])
+            lam_j, target_j, soft_j = recipes[j]
+            again = column(lam_j, target_j, soft_j)
             store[j] = {k: again[k] for k in PLAN_KEYS}
     best = _combine({j: store[j] for j in np.flatnonzero(alpha.max(axis=1) > 0)}, alpha, group)
     best["cost"], best["usage"] = lp.cost_and_usage(inst, best)

@@ -203,3 +203,60 @@ def test_recovery_rebuilds_dropped_columns_exactly():
     assert kept.max_capacity_violation(inst) <= 1e-7
     assert kept.objective == pytest.approx(full.objective, rel=1e-9)
     assert kept.history[-2]["objective"] == pytest.approx(kept.objective, rel=1e-7)
+
+
+# --- the smoothed response and the large-instance path (sample prices, smoothed columns, box) --------
+
+def test_smoothed_response_is_a_feasible_plan_whose_usage_is_the_dual_gradient():
+    from echelon.models.placement import fastsub
+
+    inst = generate(items=15, facilities=5, regions=3, seed=31)
+    lam = _random_prices(inst, 3, 2.0)
+    exact = fastsub.solve(inst, lam)
+    value, parts = fastsub.smoothed(inst, lam, 0.01)
+    cost, use = lp.cost_and_usage(inst, parts)
+    priced = cost + use @ lam
+    tol = 1e-6 * np.abs(exact["priced"])
+    assert (value <= exact["priced"] + tol).all()             # a soft minimum is below the exact minimum
+    assert (priced >= exact["lower"] - tol).all()             # the spread plan is a plan: never below the bound
+    assert np.allclose(use.sum(axis=0)[inst.capacity > 0] > 0, True)
+    # every unit of demand is stocked-and-served or lost, in expectation
+    demand = (inst.demand * inst.prob).sum(axis=(1, 2))
+    assert np.allclose(parts["served"].sum(axis=(1, 2)) + parts["lost_units"], demand, rtol=1e-5)
+    # the value's derivative in each price is the plan's use of that capacity (what L-BFGS relies on)
+    h = 3e-3                                                  # the costs are float32: not smaller
+    for c in np.flatnonzero(use.sum(axis=0) > 0)[:6]:
+        up, down = lam.copy(), lam.copy()
+        up[c] += h
+        down[c] = max(0.0, down[c] - h)
+        slope = (fastsub.smoothed(inst, up, 0.01)[0].sum() - fastsub.smoothed(inst, down, 0.01)[0].sum()) / (up[c] - down[c])
+        assert slope == pytest.approx(use[:, c].sum(), rel=3e-3)
+    # colder is closer to the exact response
+    cold = lp.cost_and_usage(inst, fastsub.smoothed(inst, lam, 1e-4)[1])
+    assert (cold[0] + cold[1] @ lam).sum() == pytest.approx(exact["priced"].sum(), rel=1e-3)
+
+
+def test_a_sample_scales_every_capacity_by_its_share_of_items():
+    inst = generate(items=40, facilities=5, regions=3, seed=32)
+    part = lagrangian.sample(inst, 10, seed=1)
+    assert len(part.item_ids) == 10 and set(part.item_ids) <= set(inst.item_ids)
+    assert np.allclose(part.capacity, inst.capacity * 0.25)
+
+
+def test_large_instance_path_gives_valid_bounds_and_a_feasible_plan(pair):
+    inst, mono, _ = pair
+    dec = lagrangian.solve(inst, max_iter=30, tol=1e-3, subproblems="fast", smooth_items=0,
+                           sample_items=len(inst.item_ids) // 2)
+    assert dec.bound <= mono.objective * (1 + 1e-7) <= dec.objective * (1 + 1e-7)
+    assert dec.max_capacity_violation(inst) <= 1e-7
+    assert all(h["best_bound"] <= mono.objective * (1 + 1e-9) for h in dec.history)
+
+
+def test_sample_prices_start_far_above_the_zero_price_bound_where_capacity_binds():
+    # several FCs per region (close substitutes) and tight capacity: the case cutting planes start badly
+    inst = generate(items=1200, facilities=12, regions=3, seed=33, tightness=0.5)
+    zero = lagrangian.solve(inst, max_iter=1, subproblems="fast")
+    warm = lagrangian.solve(inst, max_iter=3, tol=1e-3, subproblems="fast", smooth_items=0, sample_items=400)
+    assert warm.history[0]["bound"] > zero.history[0]["bound"] * 1.05
+    assert warm.max_capacity_violation(inst) <= 1e-7
+    assert warm.bound <= warm.objective
