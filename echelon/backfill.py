@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 
 from echelon.airflow_env import airflow
 
@@ -71,15 +70,6 @@ def dag_max_active_runs(dag: str) -> int:
     return int(rows[0]["max_active_runs"])
 
 
-def refusal(dag: str, output: str) -> str:
-    """One line for Airflow refusing `backfill create` (its own output ends in a traceback)."""
-    if "Another backfill is running" in output:
-        return (f"{dag} already has an active backfill (Airflow allows one per DAG); wait until it completes "
-                f"or cancel it in the Airflow UI (Browse > Backfills), then run this again")
-    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-    return f"airflow backfill create failed for {dag}: {lines[-1] if lines else 'no output'}"
-
-
 def main(args: argparse.Namespace) -> int:
     run_window(args.start, args.end)   # a bad range fails before Airflow is asked anything
     runs = active_runs(args.dag, args.max_active_runs, dag_max_active_runs(args.dag))
@@ -87,10 +77,12 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return airflow(*command, "--dry-run", check=False).returncode
     airflow("dags", "unpause", args.dag)  # a scheduler only executes backfills of unpaused DAGs
-    created = airflow(*command, check=False, capture_output=True, text=True)
-    sys.stdout.write(created.stdout)
+    created = airflow(*command, check=False)
     if created.returncode != 0:
-        raise BackfillError(refusal(args.dag, created.stderr + created.stdout))
+        raise BackfillError(f"airflow backfill create exited with status {created.returncode} for {args.dag} "
+                            f"({args.start}..{args.end}); its output is above. Airflow keeps one active backfill "
+                            f"per DAG: if another is running, wait until it completes or cancel it in the Airflow "
+                            f"UI (Browse > Backfills), then run this again")
     print(f"Backfill of {args.dag} for data dates {args.start}..{args.end} created ({runs} run(s) at a time); "
           f"a running scheduler (`make airflow`) executes it. Watch it in the Airflow UI or with "
           f"`echelon airflow dags list-runs {args.dag}`.")

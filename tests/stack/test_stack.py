@@ -313,6 +313,8 @@ def test_airflow_ui_lists_dags_and_shows_the_green_nightly_run(stack, browser, t
     page.locator("input[name=username]").fill(stack.admin_user)
     page.locator("input[name=password]").fill(stack.admin_password)
     page.get_by_role("button", name="Sign in").click()
+    # the sign-in redirects on its own; navigating before it lands would be interrupted by it
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
     page.goto(f"{stack.airflow_url}/dags")
     expect(page.get_by_role("link", name=DAG).first).to_be_visible(timeout=60_000)
     shoot(page, "airflow-dags", tmp_path)
