@@ -31,6 +31,9 @@ Items whose scenarios are not comonotone (no one order sorts every region's dema
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from echelon.models.placement.instance import Instance
@@ -65,6 +68,8 @@ def comonotone_order(inst: Instance):
     ok = (np.diff(sorted_d, axis=2) >= -1e-12 * (1 + np.abs(sorted_d[:, :, 1:]))).all(axis=(1, 2))
     return order, sorted_d, ok
 
+
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 # Chunk arrays keep FC f last ([n, R, S, K, F]): every min over FCs runs along contiguous memory.
 
@@ -168,32 +173,45 @@ def layered(inst: Instance, lam=None, chunk_cells: int = 1_000_000, ascent: int 
     p = np.asarray(inst.prob)[order]                                            # [N,K] sorted
     pi = inst.lost_penalty
     lower, layer_total = np.zeros(N), np.zeros(N)
-    x = np.zeros(N * F)
-    served = np.zeros(N * F * S)
-    zcost = np.zeros(N * F * S)
-    lost_units = np.zeros(N)
+    x, served, zcost, lost_units = np.zeros((N, F)), np.zeros((N, F, S)), np.zeros((N, F, S)), np.zeros(N)
     rs_lane = lane.reshape(F, R * S)
-    step = max(1, chunk_cells // max(1, F * R * S * K))
-    for start in range(0, N, step):
-        sl = slice(start, min(N, start + step))
+
+    def chunk(sl):
         d = dsort[sl][:, :, None, :] * mix[None, None, :, None]                 # [n,R,S,K] sorted
         e = lane_priced.transpose(1, 2, 0)[None] + g[sl][:, None, None, :]         # [n,R,S,F]
         layer_total[sl], lower[sl], choice, delta, P = solve_chunk(a[sl], e, d, p[sl], pi[sl], ascent)
         n = choice.shape[0]
         expected = delta * P[:, None, None, :]                                  # expected units per layer
         hit = choice >= 0
-        item = np.broadcast_to(np.arange(start, start + n)[:, None, None, None], choice.shape)[hit]
+        item = np.broadcast_to(np.arange(n)[:, None, None, None], choice.shape)[hit]
         f = choice[hit]
         s_idx = np.broadcast_to(np.arange(S)[None, None, :, None], choice.shape)[hit]
         r_idx = np.broadcast_to(np.arange(R)[None, :, None, None], choice.shape)[hit]
         ex = expected[hit]
-        x += np.bincount(item * F + f, weights=delta[hit], minlength=N * F)
+        x[sl] = np.bincount(item * F + f, weights=delta[hit], minlength=n * F).reshape(n, F)
         cell = (item * F + f) * S + s_idx
-        served += np.bincount(cell, weights=ex, minlength=N * F * S)
-        zcost += np.bincount(cell, weights=ex * rs_lane[f, r_idx * S + s_idx], minlength=N * F * S)
+        served[sl] = np.bincount(cell, weights=ex, minlength=n * F * S).reshape(n, F, S)
+        zcost[sl] = np.bincount(cell, weights=ex * rs_lane[f, r_idx * S + s_idx], minlength=n * F * S).reshape(n, F, S)
         lost_units[sl] = (expected * ~hit).sum(axis=(1, 2, 3))
-    parts = _parts(inst, x.reshape(N, F), served.reshape(N, F, S), zcost.reshape(N, F, S), lost_units, dstar)
+
+    by_chunks(N, chunk_cells // max(1, F * R * S * K), chunk)
+    parts = _parts(inst, x, served, zcost, lost_units, dstar)
     return {"parts": parts, "lower": np.where(ok, lower, -np.inf), "needs_lp": ~ok, "layered_priced": layer_total}
+
+
+def by_chunks(n_items: int, step: int, work) -> None:
+    """work(slice) over consecutive chunks of `step` items, on a thread per core: NumPy releases the GIL
+    in its array loops, and each chunk writes only its own rows of the output arrays."""
+    step = max(1, step)
+    chunks = [slice(start, min(n_items, start + step)) for start in range(0, n_items, step)]
+    workers = min(THREADS, len(chunks))
+    if workers <= 1:
+        for sl in chunks:
+            work(sl)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(work, chunks):      # (re-raises a chunk's exception here)
+            pass
 
 
 def _parts(inst: Instance, x, served, zcost, lost_units, dstar) -> dict:
@@ -224,9 +242,8 @@ def smoothed(inst: Instance, lam, temperature: float, chunk_cells: int = 1_000_0
     value, lost_units = np.zeros(N), np.zeros(N)
     x, served, zcost = np.zeros((N, F)), np.zeros((N, F, S)), np.zeros((N, F, S))
     lane32 = lane.astype(np.float32)
-    step = max(1, chunk_cells // max(1, F * R * S * K))
-    for start in range(0, N, step):
-        sl = slice(start, min(N, start + step))
+
+    def chunk(sl):
         d = dsort[sl][:, :, None, :] * mix[None, None, :, None]                 # [n,R,S,K] sorted
         e = lane_priced.transpose(1, 2, 0)[None] + g[sl][:, None, None, :]         # [n,R,S,F]
         P = np.cumsum(p[sl][:, ::-1], axis=1)[:, ::-1]
@@ -249,6 +266,8 @@ def smoothed(inst: Instance, lam, temperature: float, chunk_cells: int = 1_000_0
         served[sl] = expected.sum(axis=(1, 3)).transpose(0, 2, 1)
         zcost[sl] = np.einsum("nrskf,frs->nfs", expected, lane32, optimize=True)
         lost_units[sl] = (w[..., F] * delta * P[:, None, None, :]).sum(axis=(1, 2, 3))
+
+    by_chunks(N, chunk_cells // max(1, F * R * S * K), chunk)
     return value, _parts(inst, x, served, zcost, lost_units, dstar)
 
 
@@ -259,6 +278,22 @@ def _widest(gap: np.ndarray, allowed: float) -> np.ndarray:
     take = int((open_after > allowed).sum()) + 1 if gap.sum() > allowed else 0
     chosen = order[:take]
     return chosen[gap[chosen] > 0]
+
+
+def tighten(inst: Instance, lam, priced, lower, items, steps: int = 60, chunk_cells: int = 1_000_000):
+    """Each item's certified lower bound [N], those of `items` raised by `steps` projected supergradient
+    steps on their duals (still certified: every dual-feasible point gives a bound); never above priced."""
+    lower = lower.copy()
+    if len(items):
+        better = layered(inst.subset(items), lam, chunk_cells, steps)["lower"]
+        lower[items] = np.minimum(np.maximum(lower[items], better), priced[items])
+    return lower
+
+
+def widest_open(priced, lower, cover: float) -> np.ndarray:
+    """The fewest items whose open certificates (priced - lower) hold `cover` of the total open."""
+    gap = np.maximum(np.nan_to_num(priced - lower, posinf=0.0), 0.0)
+    return _widest(gap, (1 - cover) * gap.sum())
 
 
 def solve(inst: Instance, lam=None, exact_gap: float | None = None, solver: str = "highs",
@@ -283,9 +318,7 @@ def solve(inst: Instance, lam=None, exact_gap: float | None = None, solver: str 
         closed = lambda: np.where(exact | (priced - lower <= 1e-7 * np.maximum(1.0, np.abs(priced))), 0.0,
                                   priced - lower)
         if ascent and closed().sum() > allowed:
-            idx = _widest(closed(), allowed / 4)
-            better = layered(inst.subset(idx), lam, chunk_cells, ascent)["lower"]
-            lower[idx] = np.minimum(np.maximum(lower[idx], better), priced[idx])
+            lower = tighten(inst, lam, priced, lower, _widest(closed(), allowed / 4), ascent, chunk_cells)
         exact[_widest(closed(), allowed)] = True
     if exact.any():
         idx = np.flatnonzero(exact)
