@@ -10,6 +10,12 @@ from pathlib import Path
 
 from echelon.settings import PROJECT_ROOT, get_settings
 
+# Embedded Airflow keeps its metadata in one SQLite file that the scheduler, dag-processor, api-server and CLI
+# all write. Python's sqlite3 gives up on a lock after 5 s, which a busy scheduler on two cores can exceed
+# (CI saw `airflow backfill create` fail with "database is locked"); wait up to a minute instead. Airflow
+# imports this dict through AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS (it already uses WAL journaling).
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
 
 def airflow_env(base: dict | None = None) -> dict:
     """Environment variables for Airflow: embedded defaults (SQLite, LocalExecutor, home under var/),
@@ -41,6 +47,8 @@ def airflow_env(base: dict | None = None) -> dict:
     }
     for key, value in defaults.items():
         env.setdefault(key, value)
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", f"{__name__}.SQLITE_CONNECT_ARGS")
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
                    f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/execution/")
     # The scheduler's task supervisors and the api-server must sign and check the same tokens: a secret

@@ -13,6 +13,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
+from typing import Callable
 
 from echelon.airflow_env import airflow
 
@@ -70,6 +74,26 @@ def dag_max_active_runs(dag: str) -> int:
     return int(rows[0]["max_active_runs"])
 
 
+def create_retrying_locks(create: Callable[[], subprocess.CompletedProcess], attempts: int = 3,
+                          wait_s: float = 5.0) -> subprocess.CompletedProcess:
+    """Run `airflow backfill create` (create), echoing its output; again, up to `attempts` times, while it fails
+    only because the embedded SQLite metadata database was locked by the scheduler. Airflow removes a backfill
+    whose runs hit a lock error, so that it can be created again."""
+    def echoed(created: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+        sys.stdout.write(created.stdout)
+        sys.stderr.write(created.stderr)
+        return created
+
+    for attempt in range(1, attempts):
+        created = echoed(create())
+        if created.returncode == 0 or "database is locked" not in created.stdout + created.stderr:
+            return created
+        print(f"echelon backfill: Airflow's metadata database was locked (attempt {attempt} of {attempts}); "
+              f"creating the backfill again in {wait_s:g} s", file=sys.stderr)
+        time.sleep(wait_s)
+    return echoed(create())
+
+
 def main(args: argparse.Namespace) -> int:
     run_window(args.start, args.end)   # a bad range fails before Airflow is asked anything
     runs = active_runs(args.dag, args.max_active_runs, dag_max_active_runs(args.dag))
@@ -77,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         return airflow(*command, "--dry-run", check=False).returncode
     airflow("dags", "unpause", args.dag)  # a scheduler only executes backfills of unpaused DAGs
-    created = airflow(*command, check=False)
+    created = create_retrying_locks(lambda: airflow(*command, check=False, capture_output=True, text=True))
     if created.returncode != 0:
         raise BackfillError(f"airflow backfill create exited with status {created.returncode} for {args.dag} "
                             f"({args.start}..{args.end}); its output is above. Airflow keeps one active backfill "

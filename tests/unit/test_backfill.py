@@ -60,3 +60,26 @@ def test_the_console_command_refuses_an_empty_range_with_a_message_not_a_traceba
                           "--from", "2026-11-05", "--to", "2026-11-04"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip() == "echelon backfill: BackfillError: backfill range is empty: --from 2026-11-05 is after --to 2026-11-04"
+
+
+def test_a_create_that_met_a_locked_database_is_tried_again_and_nothing_else_is(capsys):
+    import subprocess
+
+    from echelon.backfill import create_retrying_locks
+
+    def attempts(*results):
+        calls = iter(results)
+        made = []
+
+        def create():
+            made.append(next(calls))
+            return subprocess.CompletedProcess([], made[-1][0], stdout="", stderr=made[-1][1])
+        return create, made
+
+    create, made = attempts((1, "sqlite3.OperationalError: database is locked"), (0, "Created backfill"))
+    assert create_retrying_locks(create, wait_s=0).returncode == 0 and len(made) == 2
+    assert "database is locked" in capsys.readouterr().err          # Airflow's output is still shown
+    create, made = attempts((1, "Another backfill is running for Dag demand_nightly"), (0, ""))
+    assert create_retrying_locks(create, wait_s=0).returncode == 1 and len(made) == 1
+    create, made = attempts(*[(1, "database is locked")] * 3)
+    assert create_retrying_locks(create, attempts=3, wait_s=0).returncode == 1 and len(made) == 3

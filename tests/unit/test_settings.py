@@ -33,3 +33,33 @@ def test_embedded_airflow_binds_loopback_unless_told_otherwise(tmp_path):
     base = {"ECHELON_VAR": str(tmp_path)}
     assert airflow_env(base)["AIRFLOW__API__HOST"] == "127.0.0.1"
     assert airflow_env({**base, "AIRFLOW__API__HOST": "0.0.0.0"})["AIRFLOW__API__HOST"] == "0.0.0.0"
+
+
+def test_embedded_airflow_waits_for_a_busy_metadata_database(tmp_path):
+    # Airflow's own engine, under airflow_env: a write that meets another process's write lock for 7 s waits
+    # for it instead of failing with "database is locked" after sqlite3's default 5 s
+    import subprocess
+    import sys
+
+    script = """
+import sqlite3, threading
+from airflow import settings
+from sqlalchemy import text
+with settings.engine.begin() as conn:
+    conn.execute(text("create table t (x int)"))
+holder = sqlite3.connect(settings.SQL_ALCHEMY_CONN.removeprefix("sqlite:///"), isolation_level=None,
+                         check_same_thread=False)
+holder.execute("BEGIN IMMEDIATE")
+holder.execute("insert into t values (1)")
+threading.Timer(7, holder.execute, ["COMMIT"]).start()
+with settings.engine.begin() as conn:
+    conn.execute(text("insert into t values (2)"))
+    print(conn.execute(text("select count(*) from t")).scalar())
+"""
+    env = airflow_env({"ECHELON_VAR": str(tmp_path), "PATH": "/usr/bin"})
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] == "echelon.airflow_env.SQLITE_CONNECT_ARGS"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "2"
+    postgres = airflow_env({"ECHELON_VAR": str(tmp_path), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://x/y"})
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in postgres
