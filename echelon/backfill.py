@@ -77,7 +77,7 @@ def dag_max_active_runs(dag: str) -> int:
 def create_retrying_locks(create: Callable[[], subprocess.CompletedProcess], attempts: int = 3,
                           wait_s: float = 5.0) -> subprocess.CompletedProcess:
     """Run `airflow backfill create` (create), echoing its output; again, up to `attempts` times, while it fails
-    only because the embedded SQLite metadata database was locked by the scheduler. Airflow removes a backfill
+    only because the embedded SQLite metadata database was locked by another Airflow process. Airflow removes a backfill
     whose runs hit a lock error, so that it can be created again."""
     def echoed(created: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
         sys.stdout.write(created.stdout)
