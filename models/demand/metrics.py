@@ -8,6 +8,9 @@ Definitions (as GluonTS computes them, so numbers compare with published benchma
 - MASE              = per series: mean |y - median| / mean |y_t - y_{t-m}| over that series' history
                       (m = the season, 7 for daily data), then averaged over series
 - WAPE              = sum |y - median| / sum |y|
+- volatility        = per series: mean |P50_t(T) - P50_t'(T)| over target periods T forecast from two
+                      consecutive origins t' < t, divided by the series' mean |y|; averaged over series
+                      (0 for forecasts that never change; how far a planner's plan is pushed around)
 """
 from __future__ import annotations
 
@@ -55,13 +58,18 @@ def wape(actual, point) -> float:
     return float(np.abs(actual - np.asarray(point, dtype=float)).sum() / denom) if denom > 0 else float("nan")
 
 
+SEASONS = {"D": 7, "B": 5, "W": 52, "H": 24, "BH": 8, "MIN": 60, "T": 60, "M": 12, "ME": 12, "MS": 12,
+           "SM": 24, "SMS": 24, "BM": 12, "BME": 12, "BMS": 12, "Q": 4, "QE": 4, "QS": 4, "BQ": 4,
+           "BQE": 4, "BQS": 4, "Y": 1, "A": 1, "YE": 1, "YS": 1, "BY": 1, "BYE": 1, "BYS": 1}
+
+
 def season_length(freq: str | None) -> int:
-    """The seasonal period of a pandas frequency: 7 for daily, 52 weekly, 24 hourly, 12 monthly ..."""
+    """The (main) seasonal period of a pandas frequency: hourly 24, daily 7, weekly 52, monthly 12,
+    quarterly 4; 1 (none) for yearly and anything unknown. The one place that knows it."""
     if not freq:
         return 1
     base = pd.tseries.frequencies.to_offset(freq).name.split("-")[0].upper()
-    return {"D": 7, "B": 5, "W": 52, "H": 24, "MIN": 60, "T": 60, "M": 12, "ME": 12, "MS": 12,
-            "Q": 4, "QE": 4, "QS": 4, "Y": 1, "A": 1, "YE": 1, "YS": 1}.get(base, 1)
+    return SEASONS.get(base, 1)
 
 
 def mase_scale(history: pd.DataFrame, season: int = 7) -> pd.Series:
@@ -70,6 +78,22 @@ def mase_scale(history: pd.DataFrame, season: int = 7) -> pd.Series:
     diffs = hist.groupby(SERIES, sort=False)["target"].diff(season).abs()
     scale = diffs.groupby([hist[c] for c in SERIES], sort=False).mean()
     return scale.where(scale > 0)
+
+
+def forecast_volatility(forecasts: pd.DataFrame, actuals: pd.DataFrame | None = None) -> float:
+    """Mean over series of  mean |P50_t(T) - P50_t'(T)| / mean |y|  (see the module docstring).
+
+    forecasts: SERIES, origin, timestamp, q_0.5 from several forecast origins (a backtest's rows);
+    actuals:   SERIES, target for the scale (default: the `target` column of `forecasts`).
+    NaN when no target period was forecast from two origins or every series sums to zero.
+    """
+    frame = _keys(forecasts).sort_values(SERIES + ["timestamp", "origin"], kind="stable")
+    moves = frame.groupby(SERIES + ["timestamp"], sort=False)[qcol(MEDIAN)].diff().abs()
+    per_series = moves.groupby([frame[c] for c in SERIES]).mean()
+    scale_source = _keys(actuals) if actuals is not None else frame
+    scale = scale_source["target"].abs().groupby([scale_source[c] for c in SERIES]).mean()
+    ratio = (per_series / scale.where(scale > 0).reindex(per_series.index)).dropna()
+    return float(ratio.mean()) if len(ratio) else float("nan")
 
 
 def _column(forecasts, q: float) -> np.ndarray:

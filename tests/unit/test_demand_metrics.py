@@ -112,3 +112,47 @@ def test_evaluate_rejects_missing_quantile_columns():
     forecasts = _forecast_frame([("a", "x", "2024-01-15", 1, 2, 3)]).drop(columns="q_0.9")
     with pytest.raises(ValueError, match="q_0.9"):
         metrics.evaluate(forecasts, _history(), _history(), quantiles=Q3)
+
+
+def test_season_length_knows_every_common_frequency():
+    for freq, season in [("h", 24), ("D", 7), ("B", 5), ("W-MON", 52), ("ME", 12), ("MS", 12),
+                         ("QS", 4), ("QE-DEC", 4), ("YS", 1), ("min", 60)]:
+        assert metrics.season_length(freq) == season, freq
+
+
+def test_volatility_by_hand():
+    # series a: target Jan-03 forecast 10 from origin Jan-01 and 13 from Jan-02 (moves 3), Jan-04: 12 then 12
+    frame = pd.DataFrame({
+        "item_id": "a", "origin": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-02"]),
+        "timestamp": pd.to_datetime(["2024-01-02", "2024-01-03", "2024-01-03", "2024-01-04"]),
+        qcol(0.5): [9.0, 10.0, 13.0, 12.0], "target": [10.0, 10.0, 10.0, 10.0]})
+    # one overlapping target moved by 3: mean move 3, scale mean |y| = 10
+    assert metrics.forecast_volatility(frame) == pytest.approx(0.3)
+
+
+def test_backtest_volatility_is_zero_for_a_frozen_model_and_positive_for_naive():
+    from echelon.models.demand.backtest import backtest
+    from echelon.models.demand.stats import StatsForecaster
+
+    class Frozen:
+        """Forecasts 5 for every future period whatever the origin: its plan never moves."""
+        name = "frozen"
+
+        def fit(self, history, horizon, freq, quantiles):
+            self.horizon, self.freq, self.quantiles = horizon, freq, quantiles
+            return self
+
+        def predict(self, history, future=None):
+            last = history.groupby("item_id")["timestamp"].max()
+            rows = [{"item_id": i, "location_id": "all", "timestamp": t + pd.Timedelta(days=h),
+                     "horizon": h, **{qcol(q): 5.0 for q in self.quantiles}}
+                    for i, t in last.items() for h in range(1, self.horizon + 1)]
+            return pd.DataFrame(rows)
+
+    rng = np.random.default_rng(3)
+    history = pd.DataFrame({"item_id": "w", "timestamp": pd.date_range("2024-01-01", periods=60, freq="D"),
+                            "target": 50 + np.cumsum(rng.normal(0, 2, 60))})
+    frozen = backtest(Frozen(), history, horizon=5, n_windows=4, freq="D", step=1)
+    moving = backtest(StatsForecaster("naive"), history, horizon=5, n_windows=4, freq="D", step=1)
+    assert frozen.summary()["volatility"] == 0.0
+    assert moving.summary()["volatility"] > 0.0

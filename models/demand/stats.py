@@ -1,0 +1,175 @@
+"""Statistical baselines from statsforecast: naive, seasonal naive, AutoETS, AutoTheta, at any frequency.
+
+These are local models (one per series), so `fit` records the settings and checks the history, and
+`predict` fits each series of the history it is given and forecasts its next `horizon` steps
+(statsforecast's `forecast`, which is fit + predict in one pass). A saved model is its settings.
+
+Quantiles come from the models' own prediction intervals (`level=`): quantile q < 0.5 is the lower
+bound of the central interval at level 100 * (1 - 2q), q > 0.5 the upper bound at level 100 * (2q - 1),
+and 0.5 the point forecast. Model intervals rather than conformal ones: they cost one fit per series,
+while conformal intervals refit every series once per calibration window and need several horizons of
+history each, which short series (the ones these baselines are for) do not have.
+
+Series the model cannot handle fall back, per series and logged by name: a series shorter than two
+seasons is fit without seasonality (the seasonal naive becomes the naive forecast), a series with
+fewer than MIN_FIT points or a constant one gets the naive forecast (repeat the last value).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol, qcols, sort_quantiles
+from echelon.models.demand.metrics import season_length
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "stats_forecaster.json"
+STATS_MODELS = ("naive", "seasonal_naive", "autoets", "autotheta")
+MIN_FIT = 8            # fewer points than this: too few to fit ETS/Theta, repeat the last value
+SHOWN = 10             # series named per fallback log line
+
+
+def levels_for(quantiles: Sequence[float]) -> list[float]:
+    """The central-interval levels (percent) whose bounds are the requested quantiles."""
+    levels = {round(100 * abs(2 * q - 1), 6) for q in quantiles if abs(q - 0.5) > 1e-9}
+    return sorted(int(v) if float(v).is_integer() else v for v in levels)
+
+
+def interval_column(alias: str, q: float) -> str:
+    """statsforecast's column holding quantile q of model `alias` (the point forecast for 0.5)."""
+    if abs(q - 0.5) <= 1e-9:
+        return alias
+    level = round(100 * abs(2 * q - 1), 6)
+    level = int(level) if float(level).is_integer() else level
+    return f"{alias}-{'lo' if q < 0.5 else 'hi'}-{level}"
+
+
+def _model(name: str, season: int):
+    """The statsforecast model for a name at a season (season 1 = non-seasonal)."""
+    from statsforecast.models import AutoETS, AutoTheta, Naive, SeasonalNaive
+
+    if name == "naive" or (name == "seasonal_naive" and season <= 1):
+        return Naive(alias="model")
+    if name == "seasonal_naive":
+        return SeasonalNaive(season_length=season, alias="model")
+    if name == "autoets":
+        return AutoETS(season_length=season, alias="model")
+    if name == "autotheta":
+        return AutoTheta(season_length=season, alias="model")
+    raise ValueError(f"unknown statistical model '{name}'; choose from {', '.join(STATS_MODELS)}")
+
+
+def _frame(history: pd.DataFrame) -> pd.DataFrame:
+    """Canonical history -> statsforecast's long frame (unique_id, ds, y) with the series keys kept."""
+    hist = canonical(history)
+    hist = hist.sort_values(SERIES + ["timestamp"], kind="stable")
+    hist["unique_id"] = hist["item_id"] + "\x1f" + hist["location_id"]
+    return hist.rename(columns={"timestamp": "ds", "target": "y"})[["unique_id", *SERIES, "ds", "y"]] \
+        .astype({"y": float})
+
+
+def plan(history: pd.DataFrame, name: str, season: int) -> pd.Series:
+    """Per series ('unique_id'): the (model, season) it is fit with, as 'name/season'."""
+    stats = history.groupby("unique_id", sort=False)["y"].agg(["size", "min", "max"])
+    seasonal = season if name != "naive" else 1
+    rows = pd.Series(f"{name}/{seasonal}", index=stats.index)
+    # the seasonal naive needs one whole season to repeat, ETS and Theta two to estimate one
+    rows[stats["size"] < (1 if name == "seasonal_naive" else 2) * seasonal] = f"{name}/1"
+    rows[(stats["size"] < MIN_FIT) | (stats["min"] == stats["max"])] = "naive/1"
+    if name == "naive":
+        rows[:] = "naive/1"
+    return rows
+
+
+def _log_fallbacks(plans: pd.Series, name: str, season: int, keys: pd.DataFrame) -> None:
+    wanted = f"{name}/{season if name != 'naive' else 1}"
+    for fallback, ids in plans[plans != wanted].groupby(plans[plans != wanted]).groups.items():
+        labels = keys.loc[list(ids)]
+        names = [f"{i}@{loc}" if loc != "all" else i for i, loc in labels.itertuples(index=False)]
+        why = ("too short or constant: repeating the last value" if fallback == "naive/1"
+               else f"shorter than the seasons of {season} it needs: fit without seasonality")
+        log.info("%s: %d series %s (%s%s)", name, len(names), why, ", ".join(names[:SHOWN]),
+                 f", ... {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+class StatsForecaster:
+    """A statsforecast model behind the project's Forecaster protocol (models/demand/base.py)."""
+
+    def __init__(self, model: str = "autoets", season: int | None = None, n_jobs: int = 1, seed: int = 0):
+        if model not in STATS_MODELS:
+            raise ValueError(f"unknown statistical model '{model}'; choose from {', '.join(STATS_MODELS)}")
+        self.name = model
+        self.season = season
+        self.n_jobs = n_jobs
+        self.seed = seed          # the models are deterministic; kept for the common constructor
+        self.horizon: int | None = None
+        self.freq: str | None = None
+        self.quantiles: tuple[float, ...] = QUANTILES
+
+    def __repr__(self) -> str:
+        return f"StatsForecaster(model={self.name!r}, season={self.season or 'from freq'})"
+
+    def fit(self, history: pd.DataFrame, horizon: int, freq: str,
+            quantiles: Sequence[float] = QUANTILES) -> "StatsForecaster":
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1 (got {horizon})")
+        if canonical(history).empty:
+            raise ValueError("the history is empty: nothing to fit")
+        self.horizon, self.freq, self.quantiles = int(horizon), freq, tuple(quantiles)
+        self.season = self.season or season_length(freq)
+        return self
+
+    def predict(self, history: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The next `horizon` steps of every series in `history` (known covariates are not used)."""
+        from statsforecast import StatsForecast
+
+        if self.horizon is None:
+            raise RuntimeError(f"{type(self).__name__}.predict called before fit")
+        frame = _frame(history)
+        keys = frame.drop_duplicates("unique_id").set_index("unique_id")[SERIES]
+        plans = plan(frame, self.name, self.season)
+        _log_fallbacks(plans, self.name, self.season, keys)
+        levels = levels_for(self.quantiles)
+        parts = []
+        for choice, ids in plans.groupby(plans).groups.items():
+            name, season = choice.split("/")
+            part = frame[frame["unique_id"].isin(ids)][["unique_id", "ds", "y"]]
+            sf = StatsForecast(models=[_model(name, int(season))], freq=self.freq, n_jobs=self.n_jobs)
+            parts.append(sf.forecast(df=part, h=self.horizon, level=levels or None))
+        raw = pd.concat(parts, ignore_index=True)
+        out = keys.reindex(raw["unique_id"]).reset_index(drop=True)
+        out["timestamp"] = pd.to_datetime(raw["ds"].to_numpy())
+        out["horizon"] = out.groupby(SERIES, sort=False).cumcount() + 1
+        point = raw["model"].to_numpy(dtype=float)
+        for q in self.quantiles:
+            # an interval a model cannot give (one observation, zero variance) collapses to the point
+            values = raw[interval_column("model", q)].to_numpy(dtype=float) if levels or q == 0.5 else point
+            out[qcol(q)] = np.where(np.isfinite(values), values, point)
+        out[qcols(self.quantiles)] = np.nan_to_num(out[qcols(self.quantiles)].to_numpy(), nan=0.0)
+        return sort_quantiles(out, self.quantiles).sort_values(SERIES + ["timestamp"], kind="stable") \
+            .reset_index(drop=True)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"model": self.name, "season": self.season, "horizon": self.horizon, "freq": self.freq,
+                 "quantiles": list(self.quantiles)}
+        (path / MODEL_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "StatsForecaster":
+        state = json.loads((Path(path) / MODEL_FILE).read_text())
+        model = cls._from_state(state)
+        model.horizon, model.freq = state["horizon"], state["freq"]
+        model.season, model.quantiles = state["season"], tuple(state["quantiles"])
+        return model
+
+    @classmethod
+    def _from_state(cls, state: dict) -> "StatsForecaster":
+        return cls(model=state["model"])
