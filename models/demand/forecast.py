@@ -1,13 +1,17 @@
 """`echelon forecast`: quantile forecasts for any user file (long, store-item or M5 format).
 
     echelon forecast --input sales.csv --freq D --horizon 28 --quantiles 0.1,0.2,...,0.9 \\
-        --output forecasts.csv [--model auto|seasonal_naive|lightgbm|tft|deepar|feedforward] \\
-        [--seed N] [--epochs N]
+        --output forecasts.csv [--model auto|naive|seasonal_naive|autoets|autotheta|lightgbm|tft|...] \\
+        [--candidates a,b,c] [--backtest-windows N] [--seed N] [--epochs N]
     python -m echelon.models.demand.forecast ...   (the same command without the console script)
 
 Writes `item_id[, location_id], timestamp, q_...` for the `horizon` steps after each series' last
-timestamp. `--model auto` backtests the candidate models over rolling origins on the input itself,
-prints the table, and forecasts with the one with the lowest mean weighted quantile loss (wQL).
+timestamp. `--model auto` backtests the candidate models (auto_candidates: the statistical ones always,
+LightGBM where its features fit the frequency, the MQ forecasters on big data) over rolling origins
+half a horizon apart on the input itself, adds the median of the best three as an ensemble candidate,
+prints the table (wQL, P10-P90 coverage, MASE, WAPE, forecast volatility), and forecasts with the
+lowest mean weighted quantile loss (wQL) -- unless it is within 2 % of the best naive baseline, which
+then ships instead (`choose`). Bad input (check_history) ends with one line and exit code 2.
 """
 from __future__ import annotations
 
@@ -23,14 +27,19 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from echelon.models.demand.base import QUANTILES, SERIES, qcols
+from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcols, sort_quantiles
+from echelon.models.demand.metrics import forecast_volatility, scores
 
 log = logging.getLogger(__name__)
 
 GLUON = ("tft", "deepar", "feedforward")
-MODELS = ("seasonal_naive", "lightgbm", *GLUON)
-# The cheap, strong pair by default; neural nets join the backtest when asked (--candidates).
-AUTO_CANDIDATES = ("seasonal_naive", "lightgbm")
+STATS = ("naive", "seasonal_naive", "autoets", "autotheta")
+BASELINES = ("naive", "seasonal_naive")
+MQ = ("mqcnn", "mqtransformer")          # registered by models/demand/mq when present
+MODELS = (*STATS, "lightgbm", *GLUON)
+ENSEMBLE_SIZE = 3                        # the ensemble candidate: median of the best three quantile forecasts
+PARSIMONY = 0.02                         # a model must beat the best naive baseline by 2 % wQL to replace it
+MQ_MIN_SERIES, MQ_MIN_ROWS = 100, 20_000  # global neural models join auto's candidates from this size on
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 
@@ -109,6 +118,10 @@ def build_forecaster(name: str, *, seed: int = 0, epochs: int | None = None, **p
         return recommended(name, seed=seed, **({"epochs": epochs} if epochs else {}), **params)
     if name == "seasonal_naive":
         from echelon.models.demand.naive import SeasonalNaiveForecaster as klass
+    elif name in STATS:
+        from echelon.models.demand.stats import StatsForecaster
+
+        return StatsForecaster(name, seed=seed, **params)
     elif name == "lightgbm":
         from echelon.models.demand.lgbm import LightGBMForecaster as klass
     else:
@@ -121,70 +134,200 @@ def has_locations(history: pd.DataFrame) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+# Input checks: one line naming what is wrong, before any model runs
+# ----------------------------------------------------------------------------------------------
+
+def check_history(history: pd.DataFrame, freq: str, horizon: int) -> None:
+    """Duplicate or missing targets, timestamps off the frequency's grid, gaps inside a series, a
+    frequency the spacing contradicts, an all-zero input and a horizon longer than the history are
+    errors (ValueError, one line). Short or constant series are not: the models fall back per series."""
+    keys = SERIES + ["timestamp"]
+    dup = history[history.duplicated(keys, keep=False)]
+    if len(dup):
+        row = dup.iloc[0]
+        raise ValueError(f"{len(dup)} rows repeat a series and timestamp, e.g. item {row['item_id']!r} at "
+                         f"{row['timestamp']}: aggregate them to one row per series and period first")
+    missing = history[history["target"].isna()]
+    if len(missing):
+        row = missing.iloc[0]
+        raise ValueError(f"{len(missing)} missing target values, e.g. item {row['item_id']!r} at "
+                         f"{row['timestamp']}: fill them (0 for no sales) or drop the rows")
+    offset = to_offset(freq)
+    stamps = pd.DatetimeIndex(history["timestamp"])
+    grid = pd.date_range(stamps.min(), stamps.max(), freq=offset)
+    position = grid.searchsorted(stamps)
+    off_grid = (position >= len(grid)) | (grid[np.minimum(position, len(grid) - 1)] != stamps)
+    if off_grid.any():
+        raise ValueError(f"irregular timestamps: {int(off_grid.sum())} are not on the '{freq}' grid, "
+                         f"e.g. {stamps[off_grid][:3].astype(str).tolist()}")
+    frame = history[SERIES].assign(position=position).sort_values(SERIES + ["position"], kind="stable")
+    steps = frame.groupby(SERIES, sort=False)["position"].diff().dropna()
+    if len(steps) and steps.min() > 1:
+        raise ValueError(f"--freq {freq} contradicts the data: consecutive timestamps are at least "
+                         f"{int(steps.min())} x {freq} apart; pass the data's own frequency")
+    gaps = steps[steps > 1]
+    if len(gaps):
+        row = frame.loc[gaps.index[0]]
+        raise ValueError(f"irregular timestamps: {len(gaps)} gap(s) inside series, e.g. item "
+                         f"{row['item_id']!r} misses {int(gaps.iloc[0]) - 1} period(s) before "
+                         f"{grid[int(row['position'])].date()}: fill missing periods (0 for no sales)")
+    if not history["target"].astype(float).abs().gt(0).any():
+        raise ValueError("every target is zero: there is nothing to forecast")
+    longest = int(history.groupby(SERIES).size().max())
+    if horizon > longest:
+        raise ValueError(f"--horizon {horizon} is longer than the history (the longest series has "
+                         f"{longest} steps of {freq})")
+
+
+# ----------------------------------------------------------------------------------------------
 # Backtest (auto)
 # ----------------------------------------------------------------------------------------------
 
-def usable_windows(history: pd.DataFrame, freq: str, horizon: int, windows: int) -> int:
-    """How many of the `windows` most recent back-to-back test windows leave at least two horizons
-    of history before their origin."""
-    offset = to_offset(freq)
+def backtest_stride(horizon: int) -> int:
+    """Origins half a horizon apart: consecutive windows forecast the same periods (so volatility is
+    measured) while a few windows still cover more than two horizons of the most recent data."""
+    return max(1, -(-horizon // 2))
+
+
+def usable_windows(history: pd.DataFrame, freq: str, horizon: int, windows: int,
+                   stride: int | None = None) -> int:
+    """How many of the `windows` most recent origins (`stride` apart, the newest one horizon before
+    the end) leave at least two horizons of history before them."""
+    offset, stride = to_offset(freq), stride or horizon
     last, first = history["timestamp"].max(), history["timestamp"].min()
-    return sum(last - offset * (horizon * w) >= first + offset * (2 * horizon)
-               for w in range(1, windows + 1))
+    return sum(last - offset * (horizon + stride * w) >= first + offset * (2 * horizon)
+               for w in range(windows))
+
+
+def fits_freq(name: str, freq: str) -> bool:
+    """Whether a model accepts the frequency (LightGBM's features are daily-only unless its class says
+    otherwise through its own `_check_freq`)."""
+    if name != "lightgbm":
+        return True
+    from echelon.models.demand.lgbm import LightGBMForecaster
+
+    try:
+        LightGBMForecaster._check_freq(freq)
+    except ValueError:
+        return False
+    return True
+
+
+def auto_candidates(history: pd.DataFrame, freq: str) -> list[str]:
+    """auto's rule: the four statistical models always; LightGBM when it handles the frequency; the MQ
+    forecasters (when installed) from MQ_MIN_SERIES series and MQ_MIN_ROWS observations on, since a
+    global neural model needs many series to learn a shared pattern and loses to local models below."""
+    names = [*STATS]
+    if fits_freq("lightgbm", freq):
+        names.append("lightgbm")
+    else:
+        log.info("auto: leaving lightgbm out (its features do not handle freq %s)", freq)
+    big = history.groupby(SERIES).ngroups >= MQ_MIN_SERIES and len(history) >= MQ_MIN_ROWS
+    names += [m for m in MQ if m in MODELS and big]
+    return names
 
 
 def candidates_for(freq: str, candidates: Sequence[str]) -> list[str]:
-    """LightGBM's features are daily: leave it out of non-daily backtests instead of failing."""
-    if to_offset(freq) != to_offset("D") and "lightgbm" in candidates:
-        log.info("auto: leaving lightgbm out (daily data only; freq is %s)", freq)
-        return [c for c in candidates if c != "lightgbm"]
-    return list(candidates)
+    """The asked-for candidates less those that cannot handle the frequency (logged, not an error)."""
+    kept = [c for c in candidates if fits_freq(c, freq)]
+    for name in set(candidates) - set(kept):
+        log.info("auto: leaving %s out (daily data only; freq is %s)", name, freq)
+    return kept
+
+
+def _row(name: str, joined: pd.DataFrame, quantiles: Sequence[float], windows: int, seconds: float) -> dict:
+    summary = scores(joined, quantiles)
+    return {"model": name, "wql": summary["wql"], "coverage": summary.get("coverage_80", np.nan),
+            "mase": summary.get("mase", np.nan), "wape": summary.get("wape", np.nan),
+            "volatility": forecast_volatility(joined), "windows": windows, "seconds": round(seconds, 1)}
+
+
+def ensemble_name(members: Sequence[str]) -> str:
+    return "ensemble:" + "+".join(members)
+
+
+def median_forecast(frames: Sequence[pd.DataFrame], quantiles: Sequence[float],
+                    keys: Sequence[str]) -> pd.DataFrame:
+    """The median, quantile by quantile, of several models' forecasts of the same rows, sorted again."""
+    stacked = pd.concat([f[list(keys) + qcols(quantiles)] for f in frames], ignore_index=True)
+    combined = stacked.groupby(list(keys), sort=False)[qcols(quantiles)].median().reset_index()
+    return sort_quantiles(combined, quantiles)
 
 
 def backtest_models(history: pd.DataFrame, freq: str, horizon: int, quantiles: Sequence[float],
                     candidates: Sequence[str], *, seed: int = 0, epochs: int | None = None,
-                    windows: int = 2) -> pd.DataFrame:
-    """One row per candidate: pooled mean wQL, coverage of the outer quantiles, MASE and WAPE over
-    rolling origins (models/demand/backtest.py), and the time it took. Sorted best first."""
+                    windows: int = 4) -> pd.DataFrame:
+    """One row per candidate (and the ensemble of the best ENSEMBLE_SIZE when there are that many):
+    pooled mean wQL, coverage of the outer quantiles, MASE, WAPE and volatility over rolling origins
+    `backtest_stride` apart (models/demand/backtest.py), and the time it took. Sorted best first."""
     from echelon.models.demand.backtest import backtest
 
-    usable = usable_windows(history, freq, horizon, windows)
+    stride = min(backtest_stride(horizon), horizon)
+    usable = usable_windows(history, freq, horizon, windows, stride)
     if usable == 0:
         raise ValueError(f"--model auto needs at least {3 * horizon} steps of history to backtest a "
                          f"horizon of {horizon}; choose a model with --model")
-    rows = []
+    rows, forecasts = [], {}
     for name in candidates_for(freq, candidates):
         started = time.perf_counter()
         result = backtest(build_forecaster(name, seed=seed, epochs=epochs), history, horizon,
-                          n_windows=usable, freq=freq, quantiles=quantiles)
-        summary = result.summary()
-        rows.append({"model": name, "wql": summary["wql"],
-                     "coverage": summary.get("coverage_80", np.nan),
-                     "mase": summary.get("mase", np.nan), "wape": summary.get("wape", np.nan),
-                     "windows": usable, "seconds": round(time.perf_counter() - started, 1)})
+                          n_windows=usable, freq=freq, step=stride, quantiles=quantiles)
+        forecasts[name] = result.forecasts
+        rows.append(_row(name, result.forecasts, quantiles, usable, time.perf_counter() - started))
         log.info("auto: %s mean wQL %.4f over %d window(s)", name, rows[-1]["wql"], usable)
+    if len(rows) >= ENSEMBLE_SIZE:
+        best = [r["model"] for r in sorted(rows, key=lambda r: r["wql"])[:ENSEMBLE_SIZE]]
+        keys = SERIES + ["timestamp", "origin"]
+        joined = median_forecast([forecasts[m] for m in best], quantiles, keys).merge(
+            forecasts[best[0]][keys + ["target", "mase_scale"]], on=keys, how="inner")
+        rows.append(_row(ensemble_name(best), joined, quantiles, usable, 0.0))
     return pd.DataFrame(rows).sort_values("wql", kind="stable").reset_index(drop=True)
+
+
+def choose(table: pd.DataFrame) -> str:
+    """The lowest wQL, except that a model within PARSIMONY of the best naive baseline does not replace
+    it (a baseline is simpler and as good); so auto never ships a loser to the baselines it ran."""
+    best = str(table.loc[0, "model"])
+    baselines = table[table["model"].isin(BASELINES)]
+    if len(baselines) and best not in BASELINES:
+        floor = float(baselines["wql"].min())
+        if float(table.loc[0, "wql"]) > (1 - PARSIMONY) * floor:
+            return str(baselines.iloc[0]["model"])
+    return best
 
 
 # ----------------------------------------------------------------------------------------------
 # The pure function behind the command
 # ----------------------------------------------------------------------------------------------
 
+def fit_predict(model: str, history: pd.DataFrame, freq: str, horizon: int, quantiles: Sequence[float],
+                *, seed: int = 0, epochs: int | None = None) -> pd.DataFrame:
+    """Forecasts of one model, or of an ensemble (the median of its members' forecasts)."""
+    if model.startswith("ensemble:"):
+        members = model.split(":", 1)[1].split("+")
+        frames = [fit_predict(m, history, freq, horizon, quantiles, seed=seed, epochs=epochs) for m in members]
+        return median_forecast(frames, quantiles, SERIES + ["timestamp"])
+    forecaster = build_forecaster(model, seed=seed, epochs=epochs)
+    return forecaster.fit(history, horizon, freq, quantiles).predict(history)
+
+
 def forecast_frame(history: pd.DataFrame, *, freq: str, horizon: int,
                    quantiles: Sequence[float] = QUANTILES, model: str = "auto", seed: int = 0,
-                   epochs: int | None = None, candidates: Sequence[str] = AUTO_CANDIDATES,
-                   windows: int = 2) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
-    """Canonical history -> (forecasts in the output layout, chosen model, backtest table or None)."""
+                   epochs: int | None = None, candidates: Sequence[str] | None = None,
+                   windows: int = 4) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
+    """Canonical history -> (forecasts in the output layout, chosen model, backtest table or None).
+    `candidates` None: auto's own rule (auto_candidates)."""
     if horizon < 1:
         raise ValueError(f"--horizon must be at least 1 (got {horizon})")
     freq = resolve_freq(history, freq)
+    check_history(canonical(history), freq, horizon)
     table = None
     if model == "auto":
+        candidates = list(candidates) if candidates else auto_candidates(history, freq)
         table = backtest_models(history, freq, horizon, quantiles, candidates, seed=seed,
                                 epochs=epochs, windows=windows)
-        model = str(table.loc[0, "model"])
-    forecaster = build_forecaster(model, seed=seed, epochs=epochs)
-    forecasts = forecaster.fit(history, horizon, freq, quantiles).predict(history)
+        model = choose(table)
+    forecasts = fit_predict(model, history, freq, horizon, quantiles, seed=seed, epochs=epochs)
     keys = ["item_id"] + (["location_id"] if has_locations(history) else [])
     out = forecasts[keys + ["timestamp"] + qcols(quantiles)]
     return out.sort_values(keys + ["timestamp"], kind="stable").reset_index(drop=True), model, table
@@ -200,10 +343,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="comma-separated, e.g. 0.1,0.5,0.9 or 0.1,0.2,...,0.9")
     parser.add_argument("--model", default="auto", choices=("auto", *MODELS),
                         help="auto: backtest the candidates on the input and use the best (default)")
-    parser.add_argument("--candidates", default=",".join(AUTO_CANDIDATES),
-                        help=f"models --model auto backtests (any of {', '.join(MODELS)})")
-    parser.add_argument("--backtest-windows", type=int, default=2,
-                        help="rolling origins --model auto backtests over")
+    parser.add_argument("--candidates", default=None,
+                        help=f"models --model auto backtests (any of {', '.join(MODELS)}); default: the "
+                             "statistical models, LightGBM where it fits the frequency, the MQ models on "
+                             "big data")
+    parser.add_argument("--backtest-windows", type=int, default=4,
+                        help="rolling origins --model auto backtests over (half a horizon apart)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same forecasts")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs of the neural models (default: recommended setting)")
@@ -227,7 +372,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quantiles = parse_quantiles(args.quantiles)
-    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    candidates = [c.strip() for c in (args.candidates or "").split(",") if c.strip()]
     unknown = [c for c in candidates if c not in MODELS]
     if unknown:
         raise ValueError(f"--candidates: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
@@ -241,7 +386,8 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, epochs=args.epochs, candidates=candidates, windows=args.backtest_windows)
     if table is not None:
         print(f"backtest on {args.input} (horizon {args.horizon}, {table.loc[0, 'windows']} rolling "
-              "origin(s); wql = mean weighted quantile loss, lower is better):")
+              "origin(s); volatility = mean move of a period's P50 between consecutive origins / mean |y|; "
+              "wql = mean weighted quantile loss, lower is better):")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"chosen model: {chosen}")
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -140,12 +140,129 @@ def test_auto_picks_the_backtest_winner_and_prints_the_table(tmp_path, capsys):
     assert len(pd.read_csv(out)) == 4 * 7
 
 
+def backtest_table(printed: str) -> pd.DataFrame:
+    """The table `--model auto` prints, as a frame indexed by model."""
+    lines = printed.split("lower is better):")[1].split("chosen model:")[0].strip().splitlines()
+    header, rows = lines[0].split(), [line.split() for line in lines[1:]]
+    return pd.DataFrame(rows, columns=header).set_index("model").astype(float)
+
+
 def test_auto_leaves_daily_only_lightgbm_out_of_weekly_backtests(tmp_path, capsys):
+    # Issue 16 changed this on purpose: auto now backtests the statistical family plus their ensemble
+    # (it used to run seasonal naive alone on weekly data and so always chose it).
     source, out = weekly_long_csv(tmp_path / "weekly.csv"), tmp_path / "auto_w.csv"
     assert run_cli("--input", str(source), "--output", str(out), "--freq", "W", "--horizon", "4",
                    "--model", "auto") == 0
     printed = capsys.readouterr().out
-    assert "chosen model: seasonal_naive" in printed and "lightgbm" not in printed
+    assert "lightgbm" not in printed
+    table = backtest_table(printed)
+    assert {"naive", "seasonal_naive", "autoets", "autotheta"} <= set(table.index)
+    assert any(name.startswith("ensemble:") for name in table.index)
+    chosen = printed.split("chosen model: ")[1].split()[0]
+    assert table.loc[chosen, "wql"] <= table.loc[["naive", "seasonal_naive"], "wql"].min()
+    assert (table["volatility"] >= 0).all() and table["coverage"].between(0, 1).all()
+
+
+def test_auto_picks_naive_on_random_walks(tmp_path, capsys):
+    rng = np.random.default_rng(11)
+    frames = [pd.DataFrame({"item_id": f"rw{k}", "timestamp": pd.date_range("2020-01-06", periods=150, freq="W-MON"),
+                            "target": 200 + np.cumsum(rng.normal(0, 10, 150))}) for k in range(6)]
+    source, out = tmp_path / "rw.csv", tmp_path / "rw_out.csv"
+    pd.concat(frames).to_csv(source, index=False)
+    assert run_cli("--input", str(source), "--output", str(out), "--freq", "W-MON", "--horizon", "8",
+                   "--model", "auto") == 0
+    printed = capsys.readouterr().out
+    assert printed.split("chosen model: ")[1].split()[0] == "naive", printed
+
+
+def test_auto_picks_a_seasonal_model_on_a_clean_seasonal_series(tmp_path, capsys):
+    rng = np.random.default_rng(12)
+    t = np.arange(140)
+    frames = [pd.DataFrame({"item_id": f"se{k}", "timestamp": pd.date_range("2024-01-01", periods=140, freq="D"),
+                            "target": 50 + 30 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 1, 140)})
+              for k in range(4)]
+    source, out = tmp_path / "se.csv", tmp_path / "se_out.csv"
+    pd.concat(frames).to_csv(source, index=False)
+    assert run_cli("--input", str(source), "--output", str(out), "--horizon", "14", "--model", "auto",
+                   "--candidates", "naive,seasonal_naive,autoets,autotheta") == 0
+    printed = capsys.readouterr().out
+    table, chosen = backtest_table(printed), printed.split("chosen model: ")[1].split()[0]
+    assert chosen != "naive"
+    assert table.loc[chosen, "wql"] < 0.5 * table.loc["naive", "wql"]
+
+
+@pytest.mark.parametrize("freq, n, horizon", [("h", 24 * 8, 24), ("D", 120, 14), ("W", 120, 13),
+                                               ("MS", 60, 12), ("ME", 60, 6), ("QS", 40, 4)])
+def test_every_frequency_runs_end_to_end(tmp_path, capsys, freq, n, horizon):
+    rng = np.random.default_rng(5)
+    season = {"h": 24, "D": 7, "W": 52, "MS": 12, "ME": 12, "QS": 4}[freq]
+    t = np.arange(n)
+    frames = [pd.DataFrame({"item_id": f"i{k}", "timestamp": pd.date_range("2019-01-01", periods=n, freq=freq),
+                            "target": rng.poisson(20 + 10 * np.sin(2 * np.pi * t / season) + 5 * k)})
+              for k in range(3)]
+    source, out = tmp_path / f"{freq}.csv", tmp_path / f"{freq}_out.csv"
+    pd.concat(frames).to_csv(source, index=False)
+    assert run_cli("--input", str(source), "--output", str(out), "--freq", freq, "--horizon", str(horizon),
+                   "--model", "auto", "--candidates", "naive,seasonal_naive,autoets,autotheta") == 0
+    resolved = resolve_freq(pd.concat(frames), freq)
+    last = {(f"i{k}",): frames[k]["timestamp"].max() for k in range(3)}
+    check_output(out, ["item_id"], 3, horizon, last, resolved)
+    assert "chosen model:" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line naming the input and what is wrong, exit 2; short series fall back
+# ---------------------------------------------------------------------------------------------
+
+def daily(item, n, start="2024-01-01", value=None, seed=0):
+    rng = np.random.default_rng(seed)
+    target = rng.poisson(10, n).astype(float) if value is None else np.full(n, float(value))
+    return pd.DataFrame({"item_id": item, "timestamp": pd.date_range(start, periods=n, freq="D"), "target": target})
+
+
+def run_bad(tmp_path, capsys, frame, *argv):
+    source = tmp_path / "bad.csv"
+    frame.to_csv(source, index=False)
+    code = run_cli("--input", str(source), "--output", str(tmp_path / "o.csv"), *argv)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_bad_input_irregular_timestamps(tmp_path, capsys):
+    frame = daily("gappy", 60).drop(index=[20, 21, 22])
+    err = run_bad(tmp_path, capsys, frame, "--horizon", "7", "--model", "naive")
+    assert "irregular timestamps" in err and "gappy" in err
+
+
+def test_bad_input_frequency_the_data_contradicts(tmp_path, capsys):
+    frame = pd.DataFrame({"item_id": "wk", "timestamp": pd.date_range("2024-01-07", periods=40, freq="W"),
+                          "target": 5.0})
+    err = run_bad(tmp_path, capsys, frame, "--freq", "D", "--horizon", "7", "--model", "naive")
+    assert "--freq D contradicts the data" in err and "7 x D apart" in err
+
+
+def test_bad_input_all_zero_and_horizon_longer_than_history(tmp_path, capsys):
+    err = run_bad(tmp_path, capsys, daily("z", 30, value=0), "--horizon", "7", "--model", "naive")
+    assert "every target is zero" in err
+    err = run_bad(tmp_path, capsys, daily("short", 10), "--horizon", "28", "--model", "naive")
+    assert "--horizon 28 is longer than the history" in err and "10 steps" in err
+
+
+def test_short_and_constant_series_fall_back_per_series(tmp_path, capsys, caplog):
+    frame = pd.concat([daily("long", 120, seed=1), daily("tiny", 5, start="2024-04-26"),
+                       daily("flat", 60, start="2024-03-01", value=3), daily("twoweeks", 10, start="2024-04-21")])
+    source, out = tmp_path / "mixed.csv", tmp_path / "mixed_out.csv"
+    frame.to_csv(source, index=False)
+    with caplog.at_level("INFO", logger="echelon.models.demand.stats"):
+        assert run_cli("--input", str(source), "--output", str(out), "--horizon", "14",
+                       "--model", "autoets") == 0
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "tiny" in logged and "flat" in logged and "twoweeks" in logged and "long" not in logged
+    result = pd.read_csv(out)
+    assert len(result) == 4 * 14
+    flat = result[result["item_id"] == "flat"]
+    assert np.allclose(flat[qcols()].to_numpy(), 3.0)            # a constant series stays constant
 
 
 # ---------------------------------------------------------------------------------------------
