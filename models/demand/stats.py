@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "stats_forecaster.json"
 STATS_MODELS = ("naive", "seasonal_naive", "autoets", "autotheta")
+ETS_MAX_SEASON = 24    # AutoETS above this is fit without seasonality (as R's ets): 52 seasonal states
+                       # are over-parameterised and cost ~40x the fit time; AutoTheta keeps long seasons
 MIN_FIT = 8            # fewer points than this: too few to fit ETS/Theta, repeat the last value
 SHOWN = 10             # series named per fallback log line
 
@@ -74,21 +76,26 @@ def _frame(history: pd.DataFrame) -> pd.DataFrame:
         .astype({"y": float})
 
 
+def model_season(name: str, season: int) -> int:
+    """The season a model is fit with on series long enough for it."""
+    if name == "naive" or (name == "autoets" and season > ETS_MAX_SEASON):
+        return 1
+    return season
+
+
 def plan(history: pd.DataFrame, name: str, season: int) -> pd.Series:
     """Per series ('unique_id'): the (model, season) it is fit with, as 'name/season'."""
     stats = history.groupby("unique_id", sort=False)["y"].agg(["size", "min", "max"])
-    seasonal = season if name != "naive" else 1
+    seasonal = model_season(name, season)
     rows = pd.Series(f"{name}/{seasonal}", index=stats.index)
     # the seasonal naive needs one whole season to repeat, ETS and Theta two to estimate one
     rows[stats["size"] < (1 if name == "seasonal_naive" else 2) * seasonal] = f"{name}/1"
     rows[(stats["size"] < MIN_FIT) | (stats["min"] == stats["max"])] = "naive/1"
-    if name == "naive":
-        rows[:] = "naive/1"
     return rows
 
 
 def _log_fallbacks(plans: pd.Series, name: str, season: int, keys: pd.DataFrame) -> None:
-    wanted = f"{name}/{season if name != 'naive' else 1}"
+    wanted = f"{name}/{model_season(name, season)}"
     for fallback, ids in plans[plans != wanted].groupby(plans[plans != wanted]).groups.items():
         labels = keys.loc[list(ids)]
         names = [f"{i}@{loc}" if loc != "all" else i for i, loc in labels.itertuples(index=False)]
