@@ -60,6 +60,7 @@ bench-stack: env  ## the stack: 7-date backfill with 1 vs 2 parallel runs, featu
 
 bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes benchmarks/results/
 	$(BIN)/python benchmarks/demand_accuracy.py --out benchmarks/results
+	$(BIN)/python benchmarks/demand_frequencies.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
 
 bench-placement: env  ## decomposition vs monolithic on generated placement instances; writes benchmarks/results/

@@ -156,3 +156,36 @@ def test_backtest_volatility_is_zero_for_a_frozen_model_and_positive_for_naive()
     moving = backtest(StatsForecaster("naive"), history, horizon=5, n_windows=4, freq="D", step=1)
     assert frozen.summary()["volatility"] == 0.0
     assert moving.summary()["volatility"] > 0.0
+
+
+def test_backtest_uses_backtest_forecasts_when_the_forecaster_has_it():
+    from echelon.models.demand.backtest import backtest
+    from echelon.models.demand.stats import StatsForecaster
+
+    class Batch:
+        """Never refit by the backtest: makes every window's forecasts in one call (naive inside)."""
+        name = "batch"
+        calls = 0
+
+        def fit(self, *args, **kwargs):
+            raise AssertionError("backtest refit a forecaster that has backtest_forecasts")
+
+        def backtest_forecasts(self, history, origins, horizon, freq, quantiles):
+            Batch.calls += 1
+            parts = []
+            for origin in origins:
+                cut = history[history["timestamp"] <= origin]
+                model = StatsForecaster("naive").fit(cut, horizon, freq, quantiles)
+                parts.append(model.predict(cut).assign(origin=origin))
+            return pd.concat(parts, ignore_index=True)
+
+    rng = np.random.default_rng(4)
+    history = pd.DataFrame({"item_id": np.repeat(["a", "b"], 50),
+                            "timestamp": np.tile(pd.date_range("2024-01-01", periods=50, freq="D"), 2),
+                            "target": rng.poisson(20, 100).astype(float)})
+    batch = backtest(Batch(), history, horizon=6, n_windows=3, freq="D", step=2)
+    loop = backtest(StatsForecaster("naive"), history, horizon=6, n_windows=3, freq="D", step=2)
+    assert Batch.calls == 1
+    assert batch.summary()["wql"] == pytest.approx(loop.summary()["wql"])
+    assert batch.summary()["volatility"] == pytest.approx(loop.summary()["volatility"])
+    assert list(batch.windows["origin"]) == list(loop.windows["origin"])
