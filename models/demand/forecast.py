@@ -28,7 +28,8 @@ from echelon.models.demand.base import QUANTILES, SERIES, qcols
 log = logging.getLogger(__name__)
 
 GLUON = ("tft", "deepar", "feedforward")
-MODELS = ("seasonal_naive", "lightgbm", *GLUON)
+MQ = ("mqcnn", "mqtransformer")
+MODELS = ("seasonal_naive", "lightgbm", *GLUON, *MQ)
 # The cheap, strong pair by default; neural nets join the backtest when asked (--candidates).
 AUTO_CANDIDATES = ("seasonal_naive", "lightgbm")
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
@@ -111,6 +112,11 @@ def build_forecaster(name: str, *, seed: int = 0, epochs: int | None = None, **p
         from echelon.models.demand.naive import SeasonalNaiveForecaster as klass
     elif name == "lightgbm":
         from echelon.models.demand.lgbm import LightGBMForecaster as klass
+    elif name in MQ:
+        from echelon.models.demand.mq import MQCNNForecaster, MQTransformerForecaster
+
+        klass = MQCNNForecaster if name == "mqcnn" else MQTransformerForecaster
+        params = {**({"epochs": epochs} if epochs else {}), **params}
     else:
         raise ValueError(f"unknown model '{name}'; choose from auto, {', '.join(MODELS)}")
     return klass(seed=seed, **params) if _accepts(klass, "seed") else klass(**params)
