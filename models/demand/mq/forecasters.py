@@ -110,9 +110,6 @@ class MQForecaster:
                     context_dim=p["context_dim"], agnostic_dim=p["context_dim"], hidden=p["hidden"])
         extra = {k: v for k, v in p.items() if k in ("position_dim", "attention_dim", "attention_window",
                                                      "feedback_window")}
-        if self.kind == "mqtransformer":
-            median = int(np.argmin(np.abs(np.asarray(self.quantiles) - 0.5)))
-            extra["median_index"] = median
         return {**args, **extra}
 
     # -- contract --------------------------------------------------------------------------------
@@ -269,7 +266,8 @@ class MQTransformerForecaster(MQForecaster):
     name = "mqtransformer"
     kind = "mqtransformer"
 
-    def __init__(self, *, position_dim: int = 8, attention_dim: int = 16, attention_window: int = 56,
-                 feedback_window: int = 7, **kwargs: Any):
-        super().__init__(position_dim=position_dim, attention_dim=attention_dim,
+    def __init__(self, *, position_dim: int = 8, attention_dim: int = 16, attention_window: int = 28,
+                 feedback_window: int = 7, batch_size: int = 16, **kwargs: Any):
+        # half MQ-CNN's batch: each crop costs about four times as much (two attentions, two heads)
+        super().__init__(position_dim=position_dim, attention_dim=attention_dim, batch_size=batch_size,
                          attention_window=attention_window, feedback_window=feedback_window, **kwargs)

@@ -27,9 +27,10 @@ MQ-Transformer (Eisenach et al. 2020), the same trunk plus
               from their horizon-specific contexts, the revision between their median forecast and the
               current one, and their realised error at period t (y_t minus what FCT t-j forecast for
               t, known at t). This is the feedback-aware part that lets the network damp revisions.
-              Simplified: the past forecasts come from a first decoder pass without feedback (detached;
-              the paper's past forecasts are its final ones, which would need a sequential pass), and
-              only J past FCTs are seen (the paper: all within the horizon). Both passes are trained.
+              Simplified: the past forecasts are the medians of a first, feedback-free linear head on
+              the same decoder features (detached; the paper's past forecasts are its final ones, which
+              would need a sequential pass), and only J past FCTs are seen (the paper: all within the
+              horizon). That head is trained too (median loss, half weight).
 Both mask what a FCT must not see: targets after t never enter its inputs (checked by the tests).
 """
 from __future__ import annotations
@@ -114,7 +115,7 @@ class MQCNN(nn.Module):
         return h, steps, future, contexts, agnostic
 
     def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Quantile outputs, final one last (MQ-CNN has one)."""
+        """Outputs, the final quantiles last (MQ-CNN has only those)."""
         _, _, future, contexts, agnostic = self.trunk(batch)
         return [self.quantiles(self.local_mlp(torch.cat([contexts, agnostic, future], -1)))]
 
@@ -124,22 +125,27 @@ class MQTransformer(MQCNN):
     feedback-aware decoder self-attention (see module docstring)."""
 
     def __init__(self, *, horizon: int, n_known: int, position_dim: int = 8, attention_dim: int = 16,
-                 attention_window: int = 56, feedback_window: int = 7, median_index: int = 0, **kwargs: Any):
+                 attention_window: int = 28, feedback_window: int = 7, **kwargs: Any):
         super().__init__(horizon=horizon, n_known=n_known, position_dim=position_dim, **kwargs)
         channels = self.encoder.inputs.out_channels
         self.position = nn.Conv1d(max(n_known, 1), position_dim, kernel_size=7, padding=3)
         self.n_known, self.d, self.window = n_known, attention_dim, attention_window
         self.feedback = max(min(feedback_window, horizon - 1), 0)
-        self.median_index = median_index
         # horizon-specific query projections: one (channels + position) x d matrix per horizon step
         self.query = nn.Parameter(torch.randn(horizon, channels + position_dim, attention_dim)
                                   / math.sqrt(channels + position_dim))
         self.key = nn.Linear(channels + position_dim, attention_dim)
         self.value = nn.Linear(channels, attention_dim)
         self.fb_query = nn.Linear(self.context_dim, attention_dim)
-        self.fb_past = nn.Linear(self.context_dim + 2, 2 * attention_dim)
+        # key/value of a past forecast: linear in its context, its revision and its realised error
+        # (the context is projected before the gather over past FCTs, which is J times cheaper)
+        self.fb_past = nn.Linear(self.context_dim, 2 * attention_dim)
+        self.fb_revision = nn.Parameter(torch.randn(2 * attention_dim) * 0.1)
+        self.fb_error = nn.Parameter(torch.randn(2 * attention_dim) * 0.1)
         self.fb_null = nn.Parameter(torch.zeros(2 * attention_dim))       # "no past forecast" key/value
         self.build_local(2 * attention_dim)              # + decoder-encoder context + feedback
+        # the first pass only needs the median the past FCTs forecast: one linear head, not all quantiles
+        self.first_median = nn.Linear(self.local_inputs + attention_dim, 1)
 
     def positions(self, known: torch.Tensor) -> torch.Tensor:
         x = known if self.n_known else known.new_zeros(*known.shape[:2], 1)
@@ -169,34 +175,35 @@ class MQTransformer(MQCNN):
         if J == 0:
             return contexts.new_zeros(B, W, H, self.d)
         scale = batch["scale"][:, :W]
-        median = first[..., self.median_index].detach() * scale[..., None]    # absolute units (B, W, H)
+        median = first[..., 0].detach() * scale[..., None]                    # absolute units (B, W, H)
         j = torch.arange(1, J + 1, device=dev)
         past_t = torch.arange(W, device=dev)[:, None] - j                    # (W, J): FCT t-j
         same_h = torch.arange(H, device=dev)[:, None] + j                    # (H, J): its horizon for t+h
         valid = (past_t >= 0)[:, None, :] & (same_h < H)[None, :, :]         # (W, H, J)
         tt = past_t.clamp(min=0)[:, None, :].expand(W, H, J)
         hh = same_h.clamp(max=H - 1)[None, :, :].expand(W, H, J)
-        past_context = contexts[:, tt, hh]                                   # (B, W, H, J, k)
+        past = self.fb_past(contexts)[:, tt, hh]                            # (B, W, H, J, 2d)
         revision = (median[:, tt, hh] - median[:, :, :, None]) / scale[:, :, None, None]
         # realised error at period t of FCT t-j (its horizon j), known at t
         actual = batch["target"][:, :W]
         realised = actual[:, :, None] - median[:, past_t.clamp(min=0), (j - 1)[None, :].expand(W, J)]
         error = torch.nan_to_num(realised / scale[..., None], nan=0.0).clamp(-10, 10)
         error = error[:, :, None, :].expand(B, W, H, J)
-        kv = self.fb_past(torch.cat([past_context, revision[..., None], error[..., None]], -1))
+        kv = past + revision[..., None] * self.fb_revision + error[..., None] * self.fb_error
         kv = torch.cat([kv, self.fb_null.expand(B, W, H, 1, -1)], 3)        # + the null slot
         mask = torch.cat([valid, torch.ones(W, H, 1, dtype=torch.bool, device=dev)], -1)
         keys, values = kv[..., : self.d], kv[..., self.d:]
-        scores = torch.einsum("bthd,bthjd->bthj", self.fb_query(contexts), keys) / math.sqrt(self.d)
+        # J is small: broadcast products beat a batched matmul of (b, t, h) tiny matrices
+        scores = (self.fb_query(contexts)[..., None, :] * keys).sum(-1) / math.sqrt(self.d)
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)
-        return torch.einsum("bthj,bthjd->bthd", weights, values)
+        return (weights[..., None] * values).sum(-2)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         h, steps, future, contexts, agnostic = self.trunk(batch)
         attended = self.decoder_encoder(h, steps)
         B, W, H, _ = contexts.shape
         base = torch.cat([contexts, agnostic, future, attended], -1)
-        first = self.quantiles(self.local_mlp(torch.cat([base, base.new_zeros(B, W, H, self.d)], -1)))
+        first = self.first_median(base)                                      # (B, W, H, 1)
         feedback = self.feedback_attention(contexts, first, batch)
         final = self.quantiles(self.local_mlp(torch.cat([base, feedback], -1)))
         return [first, final]
@@ -235,9 +242,11 @@ class MQModule(pl.LightningModule):
 
     def _loss(self, batch, fct_from: int = 0) -> torch.Tensor:
         outputs = self.network(batch)
-        # the first (feedback-free) pass of the MQ-Transformer is trained too, at half weight
-        weights = [0.5] * (len(outputs) - 1) + [1.0]
-        return sum(w * pinball(o, batch, self.levels, fct_from) for w, o in zip(weights, outputs)) / sum(weights)
+        loss = pinball(outputs[-1], batch, self.levels, fct_from)
+        if len(outputs) == 1:
+            return loss
+        # the MQ-Transformer's first-pass median (what its feedback attends over) is trained too, at half weight
+        return (loss + 0.5 * pinball(outputs[0], batch, self.levels.new_tensor([0.5]), fct_from)) / 1.5
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch)
