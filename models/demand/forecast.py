@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 GLUON = ("tft", "deepar", "feedforward")
 STATS = ("naive", "seasonal_naive", "autoets", "autotheta")
 BASELINES = ("naive", "seasonal_naive")
-MQ = ("mqcnn", "mqtransformer")          # registered by models/demand/mq when present
-MODELS = (*STATS, "lightgbm", *GLUON)
+MQ = ("mqcnn", "mqtransformer")          # models/demand/mq
+MODELS = (*STATS, "lightgbm", *GLUON, *MQ)
 ENSEMBLE_SIZE = 3                        # the ensemble candidate: median of the best three quantile forecasts
 PARSIMONY = 0.02                         # a model must beat the best naive baseline by 2 % wQL to replace it
 MQ_MIN_SERIES, MQ_MIN_ROWS = 100, 20_000  # global neural models join auto's candidates from this size on
@@ -124,6 +124,11 @@ def build_forecaster(name: str, *, seed: int = 0, epochs: int | None = None, **p
         return StatsForecaster(name, seed=seed, **params)
     elif name == "lightgbm":
         from echelon.models.demand.lgbm import LightGBMForecaster as klass
+    elif name in MQ:
+        from echelon.models.demand.mq import MQCNNForecaster, MQTransformerForecaster
+
+        klass = MQCNNForecaster if name == "mqcnn" else MQTransformerForecaster
+        params = {**({"epochs": epochs} if epochs else {}), **params}
     else:
         raise ValueError(f"unknown model '{name}'; choose from auto, {', '.join(MODELS)}")
     return klass(seed=seed, **params) if _accepts(klass, "seed") else klass(**params)

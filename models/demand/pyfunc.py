@@ -89,14 +89,16 @@ def predict_from_features(forecaster, features: pd.DataFrame) -> pd.DataFrame:
 _BACKENDS = {  # the packages a forecaster's module needs at load time, besides mlflow and pandas
     "gluon": ["gluonts", "torch", "lightning"],
     "lgbm": ["lightgbm", "pyspark"],        # its features are built with Spark
+    "mq": ["torch", "lightning"],
 }
 
 
 def default_requirements(forecaster: Any) -> list[str]:
     """Pinned to what is installed here: explicit requirements also skip MLflow's slow inference."""
     packages = ["mlflow", "pandas", "numpy", "pyarrow"]
-    module = type(forecaster).__module__.rsplit(".", 1)[-1]
-    packages += _BACKENDS.get(module, [])
+    # the module's own name (gluon, lgbm) or its package's (mq)
+    parts = type(forecaster).__module__.split(".")
+    packages += next((_BACKENDS[p] for p in reversed(parts) if p in _BACKENDS), [])
     pins = []
     for package in packages:
         try:
