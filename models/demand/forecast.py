@@ -153,7 +153,9 @@ def backtest_models(history: pd.DataFrame, freq: str, horizon: int, quantiles: S
         raise ValueError(f"--model auto needs at least {3 * horizon} steps of history to backtest a "
                          f"horizon of {horizon}; choose a model with --model")
     rows = []
-    for name in candidates_for(freq, candidates):
+    from echelon.progress import track
+
+    for name in track(candidates_for(freq, candidates), "auto backtest", unit="model"):
         started = time.perf_counter()
         result = backtest(build_forecaster(name, seed=seed, epochs=epochs), history, horizon,
                           n_windows=usable, freq=freq, quantiles=quantiles)
