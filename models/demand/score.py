@@ -77,12 +77,13 @@ def recent_rows(features, days: int | None):
     observed days and everything after them (the planned future rows). days=None: every row."""
     if days is None:
         return features
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    per_series = Window.partitionBy("item_id", "location_id")
-    last = F.max(F.when(F.col("is_future") == 0, F.col("date"))).over(per_series)
-    return (features.withColumn("_last", last)
+    # one small row per series, joined back (broadcast when it fits): the wide feature rows are not
+    # shuffled, as a window over each series would do
+    last = (features.where(F.col("is_future") == 0).groupBy("item_id", "location_id")
+            .agg(F.max("date").alias("_last")))
+    return (features.join(last, ["item_id", "location_id"], "left")
             .where(F.col("_last").isNull() | (F.col("date") > F.date_sub(F.col("_last"), days)))
             .drop("_last"))
 
