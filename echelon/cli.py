@@ -2,7 +2,8 @@
 
 Each subcommand is a thin front to a module that also runs as `python -m <module>`; only the module of
 the chosen subcommand is imported, so `echelon airflow ...` stays fast. The project's own errors print as
-`echelon COMMAND: ErrorType: message` with exit status 1 (ECHELON_TRACEBACK=1 shows the traceback)."""
+`echelon COMMAND: ErrorType: message` with exit status 1 (ECHELON_TRACEBACK=1 shows the traceback).
+Logging is configured here, once: `--log-level LEVEL` after any command but `airflow` sets it (default INFO)."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,18 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PASS_THROUGH = {"airflow"}   # their argv goes untouched to another program's own parser
+
+
+def split_log_level(argv: list[str]) -> tuple[str, list[str]]:
+    """(level, the remaining arguments): `--log-level` is taken out so every command accepts it."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--log-level", default="INFO")
+    known, rest = pre.parse_known_args(argv)
+    return str(known.log_level).upper(), rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -41,7 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"echelon: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = "INFO"
+    if name not in PASS_THROUGH:
+        level, rest = split_log_level(rest)
+    if level not in logging.getLevelNamesMapping():
+        print(f"echelon {name}: --log-level: unknown level {level!r}; choose DEBUG, INFO, WARNING or ERROR",
+              file=sys.stderr)
+        return 2
+    # force: a command's own basicConfig (e.g. `python -m` entry points) must not be what decides
+    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
     module = importlib.import_module(COMMANDS[name][0])
     try:
         if hasattr(module, "add_arguments"):

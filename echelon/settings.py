@@ -25,6 +25,7 @@ class Settings:
     spark_master: str        # SPARK_MASTER: local[*], spark://host:7077, yarn, k8s://...
     spark_shuffle_partitions: int
     seed: int                # ECHELON_SEED: default seed for generators and models
+    demand_train_parallel: int  # ECHELON_DEMAND_TRAIN_PARALLEL: candidate training tasks at once
 
     @property
     def gx_root(self) -> Path:
@@ -36,14 +37,19 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     home = Path(env.get("ECHELON_HOME", PROJECT_ROOT)).resolve()
     var = Path(env.get("ECHELON_VAR", home / "var")).resolve()
+    mlflow_uri = env.get("MLFLOW_TRACKING_URI", f"sqlite:///{var / 'mlflow' / 'mlflow.db'}")
+    # Several processes writing the embedded SQLite MLflow store at once can fail with "database is
+    # locked": one candidate at a time there; two (one per core) against an MLflow server.
+    train_parallel = 1 if mlflow_uri.startswith("sqlite") else 2
     return Settings(
         home=home,
         var=var,
         lake=Path(env.get("ECHELON_LAKE", var / "lake")).resolve(),
         reports=Path(env.get("ECHELON_REPORTS", var / "reports")).resolve(),
-        mlflow_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{var / 'mlflow' / 'mlflow.db'}"),
+        mlflow_uri=mlflow_uri,
         mlflow_artifacts=env.get("ECHELON_MLFLOW_ARTIFACTS", str(var / "mlflow" / "artifacts")),
         spark_master=env.get("SPARK_MASTER", "local[*]"),
         spark_shuffle_partitions=int(env.get("ECHELON_SPARK_SHUFFLE_PARTITIONS", "8")),
         seed=int(env.get("ECHELON_SEED", "42")),
+        demand_train_parallel=int(env.get("ECHELON_DEMAND_TRAIN_PARALLEL", train_parallel)),
     )

@@ -77,7 +77,8 @@ def close_killed_tries(experiment_id: str, tags: dict) -> list[str]:
     # Filtered in Python: few runs are RUNNING, and run ids need no quoting inside MLflow's filter grammar.
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
     killed = [r.info.run_id for r in running
-              if all(r.data.tags.get(k) == tags[k] for k in ("airflow_run_id", "airflow_task_id"))
+              # a mapped task's instances share a task id: the model tag tells them apart
+              if all(r.data.tags.get(k) == tags.get(k) for k in ("airflow_run_id", "airflow_task_id", "model"))
               and r.data.tags.get("airflow_try_number") != tags["airflow_try_number"]]
     for run_id in killed:
         client.set_terminated(run_id, status="KILLED")

@@ -58,6 +58,7 @@ import pandas as pd
 
 from echelon import lake
 from echelon.lake import Table
+from echelon.progress import steps
 
 SOURCE_SALES = Table("source", "demand", "sales")
 SOURCE_PLAN = Table("source", "demand", "plan")
@@ -67,6 +68,7 @@ REGIONS = Table("reference", "network", "regions")
 FACILITIES = Table("reference", "network", "facilities")
 DELIVERY_LANES = Table("reference", "network", "delivery_lanes")
 TRANSFER_LANES = Table("reference", "network", "transfer_lanes")
+TABLES = [ITEMS, SOURCE_SALES, SOURCE_PLAN, EVENTS, REGIONS, FACILITIES, DELIVERY_LANES, TRANSFER_LANES]
 
 SALES_COLUMNS = ["item_id", "location_id", "timestamp", "target", "price", "promo", "category", "in_stock"]
 PLAN_COLUMNS = ["item_id", "location_id", "timestamp", "price", "promo", "category"]
@@ -631,28 +633,30 @@ def run(cfg: WorldConfig, spark=None, log=print) -> dict[str, dict]:
         log(f"world: {table} ds={cfg.ds}: {manifest['rows']:,} rows in {seconds:.1f}s "
             f"({manifest['rows'] / max(seconds, 1e-9):,.0f} rows/s)")
         manifests[str(table)] = manifest
+        advance(table.name)   # the progress line or bar (defined below, called only inside its block)
         return manifest
 
     log(f"world: {cfg.items} items x {cfg.locations} locations x {cfg.history_days} days "
         f"({cfg.start}..{cfg.end}, ~{cfg.rows_estimate():,} rows) + {cfg.plan_days} plan days, "
         f"seed {cfg.seed}, master {spark.sparkContext.master}")
-    items = items_frame(spark, cfg).cache()
-    publish(items_reference(items), ITEMS)
-    publish(sales_extract(daily_frame(spark, cfg, items=items)), SOURCE_SALES)
-    if cfg.plan_days:
-        publish(plan_extract(daily_frame(spark, cfg, cfg.history_days, cfg.plan_days, items=items)), SOURCE_PLAN)
-    else:   # keep the contract: an empty plan with the right schema
-        publish(plan_extract(daily_frame(spark, cfg, items=items)).limit(0), SOURCE_PLAN)
-    events = events_calendar(cfg.start, cfg.end + dt.timedelta(days=cfg.plan_days))
-    publish(pd.DataFrame({"timestamp": [e.day for e in events], "event": [e.name for e in events]}), EVENTS)
+    with steps("world", total=len(TABLES), unit="table") as advance:
+        items = items_frame(spark, cfg).cache()
+        publish(items_reference(items), ITEMS)
+        publish(sales_extract(daily_frame(spark, cfg, items=items)), SOURCE_SALES)
+        if cfg.plan_days:
+            publish(plan_extract(daily_frame(spark, cfg, cfg.history_days, cfg.plan_days, items=items)), SOURCE_PLAN)
+        else:   # keep the contract: an empty plan with the right schema
+            publish(plan_extract(daily_frame(spark, cfg, items=items)).limit(0), SOURCE_PLAN)
+        events = events_calendar(cfg.start, cfg.end + dt.timedelta(days=cfg.plan_days))
+        publish(pd.DataFrame({"timestamp": [e.day for e in events], "event": [e.name for e in events]}), EVENTS)
 
-    # Size the network from what was actually sold (read back from the published extract: cheap).
-    region_day = region_day_totals(spark, lake.read_spark(spark, SOURCE_SALES, cfg.ds), items)
-    tables = network_tables(cfg, region_day)
-    for name, table in (("regions", REGIONS), ("facilities", FACILITIES), ("delivery_lanes", DELIVERY_LANES),
-                        ("transfer_lanes", TRANSFER_LANES)):
-        publish(tables[name], table)
-    items.unpersist()
+        # Size the network from what was actually sold (read back from the published extract: cheap).
+        region_day = region_day_totals(spark, lake.read_spark(spark, SOURCE_SALES, cfg.ds), items)
+        tables = network_tables(cfg, region_day)
+        for name, table in (("regions", REGIONS), ("facilities", FACILITIES), ("delivery_lanes", DELIVERY_LANES),
+                            ("transfer_lanes", TRANSFER_LANES)):
+            publish(tables[name], table)
+        items.unpersist()
     log(f"world: done in {time.time() - began:.1f}s; lake {lake.get_settings().lake}")
     return manifests
 

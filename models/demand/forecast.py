@@ -274,8 +274,10 @@ def backtest_models(history: pd.DataFrame, freq: str, horizon: int, quantiles: S
     if usable == 0:
         raise ValueError(f"--model auto needs at least {3 * horizon} steps of history to backtest a "
                          f"horizon of {horizon}; choose a model with --model")
+    from echelon.progress import track
+
     rows, forecasts = [], {}
-    for name in candidates_for(freq, candidates):
+    for name in track(candidates_for(freq, candidates), "auto backtest", unit="model"):
         started = time.perf_counter()
         result = backtest(build_forecaster(name, seed=seed, epochs=epochs), history, horizon,
                           n_windows=usable, freq=freq, step=stride, quantiles=quantiles)

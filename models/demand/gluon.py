@@ -265,8 +265,9 @@ def _torch_threads(count: int | None):
         torch.set_num_threads(before)
 
 
-def _progress_callback(name: str, epochs: int, batches_per_epoch: int):
-    """A Lightning callback that logs one line per epoch: loss, batches and rate."""
+def _progress_callback(name: str, epochs: int, batches_per_epoch: int, losses: list | None = None):
+    """A Lightning callback that logs one line per epoch: loss, batches and rate (and appends the
+    epoch's train loss to `losses`)."""
     import lightning.pytorch as pl
 
     class EpochLog(pl.Callback):
@@ -276,6 +277,8 @@ def _progress_callback(name: str, epochs: int, batches_per_epoch: int):
         def on_train_epoch_end(self, trainer, module):
             seconds = time.perf_counter() - self.started
             loss = trainer.callback_metrics.get("train_loss")
+            if losses is not None:
+                losses.append(float(loss) if loss is not None else float("nan"))
             log.info("%s epoch %d/%d: train_loss=%s, %d batches in %.1f s (%.1f batches/s)",
                      name, trainer.current_epoch + 1, epochs,
                      f"{float(loss):.4f}" if loss is not None else "n/a",
@@ -317,6 +320,7 @@ class GluonForecaster:
         self.covariates: list[str] = []
         self.vocab = _Vocab({})
         self.train_seconds: float | None = None
+        self.learning_curves: dict[str, list[float]] = {}   # train_loss per epoch (per ensemble member)
 
     # -- subclasses ---------------------------------------------------------------------------
     def _estimator(self, horizon: int, freq: str, quantiles: Sequence[float], trainer_kwargs: dict):
@@ -351,17 +355,20 @@ class GluonForecaster:
                  p["epochs"], p["batches_per_epoch"], p["batch_size"])
         started = time.perf_counter()
         self.predictors = []
+        self.learning_curves = {}
         for member in range(p["ensemble_size"]):
             seed_everything(p["seed"] + member)
             label = (self.name if p["ensemble_size"] == 1
                      else f"{self.name}[{member + 1}/{p['ensemble_size']}]")
+            losses = self.learning_curves.setdefault(
+                "train_loss" if p["ensemble_size"] == 1 else f"train_loss_{member + 1}", [])
             with _quiet(), _torch_threads(p["num_threads"]), \
                     tempfile.TemporaryDirectory(prefix="gluon-ckpt-") as workdir:
                 trainer_kwargs = dict(
                     max_epochs=p["epochs"], accelerator="cpu", devices=1, logger=False,
                     default_root_dir=workdir, enable_progress_bar=p["progress_bar"],
                     enable_model_summary=False,
-                    callbacks=[_progress_callback(label, p["epochs"], p["batches_per_epoch"])])
+                    callbacks=[_progress_callback(label, p["epochs"], p["batches_per_epoch"], losses)])
                 estimator = self._estimator(self.horizon, freq, self.quantiles, trainer_kwargs)
                 predictor = estimator.train(entries, cache_data=True)
             self.predictors.append(predictor.to(torch.device("cpu")))

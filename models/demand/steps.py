@@ -1,13 +1,16 @@
 """The nightly demand pipeline, one function per DAG task; every gate is wired here, in one place.
 
-    ingest -> features -> train -> evaluate_and_promote -> score -> report
+    ingest -> features -> candidates -> train_candidate (one task per model) -> choose_challenger
+           -> evaluate_and_promote -> score -> report
 
-`echelon demand <step> --ds YYYY-MM-DD` runs any step by hand exactly as the DAG runs it."""
+`echelon demand <step> --ds YYYY-MM-DD` runs any step by hand exactly as the DAG runs it
+(`train_candidate` also takes `--model NAME`); `train` runs the three training steps in one process."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import sys
 
 from echelon import lake
 
@@ -35,6 +38,25 @@ def train(ds: str) -> dict:
     from echelon.models.demand import train as job
 
     return job.train(ds)
+
+
+def candidates(ds: str) -> list[str]:
+    """The models to train for ds: empty when no retraining is due."""
+    from echelon.models.demand import train as job
+
+    return job.candidates_due(ds)
+
+
+def train_candidate(ds: str, model: str) -> dict:
+    from echelon.models.demand import train as job
+
+    return job.train_candidate(ds, model)
+
+
+def choose_challenger(ds: str, results: list[dict]) -> dict:
+    from echelon.models.demand import train as job
+
+    return job.choose_challenger(ds, results)
 
 
 def evaluate_and_promote(ds: str) -> dict:
@@ -73,16 +95,23 @@ def summary(ds: str) -> str:
     ])
 
 
-STEPS = {"ingest": ingest, "features": features, "train": train, "evaluate_and_promote": evaluate_and_promote,
-         "score": score, "report": report, "summary": summary}
+STEPS = {"ingest": ingest, "features": features, "candidates": candidates, "train_candidate": train_candidate,
+         "train": train, "evaluate_and_promote": evaluate_and_promote, "score": score, "report": report,
+         "summary": summary}
+# choose_challenger takes the mapped tasks' results (XCom); by hand, `train` runs all three steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("step", choices=list(STEPS))
     parser.add_argument("--ds", required=True, help="data partition date YYYY-MM-DD")
+    parser.add_argument("--model", help="train_candidate: the candidate to train (see the `candidates` step)")
 
 
 def main(args: argparse.Namespace) -> int:
-    result = STEPS[args.step](lake.parse_ds(args.ds))
+    if args.step == "train_candidate" and not args.model:
+        print("echelon demand train_candidate: --model NAME is required", file=sys.stderr)
+        return 2
+    extra = {"model": args.model} if args.step == "train_candidate" else {}
+    result = STEPS[args.step](lake.parse_ds(args.ds), **extra)
     print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
     return 0

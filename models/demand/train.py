@@ -114,56 +114,99 @@ def _log_evaluation(ds: str, name: str, history, forecasts, actuals, prefix: str
     return {"overall": overall, "segments": segments}
 
 
-def train(ds: str, horizon: int = HORIZON, names: list[str] | None = None, seed: int | None = None,
-          force: bool = False) -> dict:
-    """Fit every candidate at the window origin, log it, register it, and mark the best @challenger."""
-    from mlflow import MlflowClient
-
-    from echelon.models.demand.pyfunc import log_forecaster
-
+def candidates_due(ds: str, force: bool = False) -> list[str]:
+    """The candidates to train for partition ds: none when no retraining is due (the champion keeps
+    scoring), else every configured candidate."""
     ds = lake.parse_ds(ds)
     if not force and not retrain_due(ds):
         log.info("no retraining on %s (cadence %s); the champion keeps scoring", ds,
                  os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday"))
-        return {"trained": False, "ds": ds}
+        return []
+    return candidates()
+
+
+def log_learning_curves(model) -> int:
+    """Each of the model's `learning_curves` (name -> one value per iteration/epoch) as an MLflow
+    metric history in the active run, so the UI plots it. Returns the number of points logged."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    curves = getattr(model, "learning_curves", None) or {}
+    stamp = int(time.time() * 1000)
+    points = [Metric(name, float(value), stamp, step)
+              for name, values in curves.items() for step, value in enumerate(values) if np.isfinite(value)]
+    for start in range(0, len(points), 1000):   # MLflow's batch limit
+        mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=points[start:start + 1000])
+    return len(points)
+
+
+def train_candidate(ds: str, name: str, horizon: int = HORIZON, seed: int | None = None) -> dict:
+    """Fit one candidate at the window origin, log its run (train-<name>) and register the version.
+    Returns its row of the backtest table: model, version, fit_seconds, wql, coverage_80, mase, wape."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from echelon.models.demand.pyfunc import log_forecaster
+    from echelon.models.demand.score import history_days
+
+    ds = lake.parse_ds(ds)
     seed = get_settings().seed if seed is None else seed
     features = load_features(ds)
     origin = window(ds, horizon)
     history = canonical(features[features["date"] <= origin])
     actuals = canonical(features[(features["date"] > origin)])
-    rows = []
     client = MlflowClient(tracking.configure())
-    for name in names or candidates():
-        with tracking.run("demand", ds, f"train-{name}", stage="train", model=name):
-            import mlflow
+    with tracking.run("demand", ds, f"train-{name}", stage="train", model=name):
+        started = time.time()
+        model, forecasts = fit_at(name, features, origin, horizon, seed)
+        seconds = time.time() - started
+        mlflow.log_params({"model": name, "horizon": horizon, "origin": origin.date().isoformat(),
+                           "seed": seed, "train_rows": len(history), "series": history[SERIES].drop_duplicates().shape[0],
+                           "config": repr(model)[:500], **{f"param_{k}": v for k, v in model_params(name).items()}})
+        mlflow.log_metric("fit_seconds", seconds)
+        log_learning_curves(model)
+        scored = _log_evaluation(ds, name, history, forecasts, actuals)
+        info = log_forecaster(model, name="model", registered_model_name=MODEL_NAME,
+                              metadata={"origin": origin.date().isoformat(), "ds": ds})
+        version = str(info.registered_model_version)
+        days = history_days(model)
+        for key, value in {"model_type": name, "ds": ds, "origin": origin.date().isoformat(),
+                           "wql": f"{scored['overall']['wql']:.6f}",
+                           "history_days": "all" if days is None else str(days)}.items():
+            client.set_model_version_tag(MODEL_NAME, version, key, value)
+    row = {"model": name, "version": version, "fit_seconds": round(seconds, 1),
+           **{k: scored["overall"].get(k) for k in ("wql", "coverage_80", "mase", "wape")}}
+    log.info("trained %s: wQL %.4f, coverage %.3f in %.1f s (version %s)", name, row["wql"],
+             row["coverage_80"], seconds, version)
+    return row
 
-            started = time.time()
-            model, forecasts = fit_at(name, features, origin, horizon, seed)
-            seconds = time.time() - started
-            mlflow.log_params({"model": name, "horizon": horizon, "origin": origin.date().isoformat(),
-                               "seed": seed, "train_rows": len(history), "series": history[SERIES].drop_duplicates().shape[0],
-                               "config": repr(model)[:500], **{f"param_{k}": v for k, v in model_params(name).items()}})
-            mlflow.log_metric("fit_seconds", seconds)
-            scored = _log_evaluation(ds, name, history, forecasts, actuals)
-            info = log_forecaster(model, name="model", registered_model_name=MODEL_NAME,
-                                  metadata={"origin": origin.date().isoformat(), "ds": ds})
-            version = str(info.registered_model_version)
-            for key, value in {"model_type": name, "ds": ds, "origin": origin.date().isoformat(),
-                               "wql": f"{scored['overall']['wql']:.6f}"}.items():
-                client.set_model_version_tag(MODEL_NAME, version, key, value)
-        rows.append({"model": name, "version": version, "fit_seconds": round(seconds, 1),
-                     **{k: scored["overall"].get(k) for k in ("wql", "coverage_80", "mase", "wape")}})
-        log.info("trained %s: wQL %.4f, coverage %.3f in %.1f s (version %s)", name, rows[-1]["wql"],
-                 rows[-1]["coverage_80"], seconds, version)
-    table = pd.DataFrame(rows).sort_values("wql")
+
+def choose_challenger(ds: str, results: list[dict]) -> dict:
+    """The candidate with the lowest wQL becomes @challenger; the table goes to the run report."""
+    ds = lake.parse_ds(ds)
+    results = [r for r in results or [] if r]
+    if not results:
+        return {"trained": False, "ds": ds}
+    table = pd.DataFrame(results).sort_values("wql", kind="stable")
     report_dir(ds).mkdir(parents=True, exist_ok=True)
     table.to_csv(report_dir(ds) / "backtest.csv", index=False)
     best = table.iloc[0]
     tracking.set_alias(MODEL_NAME, tracking.CHALLENGER, best["version"])
     # evaluate_and_promote reads this, not the alias: parallel backfill runs each move @challenger
     (report_dir(ds) / "challenger.json").write_text(json.dumps({"version": str(best["version"]), "model": best["model"]}))
-    return {"trained": True, "ds": ds, "challenger": {"model": best["model"], "version": best["version"],
-                                                       "wql": float(best["wql"])}, "candidates": rows}
+    return {"trained": True, "ds": ds, "challenger": {"model": best["model"], "version": str(best["version"]),
+                                                       "wql": float(best["wql"])}, "candidates": results}
+
+
+def train(ds: str, horizon: int = HORIZON, names: list[str] | None = None, seed: int | None = None,
+          force: bool = False) -> dict:
+    """Every candidate in this process, one after another (the DAG maps them to parallel tasks)."""
+    from echelon.progress import track
+
+    due = candidates_due(ds, force)
+    names = (names or due) if due else []
+    rows = [train_candidate(ds, name, horizon, seed) for name in track(names, "train", unit="candidate")]
+    return choose_challenger(ds, rows)
 
 
 def score_version(version: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:

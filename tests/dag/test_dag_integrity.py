@@ -39,9 +39,15 @@ def test_every_dag_has_tags_retries_and_timeouts(dagbag):
 
 def test_demand_nightly_shape(dagbag):
     dag = dagbag.dags["demand_nightly"]
-    order = ["partition", "ingest", "features", "train", "evaluate_and_promote", "score"]
+    order = ["partition", "ingest", "features", "candidates", "train_candidate", "choose_challenger",
+             "evaluate_and_promote", "score"]
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids, f"{upstream} must precede {downstream}"
+    # one mapped task per candidate, capped (SQLite MLflow: one at a time), and a reduce that runs
+    # when the mapped task is skipped (no retraining that day)
+    mapped = dag.get_task("train_candidate")
+    assert mapped.is_mapped and mapped.max_active_tis_per_dag >= 1
+    assert dag.get_task("choose_challenger").trigger_rule == "none_failed"
     assert [o.uri for o in dag.get_task("score").outlets] == ["echelon://published/demand/forecasts"]
 
 

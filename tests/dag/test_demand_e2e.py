@@ -69,6 +69,19 @@ def test_dag_test_publishes_forecasts_report_and_champion(home):
     assert (var / "reports" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
     promotion = json.loads((var / "reports" / "demand" / f"ds={DS}" / "promotion.json").read_text())
     assert promotion["promoted"] and promotion["champion_before"] is None
+    # each candidate trained in its own mapped task instance, with its own finished MLflow run
+    runs = training_runs(var)
+    assert sorted(r.info.run_name for r in runs) == ["train-lightgbm", "train-seasonal_naive"]
+    assert {(r.data.tags["airflow_task_id"], r.info.status) for r in runs} == {("train_candidate", "FINISHED")}
+    assert len({r.data.tags["airflow_run_id"] for r in runs}) == 1
+
+
+def training_runs(var):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{var / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("echelon-demand")
+    return client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
 
 
 def test_rerunning_a_date_gives_identical_rows(home):
@@ -79,6 +92,8 @@ def test_rerunning_a_date_gives_identical_rows(home):
     for table in tables:
         after = json.loads((var / "lake" / table / f"ds={DS}" / "_manifest.json").read_text())
         assert (after["rows"], after["checksum"]) == (before[table]["rows"], before[table]["checksum"]), table
+    # a Friday with a champion: no retraining, the mapped training task is skipped and the run still scores
+    assert len(training_runs(var)) == 2
 
 
 @pytest.fixture(scope="module")

@@ -190,6 +190,10 @@ def test_seed_ensemble_averages_members_and_round_trips(history, tmp_path):
     single = FeedForwardForecaster(seed=5, **TINY).fit(history, HORIZON, "D")
     pair = FeedForwardForecaster(seed=5, ensemble_size=2, **TINY).fit(history, HORIZON, "D")
     assert len(pair.predictors) == 2
+    # one epoch-loss curve per member, for MLflow's metric history (logged by the nightly training)
+    assert set(pair.learning_curves) == {"train_loss_1", "train_loss_2"}
+    assert set(single.learning_curves) == {"train_loss"} and len(single.learning_curves["train_loss"]) == TINY["epochs"]
+    assert all(np.isfinite(v) for curve in pair.learning_curves.values() for v in curve)
     forecasts = pair.predict(history)
     assert_valid_forecasts(forecasts, history)
     assert not forecasts[qcols()].equals(single.predict(history)[qcols()])

@@ -29,7 +29,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "reports" / "stack"   
 
 pytestmark = pytest.mark.slow
 DAG = "demand_nightly"
-TASKS = {"partition", "ingest", "features", "train", "evaluate_and_promote", "score", "report", "data_docs"}
+# train_candidate is mapped (one instance per candidate, all with this task id)
+TASKS = {"partition", "ingest", "features", "candidates", "train_candidate", "choose_challenger",
+         "evaluate_and_promote", "score", "report", "data_docs"}
 
 
 def day(ds: str, delta: int) -> str:

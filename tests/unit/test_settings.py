@@ -17,6 +17,12 @@ def test_environment_overrides(tmp_path):
     assert (settings.spark_master, settings.mlflow_uri) == ("spark://127.0.0.1:7077", "http://127.0.0.1:5000")
 
 
+def test_candidate_training_runs_one_at_a_time_on_the_sqlite_mlflow_store(tmp_path):
+    assert get_settings({"ECHELON_VAR": str(tmp_path)}).demand_train_parallel == 1
+    assert get_settings({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}).demand_train_parallel == 2
+    assert get_settings({"ECHELON_DEMAND_TRAIN_PARALLEL": "3"}).demand_train_parallel == 3
+
+
 def test_airflow_env_follows_the_given_settings_and_keeps_explicit_airflow_values(tmp_path):
     env = airflow_env({"ECHELON_VAR": str(tmp_path), "PATH": "/usr/bin"})
     assert env["AIRFLOW_HOME"] == str(tmp_path / "airflow")
