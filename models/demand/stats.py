@@ -159,8 +159,22 @@ class StatsForecaster:
             values = raw[interval_column("model", q)].to_numpy(dtype=float) if levels or q == 0.5 else point
             out[qcol(q)] = np.where(np.isfinite(values), values, point)
         out[qcols(self.quantiles)] = np.nan_to_num(out[qcols(self.quantiles)].to_numpy(), nan=0.0)
+        out = pd.concat([out, self._unseen(frame, future)], ignore_index=True)
         return sort_quantiles(out, self.quantiles).sort_values(SERIES + ["timestamp"], kind="stable") \
             .reset_index(drop=True)
+
+    def _unseen(self, frame: pd.DataFrame, future: pd.DataFrame | None) -> pd.DataFrame:
+        """Series only in `future` (new items): a local model has no history to go on, so zeros."""
+        if future is None or future.empty:
+            return pd.DataFrame()
+        new = canonical(future, required=("item_id",))[SERIES].drop_duplicates()
+        new = new.merge(frame[SERIES].drop_duplicates(), on=SERIES, how="left", indicator=True)
+        new = new[new["_merge"] == "left_only"][SERIES]
+        if new.empty:
+            return pd.DataFrame()
+        stamps = pd.date_range(frame["ds"].max(), periods=self.horizon + 1, freq=self.freq)[1:]
+        steps = pd.DataFrame({"timestamp": stamps, "horizon": np.arange(1, self.horizon + 1)})
+        return new.merge(steps, how="cross").assign(**{c: 0.0 for c in qcols(self.quantiles)})
 
     def save(self, path: Path) -> None:
         path = Path(path)

@@ -1,0 +1,39 @@
+"""statsforecast baselines behind the Forecaster protocol: quantile mapping, fallbacks, new items, save/load."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from echelon.models.demand.base import qcols
+from echelon.models.demand.stats import StatsForecaster, interval_column, levels_for
+
+
+def test_quantiles_map_to_central_interval_bounds():
+    assert levels_for((0.1, 0.25, 0.5, 0.75, 0.9)) == [50, 80]
+    assert interval_column("m", 0.1) == "m-lo-80" and interval_column("m", 0.9) == "m-hi-80"
+    assert interval_column("m", 0.25) == "m-lo-50" and interval_column("m", 0.5) == "m"
+    assert interval_column("m", 0.05) == "m-lo-90"
+
+
+@pytest.mark.parametrize("model", ["naive", "seasonal_naive", "autoets", "autotheta"])
+def test_every_model_gives_sorted_non_negative_quantiles_that_widen(model, tmp_path):
+    rng = np.random.default_rng(2)
+    t = np.arange(120)
+    history = pd.DataFrame({"item_id": "s", "timestamp": pd.date_range("2024-01-01", periods=120, freq="D"),
+                            "target": 30 + 10 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 3, 120)})
+    fitted = StatsForecaster(model).fit(history, horizon=14, freq="D")
+    forecast = fitted.predict(history)
+    values = forecast[qcols()].to_numpy()
+    assert len(forecast) == 14 and (values >= 0).all() and (np.diff(values, axis=1) >= 0).all()
+    assert (values[:, -1] - values[:, 0] > 0).all()                   # a real interval, not a point
+    fitted.save(tmp_path / model)
+    pd.testing.assert_frame_equal(StatsForecaster.load(tmp_path / model).predict(history), forecast)
+
+
+def test_new_series_in_future_get_zero_forecasts():
+    history = pd.DataFrame({"item_id": "a", "timestamp": pd.date_range("2024-01-01", periods=30, freq="D"),
+                            "target": np.arange(30.0)})
+    future = pd.DataFrame({"item_id": ["a", "new"], "timestamp": pd.Timestamp("2024-01-31")})
+    forecast = StatsForecaster("autoets").fit(history, horizon=3, freq="D").predict(history, future)
+    new = forecast[forecast["item_id"] == "new"]
+    assert len(forecast) == 6 and new["horizon"].tolist() == [1, 2, 3]
+    assert (new[qcols()].to_numpy() == 0).all()
