@@ -89,6 +89,8 @@ def predict_from_features(forecaster, features: pd.DataFrame) -> pd.DataFrame:
 _BACKENDS = {  # the packages a forecaster's module needs at load time, besides mlflow and pandas
     "gluon": ["gluonts", "torch", "lightning"],
     "lgbm": ["lightgbm", "pyspark"],        # its features are built with Spark
+    "stats": ["statsforecast"],
+    "naive": ["statsforecast"],             # the seasonal naive is statsforecast's
 }
 
 

@@ -185,11 +185,15 @@ class StatsForecaster:
 
     @classmethod
     def load(cls, path: Path) -> "StatsForecaster":
-        state = json.loads((Path(path) / MODEL_FILE).read_text())
+        state = json.loads(cls._state_file(Path(path)).read_text())
         model = cls._from_state(state)
         model.horizon, model.freq = state["horizon"], state["freq"]
         model.season, model.quantiles = state["season"], tuple(state["quantiles"])
         return model
+
+    @classmethod
+    def _state_file(cls, path: Path) -> Path:
+        return path / MODEL_FILE
 
     @classmethod
     def _from_state(cls, state: dict) -> "StatsForecaster":

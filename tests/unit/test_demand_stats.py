@@ -1,4 +1,6 @@
 """statsforecast baselines behind the Forecaster protocol: quantile mapping, fallbacks, new items, save/load."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,3 +39,15 @@ def test_new_series_in_future_get_zero_forecasts():
     new = forecast[forecast["item_id"] == "new"]
     assert len(forecast) == 6 and new["horizon"].tolist() == [1, 2, 3]
     assert (new[qcols()].to_numpy() == 0).all()
+
+
+def test_a_seasonal_naive_saved_by_the_hand_written_model_still_loads(tmp_path):
+    from echelon.models.demand.naive import LEGACY_FILE, SeasonalNaiveForecaster
+
+    (tmp_path / LEGACY_FILE).write_text(json.dumps({
+        "name": "seasonal_naive", "season": 7, "horizon": 5, "freq": "D", "quantiles": [0.1, 0.5, 0.9],
+        "error_quantiles": [[-1.0, 0.0, 1.0]]}))
+    history = pd.DataFrame({"item_id": "a", "timestamp": pd.date_range("2024-01-01", periods=28, freq="D"),
+                            "target": np.tile(np.arange(7.0), 4)})
+    forecast = SeasonalNaiveForecaster.load(tmp_path).predict(history)
+    assert len(forecast) == 5 and list(forecast["q_0.5"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
