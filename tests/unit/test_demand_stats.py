@@ -51,3 +51,34 @@ def test_a_seasonal_naive_saved_by_the_hand_written_model_still_loads(tmp_path):
                             "target": np.tile(np.arange(7.0), 4)})
     forecast = SeasonalNaiveForecaster.load(tmp_path).predict(history)
     assert len(forecast) == 5 and list(forecast["q_0.5"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def _three_series(seed=0):
+    rng = np.random.default_rng(seed)
+    frames = [pd.DataFrame({"item_id": item, "timestamp": pd.date_range("2024-01-01", periods=n, freq="D"),
+                            "target": 40 + np.cumsum(rng.normal(0, 2, n))})
+              for item, n in (("a", 80), ("b", 80), ("early", 70))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_backtest_forecasts_match_a_refit_per_origin_for_the_naive_model():
+    history = _three_series()
+    origins = [pd.Timestamp("2024-03-01") + pd.Timedelta(days=3 * k) for k in range(4)]   # last ends 03-17
+    batch = StatsForecaster("naive").backtest_forecasts(history, origins, 7, "D", (0.1, 0.5, 0.9))
+    for origin in origins:
+        cut = history[history["timestamp"] <= origin]
+        expected = StatsForecaster("naive").fit(cut, 7, "D", (0.1, 0.5, 0.9)).predict(cut)
+        got = batch[batch["origin"] == origin].drop(columns="origin").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+
+
+def test_backtest_forecasts_never_see_data_after_their_origin():
+    history = _three_series(seed=1)
+    origins = [pd.Timestamp("2024-03-01") + pd.Timedelta(days=3 * k) for k in range(4)]
+    before = StatsForecaster("autoets").backtest_forecasts(history, origins, 7, "D")
+    changed = history.copy()
+    changed.loc[changed["timestamp"] > origins[1], "target"] *= 3      # the future of windows 0 and 1
+    after = StatsForecaster("autoets").backtest_forecasts(changed, origins, 7, "D")
+    early = before["origin"] <= origins[1]
+    pd.testing.assert_frame_equal(before[early], after[early])
+    assert not np.allclose(before.loc[~early, qcols()], after.loc[~early, qcols()])
