@@ -7,7 +7,8 @@ elnino (monthly sea-surface temperature,
 1950-2010, one series) and macrodata (quarterly, 7 positive US macro series).
 
 Protocol per set: the test is TEST_ORIGINS rolling origins half a horizon apart whose newest forecast
-ends on the last period. Every family is refit at every test origin (models/demand/backtest.py).
+ends on the last period. Every family is fit at the oldest test origin and carried forward with
+those parameters to the later ones (StatsForecaster.backtest_forecasts, through backtest.py).
 `auto` chooses once, with its own backtest (forecast.backtest_models + choose) on the data before the
 first test origin only, and its test forecasts are those of the model it chose (or the median of the
 ensemble's members). So auto's numbers are out of sample; the families' are the same test windows.

@@ -3,6 +3,8 @@
 These are local models (one per series), so `fit` records the settings and checks the history, and
 `predict` fits each series of the history it is given and forecasts its next `horizon` steps
 (statsforecast's `forecast`, which is fit + predict in one pass). A saved model is its settings.
+In a backtest (`backtest_forecasts`) each series is fit once, at the oldest origin, and carried
+forward with those parameters, so the windows cost about one fit.
 
 Quantiles come from the models' own prediction intervals (`level=`): quantile q < 0.5 is the lower
 bound of the central interval at level 100 * (1 - 2q), q > 0.5 the upper bound at level 100 * (2q - 1),
