@@ -106,7 +106,6 @@ def backtest(forecaster, data: pd.DataFrame, horizon: int, n_windows: int = 3, f
                                   "model": repr(forecaster)})
 
 
-
 def _stamp(origin: pd.Timestamp) -> str:
     """A date for daily and coarser origins (as before), the full timestamp for intraday ones."""
     return origin.date().isoformat() if origin == origin.normalize() else origin.isoformat()

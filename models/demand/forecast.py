@@ -143,20 +143,10 @@ def has_locations(history: pd.DataFrame) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 def check_history(history: pd.DataFrame, freq: str, horizon: int) -> None:
-    """Duplicate or missing targets, timestamps off the frequency's grid, gaps inside a series, a
-    frequency the spacing contradicts, an all-zero input and a horizon longer than the history are
-    errors (ValueError, one line). Short or constant series are not: the models fall back per series."""
-    keys = SERIES + ["timestamp"]
-    dup = history[history.duplicated(keys, keep=False)]
-    if len(dup):
-        row = dup.iloc[0]
-        raise ValueError(f"{len(dup)} rows repeat a series and timestamp, e.g. item {row['item_id']!r} at "
-                         f"{row['timestamp']}: aggregate them to one row per series and period first")
-    missing = history[history["target"].isna()]
-    if len(missing):
-        row = missing.iloc[0]
-        raise ValueError(f"{len(missing)} missing target values, e.g. item {row['item_id']!r} at "
-                         f"{row['timestamp']}: fill them (0 for no sales) or drop the rows")
+    """Timestamps off the frequency's grid, gaps inside a series, a frequency the spacing contradicts,
+    an all-zero input and a horizon longer than the history are errors (ValueError, one line); duplicate
+    rows and missing targets are the readers' (formats.py). Short or constant series are not errors:
+    the models fall back per series."""
     offset = to_offset(freq)
     stamps = pd.DatetimeIndex(history["timestamp"])
     grid = pd.date_range(stamps.min(), stamps.max(), freq=offset)

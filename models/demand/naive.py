@@ -6,7 +6,11 @@ which also holds the per-series fallback for series shorter than a season).
 """
 from __future__ import annotations
 
-from echelon.models.demand.stats import StatsForecaster
+from pathlib import Path
+
+from echelon.models.demand.stats import MODEL_FILE, StatsForecaster
+
+LEGACY_FILE = "seasonal_naive.json"     # what the hand-written model saved (same settings keys)
 
 
 class SeasonalNaiveForecaster(StatsForecaster):
@@ -17,6 +21,12 @@ class SeasonalNaiveForecaster(StatsForecaster):
 
     def __repr__(self) -> str:
         return f"SeasonalNaiveForecaster(season={self.season or 'from freq'})"
+
+    @classmethod
+    def _state_file(cls, path: Path) -> Path:
+        """Models registered before statsforecast saved LEGACY_FILE: they load as this model."""
+        return path / MODEL_FILE if (path / MODEL_FILE).exists() or not (path / LEGACY_FILE).exists() \
+            else path / LEGACY_FILE
 
     @classmethod
     def _from_state(cls, state: dict) -> "SeasonalNaiveForecaster":

@@ -90,6 +90,8 @@ _BACKENDS = {  # the packages a forecaster's module needs at load time, besides 
     "gluon": ["gluonts", "torch", "lightning"],
     "lgbm": ["lightgbm", "pyspark"],        # its features are built with Spark
     "mq": ["torch", "lightning"],
+    "stats": ["statsforecast"],
+    "naive": ["statsforecast"],             # the seasonal naive is statsforecast's
 }
 
 

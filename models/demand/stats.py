@@ -3,6 +3,8 @@
 These are local models (one per series), so `fit` records the settings and checks the history, and
 `predict` fits each series of the history it is given and forecasts its next `horizon` steps
 (statsforecast's `forecast`, which is fit + predict in one pass). A saved model is its settings.
+In a backtest (`backtest_forecasts`) each series is fit once, at the oldest origin, and carried
+forward with those parameters, so the windows cost about one fit.
 
 Quantiles come from the models' own prediction intervals (`level=`): quantile q < 0.5 is the lower
 bound of the central interval at level 100 * (1 - 2q), q > 0.5 the upper bound at level 100 * (2q - 1),
@@ -134,33 +136,94 @@ class StatsForecaster:
 
     def predict(self, history: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
         """The next `horizon` steps of every series in `history` (known covariates are not used)."""
-        from statsforecast import StatsForecast
-
         if self.horizon is None:
             raise RuntimeError(f"{type(self).__name__}.predict called before fit")
         frame = _frame(history)
+        out = self._run(frame, lambda sf, part: sf.forecast(df=part, h=self.horizon, level=self._levels()))
+        out = pd.concat([out, self._unseen(frame, future)], ignore_index=True)
+        return sort_quantiles(out, self.quantiles).sort_values(SERIES + ["timestamp"], kind="stable") \
+            .reset_index(drop=True)
+
+    def backtest_forecasts(self, history: pd.DataFrame, origins: Sequence[pd.Timestamp], horizon: int,
+                           freq: str, quantiles: Sequence[float] = QUANTILES) -> pd.DataFrame:
+        """Every backtest window's forecasts (with an `origin` column) at about the cost of one fit: each
+        series' model is fit on the data up to the oldest origin and carried forward with those
+        parameters to the later origins (statsforecast's cross_validation with refit=False), so no
+        window sees data after its origin. Series that start after the oldest origin or end before the
+        newest window does, and unevenly spaced origins, are refit per origin instead."""
+        from pandas.tseries.frequencies import to_offset
+
+        self.fit(history, horizon, freq, quantiles)
+        offset, origins = to_offset(freq), sorted(pd.Timestamp(o) for o in origins)
+        end = origins[-1] + offset * horizon
+        frame = _frame(history)
+        frame = frame[frame["ds"] <= end]
+        steps = {len(pd.date_range(a, b, freq=offset)) - 1 for a, b in zip(origins, origins[1:])}
+        span = frame.groupby("unique_id")["ds"].agg(["min", "max"])
+        together = (span["max"] == end) & (span["min"] <= origins[0]) & (len(steps) <= 1)
+        inside = frame["unique_id"].isin(span.index[together])
+        parts = []
+        if inside.any():
+            step = steps.pop() if steps else horizon
+            first = frame[inside & (frame["ds"] <= origins[0])]
+            cv = self._run(frame[inside], lambda sf, part: sf.cross_validation(
+                df=part, h=horizon, step_size=step, n_windows=len(origins), level=self._levels(), refit=False)
+                .rename(columns={"cutoff": "origin"}), planned_on=first)
+            parts.append(cv)
+        rest = frame[~inside].rename(columns={"ds": "timestamp", "y": "target"})[SERIES + ["timestamp", "target"]]
+        for origin in origins:
+            cut = rest[rest["timestamp"] <= origin]
+            if len(cut):
+                parts.append(self.predict(cut).assign(origin=origin))
+        out = pd.concat(parts, ignore_index=True)
+        return sort_quantiles(out, self.quantiles).sort_values(SERIES + ["origin", "timestamp"], kind="stable") \
+            .reset_index(drop=True)
+
+    def _levels(self) -> list | None:
+        return levels_for(self.quantiles) or None
+
+    def _run(self, frame: pd.DataFrame, call, planned_on: pd.DataFrame | None = None) -> pd.DataFrame:
+        """`call(StatsForecast, part)` once per (model, season) of the per-series plan (made on
+        `planned_on`, default `frame`), its output turned into the forecasts layout."""
+        from statsforecast import StatsForecast
+
         keys = frame.drop_duplicates("unique_id").set_index("unique_id")[SERIES]
-        plans = plan(frame, self.name, self.season)
+        plans = plan(frame if planned_on is None else planned_on, self.name, self.season)
         _log_fallbacks(plans, self.name, self.season, keys)
-        levels = levels_for(self.quantiles)
         parts = []
         for choice, ids in plans.groupby(plans).groups.items():
             name, season = choice.split("/")
             part = frame[frame["unique_id"].isin(ids)][["unique_id", "ds", "y"]]
             sf = StatsForecast(models=[_model(name, int(season))], freq=self.freq, n_jobs=self.n_jobs)
-            parts.append(sf.forecast(df=part, h=self.horizon, level=levels or None))
+            parts.append(call(sf, part))
         raw = pd.concat(parts, ignore_index=True)
         out = keys.reindex(raw["unique_id"]).reset_index(drop=True)
+        by = SERIES
+        if "origin" in raw.columns:
+            out["origin"] = pd.to_datetime(raw["origin"].to_numpy())
+            by = SERIES + ["origin"]
         out["timestamp"] = pd.to_datetime(raw["ds"].to_numpy())
-        out["horizon"] = out.groupby(SERIES, sort=False).cumcount() + 1
+        out["horizon"] = out.groupby(by, sort=False).cumcount() + 1
         point = raw["model"].to_numpy(dtype=float)
         for q in self.quantiles:
             # an interval a model cannot give (one observation, zero variance) collapses to the point
-            values = raw[interval_column("model", q)].to_numpy(dtype=float) if levels or q == 0.5 else point
+            values = raw[interval_column("model", q)].to_numpy(dtype=float)
             out[qcol(q)] = np.where(np.isfinite(values), values, point)
         out[qcols(self.quantiles)] = np.nan_to_num(out[qcols(self.quantiles)].to_numpy(), nan=0.0)
-        return sort_quantiles(out, self.quantiles).sort_values(SERIES + ["timestamp"], kind="stable") \
-            .reset_index(drop=True)
+        return out
+
+    def _unseen(self, frame: pd.DataFrame, future: pd.DataFrame | None) -> pd.DataFrame:
+        """Series only in `future` (new items): a local model has no history to go on, so zeros."""
+        if future is None or future.empty:
+            return pd.DataFrame()
+        new = canonical(future, required=("item_id",))[SERIES].drop_duplicates()
+        new = new.merge(frame[SERIES].drop_duplicates(), on=SERIES, how="left", indicator=True)
+        new = new[new["_merge"] == "left_only"][SERIES]
+        if new.empty:
+            return pd.DataFrame()
+        stamps = pd.date_range(frame["ds"].max(), periods=self.horizon + 1, freq=self.freq)[1:]
+        steps = pd.DataFrame({"timestamp": stamps, "horizon": np.arange(1, self.horizon + 1)})
+        return new.merge(steps, how="cross").assign(**{c: 0.0 for c in qcols(self.quantiles)})
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -171,11 +234,15 @@ class StatsForecaster:
 
     @classmethod
     def load(cls, path: Path) -> "StatsForecaster":
-        state = json.loads((Path(path) / MODEL_FILE).read_text())
+        state = json.loads(cls._state_file(Path(path)).read_text())
         model = cls._from_state(state)
         model.horizon, model.freq = state["horizon"], state["freq"]
         model.season, model.quantiles = state["season"], tuple(state["quantiles"])
         return model
+
+    @classmethod
+    def _state_file(cls, path: Path) -> Path:
+        return path / MODEL_FILE
 
     @classmethod
     def _from_state(cls, state: dict) -> "StatsForecaster":
