@@ -238,16 +238,22 @@ def _curves_callback():
     import lightning.pytorch as pl
 
     class Curves(pl.Callback):
-        """train_loss and val_loss per epoch (for the learning_curves attribute)."""
+        """train_loss and val_loss per epoch (for the learning_curves attribute), and a log line each."""
 
         def __init__(self):
             self.curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+
+        def on_train_epoch_start(self, trainer, module):
+            self.started = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, module):
             for name in self.curves:
                 value = trainer.callback_metrics.get(name)
                 if value is not None:
                     self.curves[name].append(float(value))
+            log.info("%s epoch %d/%d: %s in %.1f s", module.hparams.kind, trainer.current_epoch + 1,
+                     trainer.max_epochs, ", ".join(f"{k} {v[-1]:.4f}" for k, v in self.curves.items() if v),
+                     time.perf_counter() - self.started)
 
     return Curves()
 
