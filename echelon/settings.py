@@ -25,6 +25,7 @@ class Settings:
     spark_master: str        # SPARK_MASTER: local[*], spark://host:7077, yarn, k8s://...
     spark_shuffle_partitions: int
     seed: int                # ECHELON_SEED: default seed for generators and models
+    threads: int             # ECHELON_THREADS: cores a model may use (LightGBM); default all of them
 
     @property
     def gx_root(self) -> Path:
@@ -46,4 +47,5 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         spark_master=env.get("SPARK_MASTER", "local[*]"),
         spark_shuffle_partitions=int(env.get("ECHELON_SPARK_SHUFFLE_PARTITIONS", "8")),
         seed=int(env.get("ECHELON_SEED", "42")),
+        threads=int(env.get("ECHELON_THREADS", os.cpu_count() or 1)),
     )
