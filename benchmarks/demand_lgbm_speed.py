@@ -16,6 +16,7 @@
     python benchmarks/demand_lgbm_speed.py world [--configs new,weighted,...] [--out DIR]
     python benchmarks/demand_lgbm_speed.py store_item [--configs ...] [--out DIR]
     python benchmarks/demand_lgbm_speed.py store_item_backtest [--out DIR]
+    OMP_WAIT_POLICY=passive python benchmarks/demand_lgbm_speed.py threads   # 20 rounds, 1 vs 2 OpenMP threads
 """
 from __future__ import annotations
 
@@ -149,6 +150,25 @@ def store_item_backtest(path: Path) -> None:
           f"{TARGET_COVERAGE[0]:.0%}-{TARGET_COVERAGE[1]:.0%}: **{'met' if met else 'not met'}**.")
 
 
+def openmp_threads() -> None:
+    """20 rounds of one quantile booster on 240k x 67 random rows with 1 vs 2 OpenMP threads, twice:
+    on a busy machine OpenMP's spinning barriers can make 2 threads slower than 1."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    X = rng.random((240_000, 67), dtype=np.float32)
+    y = X[:, 0] * 3 + rng.poisson(2, len(X))
+    for threads in (1, 2, 1, 2):
+        data = lgb.Dataset(X, y, params={"verbose": -1})
+        data.construct()
+        started, cpu = time.time(), time.process_time()
+        lgb.train({"objective": "quantile", "alpha": 0.5, "num_leaves": 15, "min_data_in_leaf": 800,
+                   "feature_fraction": 0.5, "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1,
+                   "num_threads": threads, "force_row_wise": True, "deterministic": True}, data, 20)
+        print(f"threads {threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}: {time.time() - started:.1f} s "
+              f"wall, {time.process_time() - cpu:.1f} s cpu, load {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def write(rows: list[dict], path: Path, title: str, note: str) -> None:
     table = pd.DataFrame(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +182,7 @@ def write(rows: list[dict], path: Path, title: str, note: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", choices=["world", "store_item", "store_item_backtest"])
+    parser.add_argument("data", choices=["world", "store_item", "store_item_backtest", "threads"])
     parser.add_argument("--configs", default=None, help="|-separated subset of: " + ", ".join(CONFIGS))
     parser.add_argument("--extra", default=None, help='JSON {"name": {overrides}} added to the configs')
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -171,7 +191,9 @@ def main() -> None:
     configs = {**CONFIGS, **(json.loads(args.extra) if args.extra else {})}
     names = args.configs.split("|") if args.configs else list(configs)
     rows = []
-    if args.data == "world":
+    if args.data == "threads":
+        openmp_threads()
+    elif args.data == "world":
         features, origin = world_features()
         for name in names:
             rows.append(fit_and_score(name, configs[name], features, origin))
