@@ -26,6 +26,7 @@ class Settings:
     spark_shuffle_partitions: int
     seed: int                # ECHELON_SEED: default seed for generators and models
     demand_train_parallel: int  # ECHELON_DEMAND_TRAIN_PARALLEL: candidate training tasks at once
+    threads: int             # ECHELON_THREADS: cores a model may use (LightGBM); default all of them
 
     @property
     def gx_root(self) -> Path:
@@ -52,4 +53,5 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         spark_shuffle_partitions=int(env.get("ECHELON_SPARK_SHUFFLE_PARTITIONS", "8")),
         seed=int(env.get("ECHELON_SEED", "42")),
         demand_train_parallel=int(env.get("ECHELON_DEMAND_TRAIN_PARALLEL", train_parallel)),
+        threads=int(env.get("ECHELON_THREADS", os.cpu_count() or 1)),
     )

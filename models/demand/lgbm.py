@@ -2,10 +2,21 @@
 
 Training rows are (series, origin, h) for h = 1..H: the features known at the end of the origin date
 (the feature job's row for that date), the known covariates of the target date (calendar, promo,
-price, year-ago demand), and h itself; the label is the demand on origin + h. Origins are sampled to
-bound the row count. Every demand-valued input and the label are divided by a per-series level, so
-series of very different sizes pool into one model; the level is also the sample weight, so the
-training loss is the pinball loss in units, which is what wQL measures.
+price, year-ago demand), and h itself; the label is the demand on origin + h. Every demand-valued
+input and the label are divided by a per-series level, so series of very different sizes pool into one
+model.
+
+Fast by design (issue 15; measurements in benchmarks/results/demand_lgbm_speed.md):
+- Training rows are sampled to a fixed budget (`max_training_rows`): origins per series, and series
+  too when there are very many, drawn by seed. The cost of a fit does not grow with the history or,
+  past the budget, with the number of series.
+- The last `horizon` days before the cutoff are a validation window (one origin per series, every
+  horizon); no training row's target date falls inside it. Each quantile's booster stops early on it
+  and its per-iteration validation pinball loss is kept in `learning_curves`.
+- LightGBM uses every core (`num_threads`, default Settings.threads).
+- `level_weight=False` by default: the level as a sample weight makes the quantile objective take the
+  weighted-percentile path (a sort of each leaf's residuals per iteration); the validation metric is
+  still level-weighted (pinball in units, what wQL measures).
 
 The level is the series' mean over the last 364 days shrunk towards its category x location mean
 (weight LEVEL_PRIOR_DAYS observed days), so a new item's level is its category's. A share of the
@@ -16,9 +27,12 @@ zero. Crossed quantiles are sorted afterwards (base.sort_quantiles).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +42,7 @@ import pandas as pd
 from echelon.jobs.demand.features import (CALENDAR_FEATURES, DOW_MEAN_FEATURES, LAG_FEATURES, LAGS,
                                           ROLLING_FEATURES, features_pandas)
 from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol, sort_quantiles
+from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +127,101 @@ def _levels(own_mean: pd.Series, observed: pd.Series, category_mean: pd.Series, 
     return np.maximum(level, MIN_LEVEL)
 
 
+MIN_ORIGINS_PER_SERIES = 8   # fewer origins than this per series and the budget samples series instead
+VALID_SHARE = 0.25           # the validation rows' share of the row budget, at most
+
+
+@dataclass
+class TrainingSplit:
+    """The rows a fit trains and validates on. *_origins: SERIES + category + origin (one row per
+    series x origin); *_targets: SERIES + origin + horizon + date (one row per training example)."""
+    train_origins: pd.DataFrame
+    train_targets: pd.DataFrame
+    valid_origins: pd.DataFrame      # empty when there is no validation window
+    valid_targets: pd.DataFrame
+    train_end: pd.Timestamp          # last target date of a training row; validation is (train_end, cutoff]
+
+
+def training_split(history: pd.DataFrame, cutoff, horizon: int, *, max_training_rows: int,
+                   max_origins_per_series: int, validation: bool, rng: np.random.Generator) -> TrainingSplit:
+    """Sample training rows within a budget and hold out the validation window.
+
+    history: the observed feature rows (SERIES + category + date) up to `cutoff`. With `validation`
+    (and at least 2 x horizon days of history before it), the last `horizon` days (train_end, cutoff]
+    are held out: validation rows forecast them from the origin train_end, every horizon, for a
+    sample of series; training origins lie before train_end and their target dates go up to
+    train_end only. Each trained series gets budget / (series x horizon) origins, within
+    [MIN_ORIGINS_PER_SERIES, max_origins_per_series]; when even that minimum overflows the budget,
+    a random subset of the series trains."""
+    cutoff = pd.Timestamp(cutoff)
+    first = history["date"].min()
+    train_end = cutoff - pd.Timedelta(days=horizon)
+    if not validation or train_end - first < pd.Timedelta(days=2 * horizon):
+        train_end = cutoff
+    series = history[SERIES + ["category"]].drop_duplicates(SERIES).sort_values(SERIES).reset_index(drop=True)
+    pairs = max(1, max_training_rows // horizon)             # (series, origin) pairs the budget allows
+    per_series = int(min(max_origins_per_series, max(MIN_ORIGINS_PER_SERIES, pairs // max(len(series), 1))))
+    n_train = min(len(series), max(1, pairs // per_series))
+    train_series = _sample(series, n_train, rng)
+
+    candidates = history.loc[history["date"] < train_end, SERIES + ["category", "date"]]
+    if n_train < len(series):
+        candidates = candidates.merge(train_series[SERIES], on=SERIES)
+    candidates = candidates.rename(columns={"date": "origin"}).assign(_r=rng.random(len(candidates)))
+    rank = candidates.groupby(SERIES)["_r"].rank(method="first")
+    train_origins = candidates[rank <= per_series].drop(columns="_r").reset_index(drop=True)
+    train_targets = _expand(train_origins, horizon)
+    train_targets = train_targets[train_targets["date"] <= train_end].reset_index(drop=True)
+
+    if train_end < cutoff:
+        at_end = history.loc[history["date"] == train_end, SERIES + ["category"]].drop_duplicates(SERIES)
+        at_end = at_end.sort_values(SERIES).reset_index(drop=True)
+        valid_origins = _sample(at_end, max(1, int(VALID_SHARE * pairs)), rng).assign(origin=train_end)
+    else:
+        valid_origins = series.iloc[:0].assign(origin=pd.Series(dtype="datetime64[ns]"))
+    return TrainingSplit(train_origins, train_targets, valid_origins, _expand(valid_origins, horizon), train_end)
+
+
+def _sample(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """n rows of `frame` drawn without replacement, in their original order (all when n >= rows)."""
+    if n >= len(frame):
+        return frame
+    return frame.iloc[np.sort(rng.choice(len(frame), size=n, replace=False))].reset_index(drop=True)
+
+
+def _expand(origins: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """One row per origin x horizon 1..H with its target date."""
+    steps = np.arange(1, horizon + 1)
+    out = origins.loc[origins.index.repeat(horizon), SERIES + ["origin"]].reset_index(drop=True)
+    out["horizon"] = np.tile(steps, len(origins))
+    out["date"] = out["origin"] + pd.to_timedelta(out["horizon"], unit="D")
+    return out
+
+
 class LightGBMForecaster:
     name = "lightgbm"
 
-    def __init__(self, params: dict | None = None, num_boost_round: int = 300,
-                 max_origins_per_series: int = 100, cold_start_share: float = 0.05,
-                 seed: int = 42, num_threads: int = 1, spark=None):
+    def __init__(self, params: dict | None = None, num_boost_round: int = 1000,
+                 max_origins_per_series: int = 100, max_training_rows: int = 250_000,
+                 cold_start_share: float = 0.05, validation: bool = True, early_stopping_rounds: int = 30,
+                 refit: bool = False, level_weight: bool = False, parallel_quantiles: int | None = None,
+                 seed: int = 42, num_threads: int | None = None, spark=None):
+        """num_boost_round caps the rounds (early stopping on the validation window usually ends
+        sooner); num_threads=None uses Settings.threads; parallel_quantiles boosters train at once
+        (Python threads; LightGBM releases the GIL), sharing the threads; None: one booster per thread,
+        each single-threaded, which keeps OpenMP's spinning barriers out of a busy machine (measured:
+        2 OpenMP threads under load ran 3-9x slower than one); refit retrains each quantile on all rows (validation window included)
+        for its best iteration count instead of keeping the early-stopped booster."""
         self.params = {**DEFAULT_PARAMS, **(params or {})}
         self.num_boost_round = num_boost_round
         self.max_origins_per_series = max_origins_per_series
+        self.max_training_rows = max_training_rows
         self.cold_start_share = cold_start_share
+        self.validation = validation
+        self.early_stopping_rounds = early_stopping_rounds
+        self.refit = refit
+        self.level_weight = level_weight
+        self.parallel_quantiles = parallel_quantiles
         self.seed = seed
         self.num_threads = num_threads
         self.spark = spark
@@ -129,6 +229,8 @@ class LightGBMForecaster:
         self.freq = "D"
         self.quantiles: tuple[float, ...] = QUANTILES
         self.boosters: dict[float, object] = {}
+        self.best_iterations: dict[float, int] = {}
+        self.learning_curves: dict[str, list[float]] = {}
         self.feature_names: list[str] = []
         self.fallback_level = 1.0
         self.training_rows = 0
@@ -139,6 +241,9 @@ class LightGBMForecaster:
         for key, value in self.__dict__.items():
             clone.__dict__[key] = value if key == "spark" else copy.deepcopy(value, memo)
         return clone
+
+    def _threads(self) -> int:
+        return max(1, int(self.num_threads or get_settings().threads))
 
     # ------------------------------------------------------------------ design matrix
     def _design(self, features: pd.DataFrame, origins: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
@@ -196,14 +301,6 @@ class LightGBMForecaster:
         X["__label"] = d["t_target"].where(d["t_in_stock"].fillna(1) > 0).to_numpy(dtype=float) / level
         return X
 
-    @staticmethod
-    def _expand(origins: pd.DataFrame, horizon: int) -> pd.DataFrame:
-        steps = np.arange(1, horizon + 1)
-        out = origins.loc[origins.index.repeat(horizon), SERIES + ["origin"]].reset_index(drop=True)
-        out["horizon"] = np.tile(steps, len(origins))
-        out["date"] = out["origin"] + pd.to_timedelta(out["horizon"], unit="D")
-        return out
-
     # ------------------------------------------------------------------ training
     def fit(self, history: pd.DataFrame, horizon: int, freq: str = "D",
             quantiles: Sequence[float] = QUANTILES) -> "LightGBMForecaster":
@@ -218,50 +315,100 @@ class LightGBMForecaster:
                      quantiles: Sequence[float] = QUANTILES, cutoff=None) -> "LightGBMForecaster":
         """Train on a feature table (the published sales_features or build_features output), using
         only labels dated on or before `cutoff` (default: the last observed date)."""
-        import lightgbm as lgb
-
         self._check_freq(freq)
         self.horizon, self.freq, self.quantiles = int(horizon), freq, tuple(quantiles)
+        return self._fit_prepared(_prepare_features(features), cutoff)
+
+    def split(self, features: pd.DataFrame, cutoff=None) -> TrainingSplit:
+        """The training and validation rows fit_features(features, cutoff=cutoff) uses (set horizon first)."""
         f = _prepare_features(features)
+        hist = f[f["is_future"] == 0]
+        cutoff = pd.Timestamp(cutoff) if cutoff is not None else hist["date"].max()
+        return self._split(hist[hist["date"] <= cutoff], cutoff, np.random.default_rng(self.seed))
+
+    def _split(self, hist: pd.DataFrame, cutoff, rng, validation: bool | None = None) -> TrainingSplit:
+        return training_split(hist, cutoff, self.horizon, max_training_rows=self.max_training_rows,
+                              max_origins_per_series=self.max_origins_per_series,
+                              validation=self.validation if validation is None else validation, rng=rng)
+
+    def _fit_prepared(self, f: pd.DataFrame, cutoff=None) -> "LightGBMForecaster":
+        started = time.time()
         hist = f[f["is_future"] == 0]
         cutoff = pd.Timestamp(cutoff) if cutoff is not None else hist["date"].max()
         hist = hist[hist["date"] <= cutoff]
         f = f[f["date"] <= cutoff]
-        rng = np.random.default_rng(self.seed)
-
-        candidates = hist.loc[hist["date"] < cutoff, SERIES + ["category", "date"]].rename(columns={"date": "origin"})
-        candidates = candidates.assign(_r=rng.random(len(candidates)))
-        rank = candidates.groupby(SERIES)["_r"].rank(method="first")
-        origins = candidates[rank <= self.max_origins_per_series].drop(columns="_r").reset_index(drop=True)
         levels = hist["roll_mean_364"].dropna()
         self.fallback_level = float(max(levels.median(), MIN_LEVEL)) if len(levels) else 1.0
+        rng = np.random.default_rng(self.seed)
+        split = self._split(hist, cutoff, rng)
+        train = self._training_rows(f, split, rng)
+        valid = self._design(f, split.valid_origins, split.valid_targets)
+        valid = valid[np.isfinite(valid["__label"])]
+        self.feature_names = [c for c in train.columns if c != "__label"]
+        self.training_rows = len(train)
+        log.info("lightgbm: %d training rows (%d origins, horizon %d, targets up to %s), %d validation rows "
+                 "(to %s), %d features, built in %.1f s", len(train), len(split.train_origins), self.horizon,
+                 split.train_end.date(), len(valid), cutoff.date(), len(self.feature_names), time.time() - started)
+        full = None
+        if self.refit and len(valid):
+            # all rows: a fresh sample with no window held out, trained for each quantile's best count
+            full = self._training_rows(f, self._split(hist, cutoff, np.random.default_rng(self.seed), False),
+                                       np.random.default_rng(self.seed))
+        self._train(train, valid if len(valid) else None, full)
+        return self
 
-        targets = self._expand(origins, self.horizon)
-        targets = targets[targets["date"] <= cutoff]
-        design = self._design(f, origins, targets)
-        design = self._with_cold_starts(design, f, origins, targets, rng)
+    def _training_rows(self, f: pd.DataFrame, split: TrainingSplit, rng) -> pd.DataFrame:
+        design = self._design(f, split.train_origins, split.train_targets)
+        design = self._with_cold_starts(design, f, split.train_origins, split.train_targets, rng)
         design = design[np.isfinite(design["__label"])]
         if design.empty:
             raise FeatureTableError("no training rows: the feature table has no observed demand after an origin")
-        label = design.pop("__label").to_numpy()
-        weight = design["level"].to_numpy()
-        self.feature_names = list(design.columns)
-        self.training_rows = len(design)
-        log.info("lightgbm: %d training rows (%d origins, horizon %d, cutoff %s), %d features",
-                 len(design), len(origins), self.horizon, cutoff.date(), len(self.feature_names))
+        return design
 
-        dataset = lgb.Dataset(design.to_numpy(dtype=np.float32), label=label, weight=weight,
-                              feature_name=self.feature_names, free_raw_data=False,
-                              params={"max_bin": self.params.get("max_bin", 255), "verbose": -1})
-        self.boosters = {}
-        for q in self.quantiles:
+    def _train(self, train: pd.DataFrame, valid: pd.DataFrame | None, full: pd.DataFrame | None) -> None:
+        """One booster per quantile, early-stopped on `valid` when given (then retrained on `full` for
+        its best iteration count when given); `parallel_quantiles` at a time sharing the threads."""
+        import lightgbm as lgb
+
+        def arrays(frame):
+            X = frame[self.feature_names].to_numpy(dtype=np.float32)
+            return X, frame["__label"].to_numpy(), frame["level"].to_numpy()
+
+        X, y, level = arrays(train)
+        threads = self._threads()
+        workers = max(1, min(self.parallel_quantiles or threads, len(self.quantiles), threads))
+        dataset_params = {"max_bin": self.params.get("max_bin", 255), "verbose": -1}
+
+        def dataset(X, y, level, reference=None, weighted=self.level_weight):
+            return lgb.Dataset(X, label=y, weight=level if weighted else None, feature_name=self.feature_names,
+                               reference=reference, params=dataset_params, free_raw_data=False)
+
+        def one(q: float):
             started = time.time()
-            params = {**self.params, "objective": "quantile", "alpha": q, "seed": self.seed,
+            params = {**self.params, "objective": "quantile", "alpha": q, "metric": "quantile", "seed": self.seed,
                       "deterministic": True, "force_row_wise": True, "verbose": -1,
-                      "num_threads": self.num_threads}
-            self.boosters[q] = lgb.train(params, dataset, num_boost_round=self.num_boost_round)
-            log.info("lightgbm: quantile %g trained in %.1f s", q, time.time() - started)
-        return self
+                      "num_threads": max(1, threads // workers)}
+            train_set, curves, callbacks, valid_sets = dataset(X, y, level), {}, [], []
+            if valid is not None:
+                # the validation loss is level-weighted whatever the training weights: pinball in units, as wQL
+                valid_sets = [dataset(*arrays(valid), reference=train_set, weighted=True)]
+                callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False), lgb.record_evaluation(curves)]
+            booster = lgb.train(params, train_set, num_boost_round=self.num_boost_round, valid_sets=valid_sets,
+                                valid_names=["valid"] if valid_sets else None, callbacks=callbacks)
+            best = booster.best_iteration or booster.current_iteration()
+            if full is not None:
+                booster = lgb.train(params, dataset(*arrays(full)), num_boost_round=best)
+            elif valid is not None:
+                booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))  # drop the rounds past the best
+            log.info("lightgbm: quantile %g: %d rounds (best %d) in %.1f s", q,
+                     len(curves.get("valid", {}).get("quantile", [])) or best, best, time.time() - started)
+            return q, booster, best, curves.get("valid", {}).get("quantile", [])
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, self.quantiles))
+        self.boosters = {q: booster for q, booster, _, _ in results}
+        self.best_iterations = {q: best for q, _, best, _ in results}
+        self.learning_curves = {f"valid_pinball_q{q:g}": [float(v) for v in curve] for q, _, _, curve in results if curve}
 
     def _with_cold_starts(self, design, features, origins, targets, rng) -> pd.DataFrame:
         """Append copies of a random share of the rows as if the item had just launched: own history
@@ -303,7 +450,9 @@ class LightGBMForecaster:
         covariates from the table's future rows. origin=<date>: every series from that date (for
         backtests on one full table)."""
         self._check_fitted()
-        f = _prepare_features(features)
+        return self._predict_prepared(_prepare_features(features), origin)
+
+    def _predict_prepared(self, f: pd.DataFrame, origin=None) -> pd.DataFrame:
         observed = f[f["is_future"] == 0]
         series = f.groupby(SERIES, sort=True)["category"].first().reset_index()
         if origin is not None:
@@ -312,7 +461,7 @@ class LightGBMForecaster:
             last = observed.groupby(SERIES)["date"].max().rename("origin").reset_index()
             origins = series.merge(last, on=SERIES, how="left")
             origins["origin"] = origins["origin"].fillna(observed["date"].max())
-        targets = self._expand(origins, self.horizon)
+        targets = _expand(origins, self.horizon)
         present = targets.merge(f[SERIES + ["date"]], on=SERIES + ["date"], how="left", indicator=True)
         absent = present[present["_merge"] == "left_only"]
         if len(absent):
@@ -326,8 +475,32 @@ class LightGBMForecaster:
         level = design["level"].to_numpy()
         out = targets[SERIES + ["date", "horizon"]].rename(columns={"date": "timestamp"}).reset_index(drop=True)
         for q in self.quantiles:
-            out[qcol(q)] = self.boosters[q].predict(X, num_threads=self.num_threads) * level
+            out[qcol(q)] = self.boosters[q].predict(X, num_threads=self._threads()) * level
         return sort_quantiles(out, self.quantiles)
+
+    def backtest_forecasts(self, history: pd.DataFrame, origins: Sequence, horizon: int, freq: str = "D",
+                           quantiles: Sequence[float] = QUANTILES) -> pd.DataFrame:
+        """The forecasts of every backtest window, concatenated with an `origin` column: the features
+        are built once for the whole history, and each window fits on the labels up to its origin and
+        forecasts the `horizon` days after it from that one table (every feature of a date is known at
+        that date, so this equals fit + predict on the history cut at each origin). Series with a
+        target date missing from the history in a window (they end inside it) are left out of it."""
+        self._check_freq(freq)
+        started = time.time()
+        f = _prepare_features(features_pandas(canonical(history), spark=self.spark))
+        log.info("lightgbm backtest: built %d feature rows once in %.1f s", len(f), time.time() - started)
+        out = []
+        for origin in origins:
+            origin = pd.Timestamp(origin)
+            window = copy.deepcopy(self)          # each window starts unfitted, as a fresh forecaster would
+            window.horizon, window.freq, window.quantiles = int(horizon), freq, tuple(quantiles)
+            window._fit_prepared(f, cutoff=origin)
+            cut = f[f["date"] <= origin + pd.Timedelta(days=horizon)]
+            dates = cut[cut["date"] > origin].groupby(SERIES)["date"].nunique()
+            complete = dates[dates == horizon].index
+            cut = cut[pd.MultiIndex.from_frame(cut[SERIES]).isin(complete)]
+            out.append(window._predict_prepared(cut, origin).assign(origin=origin))
+        return pd.concat(out, ignore_index=True)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path) -> None:
@@ -338,12 +511,11 @@ class LightGBMForecaster:
         for q, booster in self.boosters.items():
             files[str(q)] = f"quantile_{q:g}.txt"
             booster.save_model(str(path / files[str(q)]))
-        meta = {"name": self.name, "params": self.params, "num_boost_round": self.num_boost_round,
-                "max_origins_per_series": self.max_origins_per_series,
-                "cold_start_share": self.cold_start_share, "seed": self.seed, "num_threads": self.num_threads,
+        meta = {"name": self.name, "params": self.params, **self._settings(),
                 "horizon": self.horizon, "freq": self.freq, "quantiles": list(self.quantiles),
                 "feature_names": self.feature_names, "fallback_level": self.fallback_level,
-                "training_rows": self.training_rows, "model_files": files}
+                "training_rows": self.training_rows, "best_iterations": {str(q): n for q, n in self.best_iterations.items()},
+                "model_files": files}
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -352,18 +524,25 @@ class LightGBMForecaster:
 
         path = Path(path)
         meta = json.loads((path / META_FILE).read_text())
-        model = cls(params=meta["params"], num_boost_round=meta["num_boost_round"],
-                    max_origins_per_series=meta["max_origins_per_series"],
-                    cold_start_share=meta["cold_start_share"], seed=meta["seed"], num_threads=meta["num_threads"])
+        # models saved before a setting existed get its constructor default
+        settings = inspect.signature(cls).parameters
+        model = cls(params=meta["params"], **{k: v for k, v in meta.items() if k in settings and k != "params"})
         model.horizon, model.freq = meta["horizon"], meta["freq"]
         model.quantiles = tuple(meta["quantiles"])
         model.feature_names = meta["feature_names"]
         model.fallback_level = meta["fallback_level"]
         model.training_rows = meta["training_rows"]
+        model.best_iterations = {float(q): n for q, n in meta.get("best_iterations", {}).items()}
         model.boosters = {float(q): lgb.Booster(model_file=str(path / name)) for q, name in meta["model_files"].items()}
         return model
 
     # ------------------------------------------------------------------ helpers
+    def _settings(self) -> dict:
+        """The constructor arguments (but params and spark), as saved and shown."""
+        return {k: getattr(self, k) for k in ("num_boost_round", "max_origins_per_series", "max_training_rows",
+                                              "cold_start_share", "validation", "early_stopping_rounds", "refit",
+                                              "level_weight", "parallel_quantiles", "seed", "num_threads")}
+
     def _check_fitted(self) -> None:
         if not self.boosters:
             raise RuntimeError("LightGBMForecaster is not fitted: call fit or fit_features first")
@@ -375,7 +554,8 @@ class LightGBMForecaster:
                              f"lags and windows); got freq={freq!r}. Use seasonal_naive or a GluonTS model.")
 
     def __repr__(self) -> str:
-        return f"LightGBMForecaster(num_boost_round={self.num_boost_round}, params={self.params})"
+        settings = ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
+        return f"LightGBMForecaster({settings}, params={self.params})"
 
 
 def _future_grid(hist: pd.DataFrame, future: pd.DataFrame | None, horizon: int) -> pd.DataFrame:

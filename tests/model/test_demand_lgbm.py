@@ -168,3 +168,107 @@ def test_lightgbm_rejects_non_daily_frequency():
     with pytest.raises(ValueError, match="daily"):
         LightGBMForecaster().fit(pd.DataFrame({"item_id": ["a"], "timestamp": ["2024-01-01"], "target": [1.0]}),
                                  horizon=4, freq="W")
+
+
+# ---------------------------------------------------------------- fast by design (issue 15)
+def test_training_split_holds_out_the_validation_window(world_features):
+    """No training row's target date lies in the validation window (cutoff - horizon, cutoff], and
+    validation rows forecast exactly that window from its start."""
+    cutoff = pd.Timestamp(world_features["date"].max()) - pd.Timedelta(days=HORIZON)
+    model = small_lgbm()
+    model.horizon = HORIZON
+    split = model.split(world_features, cutoff=cutoff)
+    window_start = cutoff - pd.Timedelta(days=HORIZON)
+    assert split.train_end == window_start
+    assert split.train_targets["date"].max() <= window_start
+    assert (split.train_origins["origin"] < window_start).all()
+    assert split.valid_targets["date"].min() == window_start + pd.Timedelta(days=1)
+    assert split.valid_targets["date"].max() == cutoff
+    assert (split.valid_origins["origin"] == window_start).all() and len(split.valid_origins) == 24
+    # without validation, training targets run up to the cutoff
+    model.validation = False
+    assert model.split(world_features, cutoff=cutoff).train_targets["date"].max() == cutoff
+
+
+def test_row_budget_bounds_the_training_rows_and_samples_series_when_many(world_features):
+    model = small_lgbm(max_training_rows=24 * 10 * HORIZON)
+    model.horizon = HORIZON
+    split = model.split(world_features)
+    assert split.train_origins.groupby(["item_id", "location_id"]).size().max() == 10
+    assert len(split.train_targets) <= 24 * 10 * HORIZON
+    # a budget too small for the minimum origins per series trains on a sample of the series
+    model.max_training_rows = 6 * 8 * HORIZON
+    split = model.split(world_features)
+    assert len(split.train_origins[["item_id", "location_id"]].drop_duplicates()) == 6
+    assert split.train_origins.groupby(["item_id", "location_id"]).size().eq(8).all()
+
+
+def test_sampled_training_is_deterministic_by_seed(world_features):
+    cutoff = pd.Timestamp(world_features["date"].max()) - pd.Timedelta(days=HORIZON)
+    settings = dict(max_training_rows=24 * 20 * HORIZON, num_boost_round=30, early_stopping_rounds=5)
+    splits = []
+    for seed in (7, 7, 8):
+        model = small_lgbm(seed=seed, **settings)
+        model.horizon = HORIZON
+        splits.append(model.split(world_features, cutoff=cutoff).train_origins)
+    pd.testing.assert_frame_equal(splits[0], splits[1])
+    assert not splits[0].equals(splits[2])
+    first, again = (small_lgbm(**settings).fit_features(world_features, HORIZON, cutoff=cutoff) for _ in range(2))
+    pd.testing.assert_frame_equal(first.predict_features(world_features, origin=cutoff),
+                                  again.predict_features(world_features, origin=cutoff))
+    other = small_lgbm(seed=8, **settings).fit_features(world_features, HORIZON, cutoff=cutoff)
+    assert not np.allclose(first.predict_features(world_features, origin=cutoff)["q_0.5"],
+                           other.predict_features(world_features, origin=cutoff)["q_0.5"])
+
+
+def test_early_stopping_stops_and_records_learning_curves(world_features):
+    """A high learning rate overfits the Poisson noise within a few rounds: the validation loss turns
+    up and training stops long before the cap; the curves are kept per quantile."""
+    model = small_lgbm(num_boost_round=400, early_stopping_rounds=10,
+                       params={"learning_rate": 0.5, "num_leaves": 31, "min_data_in_leaf": 5})
+    model.fit_features(world_features, HORIZON, quantiles=(0.1, 0.5, 0.9))
+    assert set(model.learning_curves) == {"valid_pinball_q0.1", "valid_pinball_q0.5", "valid_pinball_q0.9"}
+    for q in (0.1, 0.5, 0.9):
+        curve = model.learning_curves[f"valid_pinball_q{q:g}"]
+        best = model.best_iterations[q]
+        assert best < 400 and len(curve) == best + 10
+        assert min(curve) == pytest.approx(curve[best - 1])
+        assert model.boosters[q].current_iteration() == best
+
+
+def test_validation_window_labels_never_train_the_model(world_features):
+    """Plant a huge spike in every label of the validation window: the trees must be exactly those
+    trained on the clean table (the window only decides where to stop; a leak would change them)."""
+    cutoff = pd.Timestamp(world_features["date"].max()) - pd.Timedelta(days=HORIZON)
+    window = (world_features["date"] > cutoff - pd.Timedelta(days=HORIZON)) & (world_features["date"] <= cutoff)
+    spiked = world_features.copy()
+    spiked.loc[window, "target"] = spiked.loc[window, "target"] * 50 + 1000
+    settings = dict(num_boost_round=25, early_stopping_rounds=25)
+    clean = small_lgbm(**settings).fit_features(world_features, HORIZON, quantiles=(0.5,), cutoff=cutoff)
+    dirty = small_lgbm(**settings).fit_features(spiked, HORIZON, quantiles=(0.5,), cutoff=cutoff)
+    rounds = min(clean.best_iterations[0.5], dirty.best_iterations[0.5])
+    assert clean.boosters[0.5].model_to_string(num_iteration=rounds) == \
+        dirty.boosters[0.5].model_to_string(num_iteration=rounds)
+    # the validation loss did see the spike
+    assert dirty.learning_curves["valid_pinball_q0.5"][0] > 10 * clean.learning_curves["valid_pinball_q0.5"][0]
+
+
+def test_backtest_forecasts_equal_fitting_each_window_separately(spark, split):
+    """Features built once for the whole history, each window cut from them, give the forecasts that a
+    fresh fit + predict on the history up to each origin gives."""
+    import copy
+
+    history, _ = split
+    model = small_lgbm(spark, num_boost_round=20, max_training_rows=24 * 20 * 7)
+    last = history["timestamp"].max()
+    origins = [last - pd.Timedelta(days=14), last - pd.Timedelta(days=7)]
+    together = model.backtest_forecasts(history, origins, horizon=7, freq="D", quantiles=(0.1, 0.5, 0.9))
+    assert sorted(together["origin"].unique()) == origins
+    for origin in origins:
+        seen = history[history["timestamp"] <= origin]
+        actual = history[(history["timestamp"] > origin) & (history["timestamp"] <= origin + pd.Timedelta(days=7))]
+        alone = copy.deepcopy(model).fit(seen, horizon=7, freq="D", quantiles=(0.1, 0.5, 0.9))
+        expected = alone.predict(seen, actual.drop(columns="target"))
+        got = together[together["origin"] == origin].drop(columns="origin").reset_index(drop=True)
+        assert len(got) == 24 * 7
+        pd.testing.assert_frame_equal(got, expected, rtol=1e-6)
