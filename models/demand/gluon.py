@@ -3,7 +3,8 @@
 Three pooled global models, each trained across every series at once:
 
 - TFTForecaster: Temporal Fusion Transformer, trained on quantile loss over the whole horizon
-  (the MQ-Transformer family); uses known-future price/promo and static item/location/category.
+  (attention over the encoder, but not an MQ model: the MQ-CNN and MQ-Transformer are models/demand/mq);
+  uses known-future price/promo and static item/location/category.
 - DeepARForecaster: autoregressive RNN with a Student-t output; quantiles come from sample paths.
   Student-t rather than negative binomial, which has produced NaN losses on these counts.
 - FeedForwardForecaster: SimpleFeedForward with a quantile output (the "MQ feed-forward" idea); it sees
