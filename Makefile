@@ -58,10 +58,13 @@ test-stack: env  ## only the stack tests (tests/stack): Postgres, Spark cluster,
 bench-stack: env  ## the stack: 7-date backfill with 1 vs 2 parallel runs, feature job local[2] vs the Spark cluster
 	$(BIN)/python benchmarks/stack_bench.py --out benchmarks/results
 
-bench-demand: env  ## accuracy on ../shared/data/store_item and speed; writes benchmarks/results/
+bench-demand: env  ## accuracy (store-item, every frequency, MQ models), LightGBM speed old vs new, scale 360/3,600/36,000 series
 	$(BIN)/python benchmarks/demand_accuracy.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_frequencies.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
+	$(BIN)/python benchmarks/demand_lgbm_speed.py world --out benchmarks/results
+	$(BIN)/python benchmarks/demand_mq.py --out benchmarks/results
+	$(BIN)/python benchmarks/demand_scale.py --sizes 360 3600 36000 --out benchmarks/results
 
 bench-placement: env  ## decomposition vs monolithic on generated placement instances; writes benchmarks/results/
 	$(BIN)/python benchmarks/placement_scaling.py --out benchmarks/results
