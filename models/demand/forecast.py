@@ -39,7 +39,9 @@ MQ = ("mqcnn", "mqtransformer")          # models/demand/mq
 MODELS = (*STATS, "lightgbm", *GLUON, *MQ)
 ENSEMBLE_SIZE = 3                        # the ensemble candidate: median of the best three quantile forecasts
 PARSIMONY = 0.02                         # a model must beat the best naive baseline by 2 % wQL to replace it
-MQ_MIN_SERIES, MQ_MIN_ROWS = 100, 20_000  # global neural models join auto's candidates from this size on
+# global neural models join auto's candidates from this size on: below it their CPU cost (one ~2 min fit per
+# backtest window on 400 daily series, 2 cores) breaks an interactive run's budget; --candidates adds them
+MQ_MIN_SERIES, MQ_MIN_ROWS = 1_000, 100_000
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 
