@@ -363,7 +363,9 @@ def main(args: argparse.Namespace) -> int:
         return _run(args)
     except (ValueError, FileNotFoundError) as exc:   # InputFormatError is a ValueError
         log.debug("forecast failed", exc_info=True)
-        print(f"echelon forecast: error: {exc}", file=sys.stderr)
+        # name the input once: the readers' messages already start with it, check_history's do not
+        where = "" if str(args.input) in str(exc) else f"{args.input}: "
+        print(f"echelon forecast: error: {where}{exc}", file=sys.stderr)
         return 2
 
 

@@ -226,6 +226,7 @@ def run_bad(tmp_path, capsys, frame, *argv):
     code = run_cli("--input", str(source), "--output", str(tmp_path / "o.csv"), *argv)
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert str(source) in err, err   # the one line names the input
     return err
 
 
