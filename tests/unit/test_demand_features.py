@@ -191,6 +191,12 @@ def _publish_raw(history: pd.DataFrame, ds: str) -> None:
     lake.publish(rows, job.SALES, ds)
 
 
+def _last_two_days() -> tuple[dt.date, str, str]:
+    """The long history's last date, and the partitions of the day before it and of that day."""
+    last = (LONG_START + pd.Timedelta(days=LONG_DAYS - 1)).date()
+    return last, (last - dt.timedelta(days=1)).isoformat(), last.isoformat()
+
+
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(job.KEYS, kind="stable").reset_index(drop=True)
 
@@ -198,9 +204,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.slow
 def test_incremental_night_equals_a_full_rebuild_row_for_row(spark, tmp_path, monkeypatch):
     monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
-    history = _long_history()
-    last = (LONG_START + pd.Timedelta(days=LONG_DAYS - 1)).date()
-    yesterday, today = (last - dt.timedelta(days=1)).isoformat(), last.isoformat()
+    history, last, yesterday, today = _long_history(), *_last_two_days()
     history_before = history[~((history["item_id"] == "F"))]   # F launches today
     _publish_raw(history_before, yesterday)
     assert job.run(yesterday, horizon=5, spark=spark)["build"] == "full"          # nothing to build on
@@ -225,9 +229,7 @@ def test_incremental_night_equals_a_full_rebuild_row_for_row(spark, tmp_path, mo
 @pytest.mark.slow
 def test_a_restated_past_day_forces_a_full_build(spark, tmp_path, monkeypatch):
     monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
-    history = _long_history()
-    last = (LONG_START + pd.Timedelta(days=LONG_DAYS - 1)).date()
-    yesterday, today = (last - dt.timedelta(days=1)).isoformat(), last.isoformat()
+    history, last, yesterday, today = _long_history(), *_last_two_days()
     _publish_raw(history, yesterday)
     job.run(yesterday, horizon=3, spark=spark)
     restated = history.copy()
