@@ -258,7 +258,7 @@ def test_short_and_constant_series_fall_back_per_series(tmp_path, capsys, caplog
     with caplog.at_level("INFO", logger="echelon.models.demand.stats"):
         assert run_cli("--input", str(source), "--output", str(out), "--horizon", "14",
                        "--model", "autoets") == 0
-    logged = " ".join(r.getMessage() for r in caplog.records)
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "echelon.models.demand.stats")
     assert "tiny" in logged and "flat" in logged and "twoweeks" in logged and "long" not in logged
     result = pd.read_csv(out)
     assert len(result) == 4 * 14
