@@ -48,6 +48,23 @@ def test_checksum_ignores_row_order_but_not_content(lake_dir):
     assert a == b and a != c
 
 
+def test_checksum_streams_file_by_file_with_the_whole_table_definition(tmp_path):
+    """describe reads batch by batch (bounded memory); its checksum is still the sum of one row hash per
+    row over the whole folder, whatever the batch size or the split of rows into files."""
+    import hashlib
+
+    whole = pd.DataFrame({"item_id": [f"i{k % 7}" for k in range(50)], "value": [k / 3 for k in range(50)],
+                          "when": pd.date_range("2026-01-01", periods=50).date,
+                          "note": [None if k % 5 else f"n{k}" for k in range(50)]})
+    for k, start in enumerate(range(0, 50, 20)):
+        whole.iloc[start:start + 20].to_parquet(tmp_path / f"part-{k}.parquet", index=False)
+    row_sum = int(pd.util.hash_pandas_object(whole, index=False).to_numpy(dtype="uint64").sum(dtype="uint64"))
+    small, large = lake.describe(tmp_path, batch_rows=3), lake.describe(tmp_path)
+    schema = {"item_id": "string", "value": "double", "when": "date32[day]", "note": "string"}
+    expected = hashlib.sha256(f"{row_sum}:{json.dumps(schema, sort_keys=True)}".encode()).hexdigest()
+    assert small == large == {"rows": 50, "schema": schema, "checksum": expected}
+
+
 def test_failed_gate_publishes_nothing_and_keeps_old(lake_dir):
     before = lake.publish(frame(), TABLE, "2026-11-20")
 
