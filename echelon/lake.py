@@ -133,19 +133,33 @@ def _write_staging(frame, ds: str, staging: Path) -> None:
         frame.to_parquet(staging / "part-00000.parquet", index=False)
 
 
+def _nullable(arrow_type):
+    """Integer and boolean columns as pandas' nullable dtypes: plain to_pandas turns them into float64
+    or object only where a null occurs, so a batch with a null and one without would hash differently."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(arrow_type):
+        return pd.api.types.pandas_dtype(str(arrow_type).replace("int", "Int").replace("uInt", "UInt"))
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    return None
+
+
 def describe(folder: Path, batch_rows: int = 65_536) -> dict:
     """Rows, schema and an order-independent checksum of a folder of parquet files.
 
-    The checksum is the sum (mod 2^64) of one hash per row, so the same rows give the same checksum
-    whatever the file split or row order Spark chose. Read batch by batch: memory stays bounded by one
-    batch whatever the partition's size (a 36,000-series feature partition is ~25 GB in pandas)."""
+    The checksum is the sum (mod 2^64) of one hash per row (pandas' row hash, integers and booleans as
+    nullable dtypes), so the same rows give the same checksum whatever the file split, row order or
+    batch size. Read batch by batch: memory stays bounded by one batch whatever the partition's size
+    (a 36,000-series feature partition is ~25 GB in pandas)."""
     import pyarrow.dataset as pads
 
     dataset = pads.dataset(str(folder), format="parquet")
     rows, checksum = 0, 0
     for batch in dataset.to_batches(batch_size=batch_rows):
         if batch.num_rows:
-            hashes = pd.util.hash_pandas_object(batch.to_pandas(), index=False).to_numpy(dtype="uint64")
+            frame = batch.to_pandas(types_mapper=_nullable)
+            hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
             checksum = (checksum + int(hashes.sum(dtype="uint64"))) % 2**64
             rows += batch.num_rows
     schema = {field.name: str(field.type) for field in dataset.schema}

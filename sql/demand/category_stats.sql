@@ -5,9 +5,9 @@
 SELECT
   category, location_id, date,
   items_observed AS cat_items,
-  (s0 - s7) / NULLIF(n0 - n7, 0) AS cat_mean_7,
-  (s0 - s28) / NULLIF(n0 - n28, 0) AS cat_mean_28,
-  (s0 - s91) / NULLIF(n0 - n91, 0) AS cat_mean_91,
+  CAST(s0 - s7 AS DOUBLE) / NULLIF(n0 - n7, 0) AS cat_mean_7,
+  CAST(s0 - s28 AS DOUBLE) / NULLIF(n0 - n28, 0) AS cat_mean_28,
+  CAST(s0 - s91 AS DOUBLE) / NULLIF(n0 - n91, 0) AS cat_mean_91,
   CASE (day_of_week + 7) % 7 WHEN 0 THEN w0 WHEN 1 THEN w1 WHEN 2 THEN w2 WHEN 3 THEN w3 WHEN 4 THEN w4 WHEN 5 THEN w5 ELSE w6 END AS cat_dow_mean_0,
   CASE (day_of_week + 6) % 7 WHEN 0 THEN w0 WHEN 1 THEN w1 WHEN 2 THEN w2 WHEN 3 THEN w3 WHEN 4 THEN w4 WHEN 5 THEN w5 ELSE w6 END AS cat_dow_mean_1,
   CASE (day_of_week + 5) % 7 WHEN 0 THEN w0 WHEN 1 THEN w1 WHEN 2 THEN w2 WHEN 3 THEN w3 WHEN 4 THEN w4 WHEN 5 THEN w5 ELSE w6 END AS cat_dow_mean_2,
@@ -26,16 +26,19 @@ FROM (
     MAX(same_weekday_mean) OVER l6 AS w6
   FROM (
     SELECT d.*,
-      SUM(item_mean) OVER upto AS s0, COUNT(item_mean) OVER upto AS n0,
-      COALESCE(SUM(item_mean) OVER upto7, 0) AS s7, COUNT(item_mean) OVER upto7 AS n7,
-      COALESCE(SUM(item_mean) OVER upto28, 0) AS s28, COUNT(item_mean) OVER upto28 AS n28,
-      COALESCE(SUM(item_mean) OVER upto91, 0) AS s91, COUNT(item_mean) OVER upto91 AS n91,
+      SUM(item_exact) OVER upto AS s0, COUNT(item_mean) OVER upto AS n0,
+      COALESCE(SUM(item_exact) OVER upto7, 0) AS s7, COUNT(item_mean) OVER upto7 AS n7,
+      COALESCE(SUM(item_exact) OVER upto28, 0) AS s28, COUNT(item_mean) OVER upto28 AS n28,
+      COALESCE(SUM(item_exact) OVER upto91, 0) AS s91, COUNT(item_mean) OVER upto91 AS n91,
       AVG(item_mean) OVER (PARTITION BY category, location_id, day_of_week ORDER BY day_number
                            RANGE BETWEEN 27 PRECEDING AND CURRENT ROW) AS same_weekday_mean
     FROM (
       SELECT category, location_id, date, day_number,
              (dayofweek(date) + 5) % 7 AS day_of_week,
              AVG(demand) AS item_mean,
+             -- running sums in DECIMAL are exact: a sum over a shorter prefix (an incremental night)
+             -- gives bit for bit the same differences as over the whole history
+             CAST(AVG(demand) AS DECIMAL(38, 18)) AS item_exact,
              COUNT(demand) AS items_observed
       FROM demand_spine
       WHERE is_future = 0

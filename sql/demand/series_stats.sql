@@ -84,7 +84,9 @@ FROM (
       COALESCE(SUM(demand) OVER upto361, 0) AS s361, COUNT(demand) OVER upto361 AS n361,
       COALESCE(SUM(demand) OVER upto368, 0) AS s368, COUNT(demand) OVER upto368 AS n368,
       COALESCE(SUM(demand) OVER upto392, 0) AS s392, COUNT(demand) OVER upto392 AS n392,
-      (SUM(price) OVER upto - COALESCE(SUM(price) OVER upto28, 0))
+      -- prices are not exact in binary: DECIMAL running sums, so that the difference does not depend
+      -- on how long the prefix is (an incremental night equals a full build bit for bit)
+      CAST(SUM(CAST(price AS DECIMAL(30, 12))) OVER upto - COALESCE(SUM(CAST(price AS DECIMAL(30, 12))) OVER upto28, 0) AS DOUBLE)
         / NULLIF(COUNT(price) OVER upto - COUNT(price) OVER upto28, 0) AS price_mean_28,
       MIN(CASE WHEN target > 0 THEN date END) OVER upto AS first_sale_date,
       -- at most four rows per frame: cheap even as a sliding frame

@@ -48,21 +48,26 @@ def test_checksum_ignores_row_order_but_not_content(lake_dir):
     assert a == b and a != c
 
 
-def test_checksum_streams_file_by_file_with_the_whole_table_definition(tmp_path):
-    """describe reads batch by batch (bounded memory); its checksum is still the sum of one row hash per
-    row over the whole folder, whatever the batch size or the split of rows into files."""
-    import hashlib
-
+def test_checksum_streams_batch_by_batch_whatever_the_split(tmp_path):
+    """describe reads batch by batch (bounded memory); the checksum does not depend on the batch size,
+    the split of rows into files or their order -- also for an integer column whose nulls fall in some
+    batches only (plain to_pandas would make those batches float64) -- and still sees a changed value."""
     whole = pd.DataFrame({"item_id": [f"i{k % 7}" for k in range(50)], "value": [k / 3 for k in range(50)],
                           "when": pd.date_range("2026-01-01", periods=50).date,
+                          "count": pd.array([None if k == 45 else k for k in range(50)], dtype="Int64"),
                           "note": [None if k % 5 else f"n{k}" for k in range(50)]})
+    split, single, changed = tmp_path / "split", tmp_path / "single", tmp_path / "changed"
+    for folder in (split, single, changed):
+        folder.mkdir()
     for k, start in enumerate(range(0, 50, 20)):
-        whole.iloc[start:start + 20].to_parquet(tmp_path / f"part-{k}.parquet", index=False)
-    row_sum = int(pd.util.hash_pandas_object(whole, index=False).to_numpy(dtype="uint64").sum(dtype="uint64"))
-    small, large = lake.describe(tmp_path, batch_rows=3), lake.describe(tmp_path)
-    schema = {"item_id": "string", "value": "double", "when": "date32[day]", "note": "string"}
-    expected = hashlib.sha256(f"{row_sum}:{json.dumps(schema, sort_keys=True)}".encode()).hexdigest()
-    assert small == large == {"rows": 50, "schema": schema, "checksum": expected}
+        whole.iloc[start:start + 20].to_parquet(split / f"part-{k}.parquet", index=False)
+    whole.iloc[::-1].to_parquet(single / "part-0.parquet", index=False)
+    whole.assign(count=whole["count"].where(whole.index != 3, 4)).to_parquet(changed / "part-0.parquet", index=False)
+    small, large, one = lake.describe(split, batch_rows=3), lake.describe(split), lake.describe(single, batch_rows=7)
+    assert small == large == one and small["rows"] == 50
+    assert small["schema"] == {"item_id": "string", "value": "double", "when": "date32[day]", "count": "int64",
+                               "note": "string"}
+    assert lake.describe(changed)["checksum"] != small["checksum"]
 
 
 def test_failed_gate_publishes_nothing_and_keeps_old(lake_dir):
