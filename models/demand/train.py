@@ -51,8 +51,40 @@ def retrain_due(ds: str) -> bool:
     return dt.date.fromisoformat(ds).strftime("%A").lower() == cadence
 
 
-def load_features(ds: str) -> pd.DataFrame:
-    features = lake.read(FEATURES, ds).drop(columns="ds")
+# Series a training night reads at most (ECHELON_DEMAND_TRAIN_SERIES): a larger world trains and backtests
+# on a fixed sample of whole items, so training memory and time stop growing with the number of series
+# (a 36,000-series feature partition is ~25 GB in pandas). Smaller worlds are read whole.
+TRAIN_SERIES = 4000
+
+
+def sample_items(keys: pd.DataFrame, limit: int) -> list[str] | None:
+    """Items whose series (all their locations) make up at most `limit` series, chosen by a stable hash of
+    the item id (the same sample night after night, whatever the row order); None: every series fits."""
+    if len(keys) <= limit:
+        return None
+    per_item = keys.groupby("item_id").size()
+    order = pd.util.hash_array(per_item.index.to_numpy(dtype=object)).argsort(kind="stable")
+    counts = per_item.iloc[order]
+    return sorted(counts.index[counts.cumsum() <= limit].tolist()) or [counts.index[0]]
+
+
+def load_features(ds: str, max_series: int | None = None) -> pd.DataFrame:
+    """The feature partition of ds in pandas: every series, or a sample of at most max_series series
+    (default ECHELON_DEMAND_TRAIN_SERIES). The series keys are scanned batch by batch and only the
+    sampled items' rows are read (a pyarrow dataset filter), so memory follows the sample, not the world."""
+    import pyarrow.dataset as pads
+
+    lake.read_manifest(FEATURES, ds)   # a clear error when the partition is absent
+    limit = max_series or int(os.environ.get("ECHELON_DEMAND_TRAIN_SERIES", TRAIN_SERIES))
+    dataset = pads.dataset(str(FEATURES.partition(ds)), format="parquet")
+    keys = pd.concat([batch.to_pandas().drop_duplicates()
+                      for batch in dataset.to_batches(columns=SERIES, batch_size=1 << 20)]).drop_duplicates()
+    items = sample_items(keys, limit)
+    if items is not None:
+        log.info("training on %d of %d series (%d items; ECHELON_DEMAND_TRAIN_SERIES=%d)",
+                 keys["item_id"].isin(items).sum(), len(keys), len(items), limit)
+    table = dataset.to_table(filter=None if items is None else pads.field("item_id").isin(items))
+    features = table.to_pandas()
     features["date"] = pd.to_datetime(features["date"])
     return features
 
