@@ -24,6 +24,9 @@ MODEL_NAME = "demand_forecaster"
 FEATURES = lake.Table("features", "demand", "sales_features")
 FORECASTS = lake.Table("published", "demand", "forecasts")
 HORIZON = 28
+# Feature rows per scoring bucket at most: one bucket is one pandas frame in one Python worker (~0.7 GB at
+# a million rows), so the number of buckets grows with the partition instead of each bucket's size.
+BUCKET_ROWS = 1_000_000
 
 
 def forecast_schema(quantiles=QUANTILES) -> str:
@@ -122,7 +125,9 @@ def run(ds: str, horizon: int = HORIZON) -> dict:
     days = champion_history_days(chosen)
     features = recent_rows(lake.read_spark(spark, FEATURES, ds).drop("ds"), days)
     log.info("scoring with %s from %s of history per series", uri, "all" if days is None else f"{days} day(s)")
-    forecasts = to_contract(forecast_with_spark(features, uri), ds, f"{MODEL_NAME}/{version}")
+    # the published row count bounds the rows scored (all of them for whole-history models): no Spark pass
+    buckets = max(8, -(-lake.read_manifest(FEATURES, ds)["rows"] // BUCKET_ROWS))
+    forecasts = to_contract(forecast_with_spark(features, uri, buckets), ds, f"{MODEL_NAME}/{version}")
     day_after = (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
     manifest = lake.publish(forecasts, FORECASTS, ds,
                             gate=gate("demand_forecasts", FORECASTS, ds,
