@@ -84,6 +84,13 @@ DEFAULT_PARAMS = {
 }
 
 
+# The tabular path (`echelon forecast`) fits once per backtest window plus once at the end, interactively:
+# 100k rows, a faster learning rate and 63 bins. Measured on 400 daily series (benchmarks/results/
+# demand_auto_speed.md): the backtest 2.6x faster than with the nightly settings at the same wQL (0.3095 vs 0.3092).
+TABULAR_PARAMS = {"learning_rate": 0.12, "max_bin": 63}
+TABULAR_MAX_TRAINING_ROWS = 100_000
+
+
 class FeatureTableError(ValueError):
     """The feature table lacks rows or columns the model needs."""
 
@@ -209,7 +216,7 @@ class LightGBMForecaster:
     name = "lightgbm"
 
     def __init__(self, params: dict | None = None, num_boost_round: int = 1000,
-                 max_origins_per_series: int = 100, max_training_rows: int = 250_000,
+                 max_origins_per_series: int = 100, max_training_rows: int | None = None,
                  cold_start_share: float = 0.05, validation: bool = True, early_stopping_rounds: int = 30,
                  refit: bool = False, level_weight: bool = False, parallel_quantiles: int | None = None,
                  seed: int = 42, num_threads: int | None = None, spark=None, features: str = "spark"):
@@ -224,10 +231,11 @@ class LightGBMForecaster:
             raise ValueError(f"features must be 'spark' or '{tabular.NAME}' (got {features!r})")
         self.features = features
         self._table_cache: tuple | None = None
-        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        quick = features == tabular.NAME
+        self.params = {**DEFAULT_PARAMS, **(TABULAR_PARAMS if quick else {}), **(params or {})}
         self.num_boost_round = num_boost_round
         self.max_origins_per_series = max_origins_per_series
-        self.max_training_rows = max_training_rows
+        self.max_training_rows = max_training_rows or (TABULAR_MAX_TRAINING_ROWS if quick else 250_000)
         self.cold_start_share = cold_start_share
         self.validation = validation
         self.early_stopping_rounds = early_stopping_rounds
