@@ -7,7 +7,7 @@
 
 Writes `item_id[, location_id], timestamp, q_...` for the `horizon` steps after each series' last
 timestamp. `--model auto` backtests the candidate models (auto_candidates: the statistical ones always,
-LightGBM where its features fit the frequency, the MQ forecasters on big data) over rolling origins
+LightGBM with enough history, the MQ forecasters on big data) over rolling origins
 half a horizon apart on the input itself, adds the median of the best three as an ensemble candidate,
 prints the table (wQL, P10-P90 coverage, MASE, WAPE, forecast volatility), and forecasts with the
 lowest mean weighted quantile loss (wQL) -- unless it is within 2 % of the best naive baseline, which
@@ -42,6 +42,9 @@ PARSIMONY = 0.02                         # a model must beat the best naive base
 # global neural models join auto's candidates from this size on: below it their CPU cost (one ~2 min fit per
 # backtest window on 400 daily series, 2 cores) breaks an interactive run's budget; --candidates adds them
 MQ_MIN_SERIES, MQ_MIN_ROWS = 1_000, 100_000
+# LightGBM (tabular features, any frequency) joins auto's candidates from this many observations on: one
+# pooled model needs a few thousand training rows to learn more than the naive forecasts already give
+LGBM_MIN_ROWS = 2_000
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 
@@ -126,6 +129,8 @@ def build_forecaster(name: str, *, seed: int = 0, epochs: int | None = None, **p
         return StatsForecaster(name, seed=seed, **params)
     elif name == "lightgbm":
         from echelon.models.demand.lgbm import LightGBMForecaster as klass
+
+        params = {"features": "tabular", **params}      # any frequency, no Spark (the nightly job keeps Spark)
     elif name in MQ:
         from echelon.models.demand.mq import MQCNNForecaster, MQTransformerForecaster
 
@@ -196,42 +201,19 @@ def usable_windows(history: pd.DataFrame, freq: str, horizon: int, windows: int,
                for w in range(windows))
 
 
-def fits_freq(name: str, freq: str) -> bool:
-    """Whether a model accepts the frequency (LightGBM's features are daily-only unless its class says
-    otherwise through its own `_check_freq`)."""
-    if name != "lightgbm":
-        return True
-    from echelon.models.demand.lgbm import LightGBMForecaster
-
-    check = getattr(LightGBMForecaster, "_check_freq", None)    # gone once its features are generic
-    try:
-        if check is not None:
-            check(freq)
-    except ValueError:
-        return False
-    return True
-
-
 def auto_candidates(history: pd.DataFrame, freq: str) -> list[str]:
-    """auto's rule: the four statistical models always; LightGBM when it handles the frequency; the MQ
-    forecasters (when installed) from MQ_MIN_SERIES series and MQ_MIN_ROWS observations on, since a
-    global neural model needs many series to learn a shared pattern and loses to local models below."""
+    """auto's rule: the four statistical models always; LightGBM (at any frequency) from LGBM_MIN_ROWS
+    observations on; the MQ forecasters (when installed) from MQ_MIN_SERIES series and MQ_MIN_ROWS
+    observations on, since a global neural model needs many series to learn a shared pattern and loses
+    to local models below."""
     names = [*STATS]
-    if fits_freq("lightgbm", freq):
+    if len(history) >= LGBM_MIN_ROWS:
         names.append("lightgbm")
     else:
-        log.info("auto: leaving lightgbm out (its features do not handle freq %s)", freq)
+        log.info("auto: leaving lightgbm out (%d observations < %d)", len(history), LGBM_MIN_ROWS)
     big = history.groupby(SERIES).ngroups >= MQ_MIN_SERIES and len(history) >= MQ_MIN_ROWS
     names += [m for m in MQ if m in MODELS and big]
     return names
-
-
-def candidates_for(freq: str, candidates: Sequence[str]) -> list[str]:
-    """The asked-for candidates less those that cannot handle the frequency (logged, not an error)."""
-    kept = [c for c in candidates if fits_freq(c, freq)]
-    for name in set(candidates) - set(kept):
-        log.info("auto: leaving %s out (daily data only; freq is %s)", name, freq)
-    return kept
 
 
 def _row(name: str, joined: pd.DataFrame, quantiles: Sequence[float], windows: int, seconds: float) -> dict:
@@ -255,10 +237,12 @@ def median_forecast(frames: Sequence[pd.DataFrame], quantiles: Sequence[float],
 
 def backtest_models(history: pd.DataFrame, freq: str, horizon: int, quantiles: Sequence[float],
                     candidates: Sequence[str], *, seed: int = 0, epochs: int | None = None,
-                    windows: int = 4) -> pd.DataFrame:
+                    windows: int = 4, forecasters: dict | None = None) -> pd.DataFrame:
     """One row per candidate (and the ensemble of the best ENSEMBLE_SIZE when there are that many):
     pooled mean wQL, coverage of the outer quantiles, MASE, WAPE and volatility over rolling origins
-    `backtest_stride` apart (models/demand/backtest.py), and the time it took. Sorted best first."""
+    `backtest_stride` apart (models/demand/backtest.py), and the time it took. Sorted best first.
+    `forecasters`, when given, receives each candidate's forecaster (e.g. LightGBM keeps its feature
+    table for the final fit)."""
     from echelon.models.demand.backtest import backtest
 
     stride = min(backtest_stride(horizon), horizon)
@@ -269,9 +253,11 @@ def backtest_models(history: pd.DataFrame, freq: str, horizon: int, quantiles: S
     from echelon.progress import track
 
     rows, forecasts = [], {}
-    for name in track(candidates_for(freq, candidates), "auto backtest", unit="model"):
+    forecasters = {} if forecasters is None else forecasters
+    for name in track(list(candidates), "auto backtest", unit="model"):
         started = time.perf_counter()
-        result = backtest(build_forecaster(name, seed=seed, epochs=epochs), history, horizon,
+        forecasters[name] = build_forecaster(name, seed=seed, epochs=epochs)
+        result = backtest(forecasters[name], history, horizon,
                           n_windows=usable, freq=freq, step=stride, quantiles=quantiles)
         forecasts[name] = result.forecasts
         rows.append(_row(name, result.forecasts, quantiles, usable, time.perf_counter() - started))
@@ -302,13 +288,15 @@ def choose(table: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def fit_predict(model: str, history: pd.DataFrame, freq: str, horizon: int, quantiles: Sequence[float],
-                *, seed: int = 0, epochs: int | None = None) -> pd.DataFrame:
-    """Forecasts of one model, or of an ensemble (the median of its members' forecasts)."""
+                *, seed: int = 0, epochs: int | None = None, forecasters: dict | None = None) -> pd.DataFrame:
+    """Forecasts of one model, or of an ensemble (the median of its members' forecasts). `forecasters`:
+    unfitted instances by name to fit (the backtest's, with what they cached), else fresh ones."""
     if model.startswith("ensemble:"):
         members = model.split(":", 1)[1].split("+")
-        frames = [fit_predict(m, history, freq, horizon, quantiles, seed=seed, epochs=epochs) for m in members]
+        frames = [fit_predict(m, history, freq, horizon, quantiles, seed=seed, epochs=epochs,
+                              forecasters=forecasters) for m in members]
         return median_forecast(frames, quantiles, SERIES + ["timestamp"])
-    forecaster = build_forecaster(model, seed=seed, epochs=epochs)
+    forecaster = (forecasters or {}).get(model) or build_forecaster(model, seed=seed, epochs=epochs)
     return forecaster.fit(history, horizon, freq, quantiles).predict(history)
 
 
@@ -322,13 +310,14 @@ def forecast_frame(history: pd.DataFrame, *, freq: str, horizon: int,
         raise ValueError(f"--horizon must be at least 1 (got {horizon})")
     freq = resolve_freq(history, freq)
     check_history(canonical(history), freq, horizon)
-    table = None
+    table, forecasters = None, {}
     if model == "auto":
         candidates = list(candidates) if candidates else auto_candidates(history, freq)
         table = backtest_models(history, freq, horizon, quantiles, candidates, seed=seed,
-                                epochs=epochs, windows=windows)
+                                epochs=epochs, windows=windows, forecasters=forecasters)
         model = choose(table)
-    forecasts = fit_predict(model, history, freq, horizon, quantiles, seed=seed, epochs=epochs)
+    forecasts = fit_predict(model, history, freq, horizon, quantiles, seed=seed, epochs=epochs,
+                            forecasters=forecasters)
     keys = ["item_id"] + (["location_id"] if has_locations(history) else [])
     out = forecasts[keys + ["timestamp"] + qcols(quantiles)]
     return out.sort_values(keys + ["timestamp"], kind="stable").reset_index(drop=True), model, table
@@ -346,8 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="auto: backtest the candidates on the input and use the best (default)")
     parser.add_argument("--candidates", default=None,
                         help=f"models --model auto backtests (any of {', '.join(MODELS)}); default: the "
-                             "statistical models, LightGBM where it fits the frequency, the MQ models on "
-                             "big data")
+                             f"statistical models, LightGBM from {LGBM_MIN_ROWS} observations, the MQ models "
+                             "on big data")
     parser.add_argument("--backtest-windows", type=int, default=4,
                         help="rolling origins --model auto backtests over (half a horizon apart)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same forecasts")

@@ -147,15 +147,16 @@ def backtest_table(printed: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=header).set_index("model").astype(float)
 
 
-def test_auto_leaves_daily_only_lightgbm_out_of_weekly_backtests(tmp_path, capsys):
+def test_auto_leaves_lightgbm_out_of_small_files(tmp_path, capsys):
     # Issue 16 changed this on purpose: auto now backtests the statistical family plus their ensemble
-    # (it used to run seasonal naive alone on weekly data and so always chose it).
+    # (it used to run seasonal naive alone on weekly data and so always chose it); LightGBM joins at any
+    # frequency from LGBM_MIN_ROWS observations (this file has 180).
     source, out = weekly_long_csv(tmp_path / "weekly.csv"), tmp_path / "auto_w.csv"
     assert run_cli("--input", str(source), "--output", str(out), "--freq", "W", "--horizon", "4",
                    "--model", "auto") == 0
     printed = capsys.readouterr().out
-    assert "lightgbm" not in printed
     table = backtest_table(printed)
+    assert "lightgbm" not in table.index
     assert {"naive", "seasonal_naive", "autoets", "autotheta"} <= set(table.index)
     assert any(name.startswith("ensemble:") for name in table.index)
     chosen = printed.split("chosen model: ")[1].split()[0]
@@ -170,8 +171,9 @@ def test_auto_picks_naive_on_random_walks(tmp_path, capsys):
     source, out = tmp_path / "rw.csv", tmp_path / "rw_out.csv"
     pd.concat(frames).to_csv(source, index=False)
     assert run_cli("--input", str(source), "--output", str(out), "--freq", "W-MON", "--horizon", "8",
-                   "--model", "auto") == 0
+                   "--model", "auto", "--candidates", "naive,seasonal_naive,autoets,autotheta,lightgbm") == 0
     printed = capsys.readouterr().out
+    assert "lightgbm" in backtest_table(printed).index
     assert printed.split("chosen model: ")[1].split()[0] == "naive", printed
 
 
@@ -184,10 +186,10 @@ def test_auto_picks_a_seasonal_model_on_a_clean_seasonal_series(tmp_path, capsys
     source, out = tmp_path / "se.csv", tmp_path / "se_out.csv"
     pd.concat(frames).to_csv(source, index=False)
     assert run_cli("--input", str(source), "--output", str(out), "--horizon", "14", "--model", "auto",
-                   "--candidates", "naive,seasonal_naive,autoets,autotheta") == 0
+                   "--candidates", "naive,seasonal_naive,autoets,autotheta,lightgbm") == 0
     printed = capsys.readouterr().out
     table, chosen = backtest_table(printed), printed.split("chosen model: ")[1].split()[0]
-    assert chosen != "naive"
+    assert chosen != "naive" and "lightgbm" in table.index
     assert table.loc[chosen, "wql"] < 0.5 * table.loc["naive", "wql"]
 
 
@@ -208,6 +210,28 @@ def test_every_frequency_runs_end_to_end(tmp_path, capsys, freq, n, horizon):
     last = {(f"i{k}",): frames[k]["timestamp"].max() for k in range(3)}
     check_output(out, ["item_id"], 3, horizon, last, resolved)
     assert "chosen model:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("freq, n, horizon", [("h", 24 * 21, 24), ("D", 200, 14), ("W", 160, 13),
+                                               ("MS", 72, 12), ("ME", 72, 6), ("QS", 48, 4)])
+def test_lightgbm_runs_end_to_end_at_every_frequency(tmp_path, freq, n, horizon):
+    """LightGBM's tabular features at any frequency; ragged series (one starts later) pool into one model."""
+    rng = np.random.default_rng(6)
+    season = {"h": 24, "D": 7, "W": 52, "MS": 12, "ME": 12, "QS": 4}[freq]
+    t = np.arange(n)
+    frames = [pd.DataFrame({"item_id": f"i{k}", "timestamp": pd.date_range("2019-01-01", periods=n, freq=freq),
+                            "target": rng.poisson(20 + 10 * np.sin(2 * np.pi * t / season) + 5 * k)})[2 * k:]
+              for k in range(4)]
+    source, out = tmp_path / f"{freq}.csv", tmp_path / f"{freq}_lgbm.csv"
+    pd.concat(frames).to_csv(source, index=False)
+    assert run_cli("--input", str(source), "--output", str(out), "--freq", freq, "--horizon", str(horizon),
+                   "--model", "lightgbm") == 0
+    resolved = resolve_freq(pd.concat(frames), freq)
+    last = {(f"i{k}",): frames[k]["timestamp"].max() for k in range(4)}
+    frame = check_output(out, ["item_id"], 4, horizon, last, resolved)
+    # the pooled model keeps each series' scale (levels 20..35): its medians are ordered like the series'
+    medians = frame.groupby("item_id")["q_0.5"].mean()
+    assert medians["i3"] > medians["i0"]
 
 
 # ---------------------------------------------------------------------------------------------
