@@ -31,14 +31,23 @@ COVARIATES = ["price", "promo", "category"]
 
 
 def candidates() -> list[str]:
-    """Models trained at each retrain: ECHELON_DEMAND_CANDIDATES (comma separated)."""
+    """Models trained at each retrain: ECHELON_DEMAND_CANDIDATES (comma separated), any of the models
+    `echelon forecast` knows, e.g. "seasonal_naive,lightgbm,mqtransformer". Checked here, so a typo
+    fails the `candidates` task with one line instead of a training task after the features were built."""
+    from echelon.models.demand.forecast import MODELS
+
     names = os.environ.get("ECHELON_DEMAND_CANDIDATES", "seasonal_naive,lightgbm,feedforward")
-    return [n.strip() for n in names.split(",") if n.strip()]
+    names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise ValueError(f"ECHELON_DEMAND_CANDIDATES: unknown model(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(MODELS)}")
+    return names
 
 
 def model_params(name: str) -> dict:
     """Per-model overrides of the recommended settings: ECHELON_DEMAND_MODEL_PARAMS, a JSON object such
-    as {"lightgbm": {"num_boost_round": 200}, "feedforward": {"epochs": 10}}."""
+    as {"lightgbm": {"num_boost_round": 200}, "mqtransformer": {"epochs": 10}}."""
     return json.loads(os.environ.get("ECHELON_DEMAND_MODEL_PARAMS", "{}")).get(name, {})
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,17 +22,24 @@ DS = "2026-11-20"            # a Friday: the first run trains (no champion yet)
 BACKFILL = ("2026-11-17", "2026-11-18")   # Tuesday, Wednesday: weekly cadence, no retraining
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    var = tmp_path_factory.mktemp("e2e") / "var"
-    env = {**os.environ, "ECHELON_VAR": str(var), "ECHELON_DEMAND_CANDIDATES": "seasonal_naive,lightgbm",
+def world_home(folder: Path, candidates: str, params: dict, *world: str):
+    """A fresh ECHELON_VAR with a generated world up to DS and a migrated Airflow DB; the env to run in."""
+    var = folder / "var"
+    env = {**os.environ, "ECHELON_VAR": str(var), "ECHELON_DEMAND_CANDIDATES": candidates,
            "ECHELON_DEMAND_RETRAIN": "sunday", "ECHELON_TASK_RETRIES": "0",
-           "ECHELON_DEMAND_MODEL_PARAMS": json.dumps({"lightgbm": {"num_boost_round": 40, "max_origins_per_series": 60}})}
+           "ECHELON_DEMAND_MODEL_PARAMS": json.dumps(params)}
     for key in ("ECHELON_LAKE", "ECHELON_REPORTS", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         env.pop(key, None)
-    run(env, "world", "--items", "10", "--locations", "2", "--start", "2025-03-01", "--end", DS, "--seed", "7")
+    run(env, "world", *world, "--end", DS, "--seed", "7")
     run(env, "airflow", "db", "migrate")
     return var, env
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return world_home(tmp_path_factory.mktemp("e2e"), "seasonal_naive,lightgbm",
+                      {"lightgbm": {"num_boost_round": 40, "max_origins_per_series": 60}},
+                      "--items", "10", "--locations", "2", "--start", "2025-03-01")
 
 
 def run(env, *args, timeout=900):
@@ -76,12 +84,53 @@ def test_dag_test_publishes_forecasts_report_and_champion(home):
     assert len({r.data.tags["airflow_run_id"] for r in runs}) == 1
 
 
-def training_runs(var):
+def mlflow_client(var):
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{var / 'mlflow' / 'mlflow.db'}")
+    return MlflowClient(f"sqlite:///{var / 'mlflow' / 'mlflow.db'}")
+
+
+def training_runs(var):
+    client = mlflow_client(var)
     experiment = client.get_experiment_by_name("echelon-demand")
     return client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
+
+
+MQ_EPOCHS = 2
+MQ_SMALL = {"epochs": MQ_EPOCHS, "patience": MQ_EPOCHS, "batches_per_epoch": 3, "batch_size": 8, "channels": 8,
+            "hidden": 16, "dilations": [1, 2, 4]}
+
+
+def test_dag_trains_scores_and_registers_the_mq_forecasters(tmp_path):
+    """MQ-CNN and MQ-Transformer as the only nightly candidates (tiny nets, 2 epochs): each trains in its
+    mapped task with its own MLflow run, per-epoch learning curves as metric histories and a registered
+    version; the winner becomes champion and the scoring step publishes its forecasts."""
+    from echelon.models.demand.score import MODEL_NAME
+
+    var, env = world_home(tmp_path, "mqcnn,mqtransformer", {"mqcnn": MQ_SMALL, "mqtransformer": MQ_SMALL},
+                          "--items", "4", "--locations", "2", "--start", "2026-06-01")
+    run(env, "airflow", "dags", "test", "demand_nightly", nightly_run_date(DS).isoformat())
+    client = mlflow_client(var)
+    runs = {r.info.run_name: r for r in training_runs(var)}
+    assert sorted(runs) == ["train-mqcnn", "train-mqtransformer"]
+    versions = {v.tags["model_type"]: v for v in client.search_model_versions(f"name = '{MODEL_NAME}'")}
+    assert sorted(versions) == ["mqcnn", "mqtransformer"]
+    for name in ("mqcnn", "mqtransformer"):
+        found = runs[f"train-{name}"]
+        assert (found.data.tags["airflow_task_id"], found.info.status) == ("train_candidate", "FINISHED")
+        assert np.isfinite(found.data.metrics["wql"]) and found.data.metrics["wql"] > 0, found.data.metrics
+        for curve in ("train_loss", "val_loss", "learning_rate"):
+            history = client.get_metric_history(found.info.run_id, curve)
+            assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(MQ_EPOCHS)), curve
+            assert all(m.value > 0 for m in history), curve
+        assert versions[name].run_id == found.info.run_id
+        assert versions[name].tags["wql"] == f"{found.data.metrics['wql']:.6f}"
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert champion.tags["model_type"] in ("mqcnn", "mqtransformer")
+    frame = pd.read_parquet(forecasts_partition(var, DS))
+    assert len(frame) == 8 * 28 and frame["model_version"].eq(f"{MODEL_NAME}/{champion.version}").all()
+    quantiles = frame[[f"q_0.{k}" for k in range(1, 10)]].to_numpy()
+    assert np.isfinite(quantiles).all() and (quantiles[:, 1:] >= quantiles[:, :-1]).all()
 
 
 def test_rerunning_a_date_gives_identical_rows(home):

@@ -189,3 +189,13 @@ def test_too_short_a_history_is_refused_clearly():
     frame = seasonal_history(steps=10, series=2)
     with pytest.raises(ValueError, match="at least 15"):
         MQCNNForecaster(**FAST).fit(frame, 7, "D")
+
+
+def test_mq_models_are_nightly_candidates_and_unknown_names_are_refused(monkeypatch):
+    from echelon.models.demand.train import candidates
+
+    monkeypatch.setenv("ECHELON_DEMAND_CANDIDATES", "seasonal_naive, mqcnn,mqtransformer")
+    assert candidates() == ["seasonal_naive", "mqcnn", "mqtransformer"]
+    monkeypatch.setenv("ECHELON_DEMAND_CANDIDATES", "lightgbm,mq-transformer")
+    with pytest.raises(ValueError, match="unknown model.*mq-transformer.*mqtransformer"):
+        candidates()

@@ -238,19 +238,21 @@ def _curves_callback():
     import lightning.pytorch as pl
 
     class Curves(pl.Callback):
-        """train_loss and val_loss per epoch (for the learning_curves attribute), and a log line each."""
+        """train_loss, val_loss and the learning rate per epoch (the learning_curves attribute), and a log
+        line each."""
 
         def __init__(self):
-            self.curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+            self.curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "learning_rate": []}
 
         def on_train_epoch_start(self, trainer, module):
             self.started = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, module):
-            for name in self.curves:
+            for name in ("train_loss", "val_loss"):
                 value = trainer.callback_metrics.get(name)
                 if value is not None:
                     self.curves[name].append(float(value))
+            self.curves["learning_rate"].append(float(trainer.optimizers[0].param_groups[0]["lr"]))
             log.info("%s epoch %d/%d: %s in %.1f s", module.hparams.kind, trainer.current_epoch + 1,
                      trainer.max_epochs, ", ".join(f"{k} {v[-1]:.4f}" for k, v in self.curves.items() if v),
                      time.perf_counter() - self.started)
@@ -273,7 +275,6 @@ class MQTransformerForecaster(MQForecaster):
     kind = "mqtransformer"
 
     def __init__(self, *, position_dim: int = 8, attention_dim: int = 16, attention_window: int = 28,
-                 feedback_window: int = 7, batch_size: int = 16, **kwargs: Any):
-        # half MQ-CNN's batch: each crop costs about four times as much (two attentions, two heads)
-        super().__init__(position_dim=position_dim, attention_dim=attention_dim, batch_size=batch_size,
+                 feedback_window: int = 7, **kwargs: Any):
+        super().__init__(position_dim=position_dim, attention_dim=attention_dim,
                          attention_window=attention_window, feedback_window=feedback_window, **kwargs)

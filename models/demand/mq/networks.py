@@ -169,34 +169,50 @@ class MQTransformer(MQCNN):
 
     def feedback_attention(self, contexts: torch.Tensor, first: torch.Tensor,
                            batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, W, H, d): attention of each (t, h) over FCTs t-j's forecasts of the same period t+h."""
+        """(B, W, H, d): attention of each (t, h) over FCTs t-j's forecasts of the same period t+h.
+
+        Key/value of FCT t-j = P(its context) + revision * r + error * e, so the score splits into
+        q.P_j + revision_j (q.r_k) + error_j (q.e_k) and the output into sum_j w_j P_j + (sum_j w_j
+        revision_j) r_v + (sum_j w_j error_j) e_v: per j one shifted view of (B, W, H, .) tensors, no
+        gathered (B, W, H, J, 2d) tensor (whose backward dominated training time)."""
         B, W, H, _ = contexts.shape
-        J, dev = self.feedback, contexts.device
+        J, d = self.feedback, self.d
         if J == 0:
-            return contexts.new_zeros(B, W, H, self.d)
+            return contexts.new_zeros(B, W, H, d)
         scale = batch["scale"][:, :W]
         median = first[..., 0].detach() * scale[..., None]                    # absolute units (B, W, H)
-        j = torch.arange(1, J + 1, device=dev)
-        past_t = torch.arange(W, device=dev)[:, None] - j                    # (W, J): FCT t-j
-        same_h = torch.arange(H, device=dev)[:, None] + j                    # (H, J): its horizon for t+h
-        valid = (past_t >= 0)[:, None, :] & (same_h < H)[None, :, :]         # (W, H, J)
-        tt = past_t.clamp(min=0)[:, None, :].expand(W, H, J)
-        hh = same_h.clamp(max=H - 1)[None, :, :].expand(W, H, J)
-        past = self.fb_past(contexts)[:, tt, hh]                            # (B, W, H, J, 2d)
-        revision = (median[:, tt, hh] - median[:, :, :, None]) / scale[:, :, None, None]
-        # realised error at period t of FCT t-j (its horizon j), known at t
         actual = batch["target"][:, :W]
-        realised = actual[:, :, None] - median[:, past_t.clamp(min=0), (j - 1)[None, :].expand(W, J)]
-        error = torch.nan_to_num(realised / scale[..., None], nan=0.0).clamp(-10, 10)
-        error = error[:, :, None, :].expand(B, W, H, J)
-        kv = past + revision[..., None] * self.fb_revision + error[..., None] * self.fb_error
-        kv = torch.cat([kv, self.fb_null.expand(B, W, H, 1, -1)], 3)        # + the null slot
-        mask = torch.cat([valid, torch.ones(W, H, 1, dtype=torch.bool, device=dev)], -1)
-        keys, values = kv[..., : self.d], kv[..., self.d:]
-        # J is small: broadcast products beat a batched matmul of (b, t, h) tiny matrices
-        scores = (self.fb_query(contexts)[..., None, :] * keys).sum(-1) / math.sqrt(self.d)
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)
-        return (weights[..., None] * values).sum(-2)
+        past = self.fb_past(contexts)                                        # (B, W, H, 2d)
+        query = self.fb_query(contexts)                                      # (B, W, H, d)
+        q_rev, q_err = query @ self.fb_revision[:d], query @ self.fb_error[:d]  # (B, W, H)
+        q_null = query @ self.fb_null[:d]
+
+        def shifted(x: torch.Tensor, j: int) -> torch.Tensor:
+            """x[:, t-j, h+j] at [:, t, h] (zeros where t-j < 0 or h+j >= H); x is (B, W, H, ...)."""
+            extra = x.dim() - 3
+            padded = nn.functional.pad(x, (0, 0) * extra + (0, j, j, 0))
+            return padded[:, :W, j:j + H]
+
+        scores, revisions, errors = [], [], []
+        for j in range(1, J + 1):
+            revision = (shifted(median, j) - median) / scale[..., None]
+            # realised error at period t of FCT t-j (its horizon j), known at t
+            realised = actual - nn.functional.pad(median[:, :, j - 1], (j, 0))[:, :W]
+            error = torch.nan_to_num(realised / scale, nan=0.0).clamp(-10, 10)[:, :, None].expand(B, W, H)
+            scores.append((query * shifted(past[..., :d], j)).sum(-1) + revision * q_rev + error * q_err)
+            revisions.append(revision)
+            errors.append(error)
+        scores = torch.stack(scores + [q_null], -1) / math.sqrt(d)         # (B, W, H, J + 1), null last
+        t = torch.arange(W, device=contexts.device)[:, None, None]
+        h = torch.arange(H, device=contexts.device)[None, :, None]
+        j = torch.arange(1, J + 2, device=contexts.device)
+        valid = ((t - j >= 0) & (h + j < H)) | (j == J + 1)                 # (W, H, J + 1)
+        weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), -1)
+        out = weights[..., J, None] * self.fb_null[d:]
+        for k in range(J):
+            out = out + weights[..., k, None] * shifted(past[..., d:], k + 1)
+        out = out + (weights[..., :J] * torch.stack(revisions, -1)).sum(-1, keepdim=True) * self.fb_revision[d:]
+        return out + (weights[..., :J] * torch.stack(errors, -1)).sum(-1, keepdim=True) * self.fb_error[d:]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         h, steps, future, contexts, agnostic = self.trunk(batch)
@@ -260,4 +276,9 @@ class MQModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+        # halve the step size when the validation loss stalls for two epochs (down to 1/16 of it): the
+        # late epochs then refine instead of bouncing around the optimum; early stopping ends training
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2,
+                                                             min_lr=self.learning_rate / 16)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
