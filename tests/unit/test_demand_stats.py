@@ -102,6 +102,16 @@ def test_spread_factors_widen_intervals_that_are_too_narrow_and_narrow_wide_ones
     assert (cv["target"] > scaled["q_0.9"]).mean() == pytest.approx(0.1, abs=0.01)
 
 
+def test_spread_factors_leave_intervals_that_already_hold_their_share_alone():
+    rng = np.random.default_rng(6)
+    point = np.full(400, 50.0)                           # 40 series x 10 windows, say: 400 observations
+    cv = pd.DataFrame({"_point": point, "target": point + rng.normal(0, 1, point.size),
+                       "q_0.1": point - 1.2816, "q_0.5": point, "q_0.9": point + 1.2816})
+    assert spread_factors(cv, (0.1, 0.5, 0.9), windows=40) == {0.1: 1.0, 0.9: 1.0}
+    cv["q_0.9"] = point + 0.3                            # holds ~62%, not 90%: far outside the noise
+    assert spread_factors(cv, (0.1, 0.5, 0.9), windows=40)[0.9] > 3
+
+
 def test_calibrated_intervals_cover_about_80_percent_where_the_model_intervals_do_not():
     # white noise around a level: the naive model's random-walk intervals are far too wide for it
     rng = np.random.default_rng(4)
