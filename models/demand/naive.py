@@ -16,11 +16,11 @@ LEGACY_FILE = "seasonal_naive.json"     # what the hand-written model saved (sam
 class SeasonalNaiveForecaster(StatsForecaster):
     name = "seasonal_naive"
 
-    def __init__(self, season: int | None = None, n_jobs: int = 1, seed: int = 0):
-        super().__init__("seasonal_naive", season=season, n_jobs=n_jobs, seed=seed)
+    def __init__(self, season: int | None = None, n_jobs: int = 1, seed: int = 0, intervals: str = "calibrated"):
+        super().__init__("seasonal_naive", season=season, n_jobs=n_jobs, seed=seed, intervals=intervals)
 
     def __repr__(self) -> str:
-        return f"SeasonalNaiveForecaster(season={self.season or 'from freq'})"
+        return f"SeasonalNaiveForecaster(season={self.season or 'from freq'}, intervals={self.intervals!r})"
 
     @classmethod
     def _state_file(cls, path: Path) -> Path:
@@ -30,4 +30,4 @@ class SeasonalNaiveForecaster(StatsForecaster):
 
     @classmethod
     def _from_state(cls, state: dict) -> "SeasonalNaiveForecaster":
-        return cls()
+        return cls(intervals=state.get("intervals", "model"))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from echelon.models.demand.base import qcols
-from echelon.models.demand.stats import StatsForecaster, interval_column, levels_for
+from echelon.models.demand.stats import StatsForecaster, interval_column, levels_for, scale_spread, spread_factors
 
 
 def test_quantiles_map_to_central_interval_bounds():
@@ -64,12 +64,15 @@ def _three_series(seed=0):
 def test_backtest_forecasts_match_a_refit_per_origin_for_the_naive_model():
     history = _three_series()
     origins = [pd.Timestamp("2024-03-01") + pd.Timedelta(days=3 * k) for k in range(4)]   # last ends 03-17
-    batch = StatsForecaster("naive").backtest_forecasts(history, origins, 7, "D", (0.1, 0.5, 0.9))
+    batch = StatsForecaster("naive", intervals="model").backtest_forecasts(history, origins, 7, "D", (0.1, 0.5, 0.9))
+    calibrated = StatsForecaster("naive").backtest_forecasts(history, origins, 7, "D", (0.1, 0.5, 0.9))
     for origin in origins:
         cut = history[history["timestamp"] <= origin]
-        expected = StatsForecaster("naive").fit(cut, 7, "D", (0.1, 0.5, 0.9)).predict(cut)
+        expected = StatsForecaster("naive", intervals="model").fit(cut, 7, "D", (0.1, 0.5, 0.9)).predict(cut)
         got = batch[batch["origin"] == origin].drop(columns="origin").reset_index(drop=True)
         pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+        # calibration moves the interval, never the point forecast
+        np.testing.assert_allclose(calibrated.loc[calibrated["origin"] == origin, "q_0.5"], expected["q_0.5"])
 
 
 def test_backtest_forecasts_never_see_data_after_their_origin():
@@ -82,3 +85,51 @@ def test_backtest_forecasts_never_see_data_after_their_origin():
     early = before["origin"] <= origins[1]
     pd.testing.assert_frame_equal(before[early], after[early])
     assert not np.allclose(before.loc[~early, qcols()], after.loc[~early, qcols()])
+
+
+def test_spread_factors_widen_intervals_that_are_too_narrow_and_narrow_wide_ones():
+    rng = np.random.default_rng(3)
+    point = rng.uniform(10, 100, 20_000)
+    sigma = point / 10                                  # every row its own scale: the factors still pool
+    cv = pd.DataFrame({"_point": point, "target": point + rng.normal(0, 1, point.size) * sigma,
+                       "q_0.1": point - 0.5 * 1.2816 * sigma, "q_0.5": point,     # half the true spread
+                       "q_0.9": point + 3 * 1.2816 * sigma})                     # three times the true spread
+    factors = spread_factors(cv, (0.1, 0.5, 0.9))
+    assert set(factors) == {0.1, 0.9}
+    assert factors[0.1] == pytest.approx(2.0, rel=0.05) and factors[0.9] == pytest.approx(1 / 3, rel=0.05)
+    scaled = scale_spread(cv, factors)
+    assert (cv["target"] < scaled["q_0.1"]).mean() == pytest.approx(0.1, abs=0.01)
+    assert (cv["target"] > scaled["q_0.9"]).mean() == pytest.approx(0.1, abs=0.01)
+
+
+def test_spread_factors_leave_intervals_that_already_hold_their_share_alone():
+    rng = np.random.default_rng(6)
+    point = np.full(400, 50.0)                           # 40 series x 10 windows, say: 400 observations
+    cv = pd.DataFrame({"_point": point, "target": point + rng.normal(0, 1, point.size),
+                       "q_0.1": point - 1.2816, "q_0.5": point, "q_0.9": point + 1.2816})
+    assert spread_factors(cv, (0.1, 0.5, 0.9), windows=40) == {0.1: 1.0, 0.9: 1.0}
+    cv["q_0.9"] = point + 0.3                            # holds ~62%, not 90%: far outside the noise
+    assert spread_factors(cv, (0.1, 0.5, 0.9), windows=40)[0.9] > 3
+
+
+def test_calibrated_intervals_cover_about_80_percent_where_the_model_intervals_do_not():
+    # white noise around a level: the naive model's random-walk intervals are far too wide for it
+    rng = np.random.default_rng(4)
+    n, origins = 150, [pd.Timestamp("2024-01-01") + pd.Timedelta(days=k) for k in (120, 127, 134, 141)]
+    history = pd.concat([pd.DataFrame({"item_id": f"s{i}", "timestamp": pd.date_range("2024-01-01", periods=n),
+                                       "target": 50 + rng.normal(0, 5, n)}) for i in range(30)], ignore_index=True)
+
+    def coverage(intervals):
+        out = StatsForecaster("naive", intervals=intervals).backtest_forecasts(history, origins[:-1], 7, "D")
+        joined = out.merge(history, on=["item_id", "timestamp"])
+        return ((joined["target"] >= joined["q_0.1"]) & (joined["target"] <= joined["q_0.9"])).mean()
+
+    assert coverage("model") > 0.95
+    assert 0.65 <= coverage("calibrated") <= 0.92
+
+
+def test_unknown_interval_kind_is_refused_and_the_kind_survives_save_load(tmp_path):
+    with pytest.raises(ValueError, match="unknown intervals 'conformal'"):
+        StatsForecaster("naive", intervals="conformal")
+    StatsForecaster("autotheta", intervals="model").fit(_three_series(), 3, "D").save(tmp_path)
+    assert StatsForecaster.load(tmp_path).intervals == "model"
