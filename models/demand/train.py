@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import time
 
 import numpy as np
@@ -32,20 +31,19 @@ COVARIATES = ["price", "promo", "category"]
 
 def candidates() -> list[str]:
     """Models trained at each retrain: ECHELON_DEMAND_CANDIDATES (comma separated)."""
-    names = os.environ.get("ECHELON_DEMAND_CANDIDATES", "seasonal_naive,lightgbm,feedforward")
-    return [n.strip() for n in names.split(",") if n.strip()]
+    return get_settings().demand.candidates
 
 
 def model_params(name: str) -> dict:
     """Per-model overrides of the recommended settings: ECHELON_DEMAND_MODEL_PARAMS, a JSON object such
     as {"lightgbm": {"num_boost_round": 200}, "feedforward": {"epochs": 10}}."""
-    return json.loads(os.environ.get("ECHELON_DEMAND_MODEL_PARAMS", "{}")).get(name, {})
+    return get_settings().demand.model_params.get(name, {})
 
 
 def retrain_due(ds: str) -> bool:
     """ECHELON_DEMAND_RETRAIN: 'daily', or a weekday name for weekly retraining (default sunday).
     A registry without a champion always trains."""
-    cadence = os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday").lower()
+    cadence = get_settings().demand.retrain.lower()
     if cadence == "daily" or tracking.alias_version(MODEL_NAME, tracking.CHAMPION) is None:
         return True
     return dt.date.fromisoformat(ds).strftime("%A").lower() == cadence
@@ -120,7 +118,7 @@ def candidates_due(ds: str, force: bool = False) -> list[str]:
     ds = lake.parse_ds(ds)
     if not force and not retrain_due(ds):
         log.info("no retraining on %s (cadence %s); the champion keeps scoring", ds,
-                 os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday"))
+                 get_settings().demand.retrain)
         return []
     return candidates()
 
