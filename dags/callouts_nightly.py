@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
+from echelon import catalog
 from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, task_defaults
 
-SERVING = Asset("echelon://published/callouts/serving")
+SERVING = catalog.callouts.SERVING.asset()
 
 DEFAULT_ARGS = task_defaults("callouts", timeout=dt.timedelta(hours=1))
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
+from echelon import catalog
 from echelon.schedule import WEEKLY_CRON, data_docs, data_partition, task_defaults
 
-CAPACITY_ROUND = Asset("echelon://published/capacity/grants")
+CAPACITY_ROUND = catalog.capacity.GRANTS.asset()
 
 DEFAULT_ARGS = task_defaults("capacity", timeout=dt.timedelta(hours=1))
 

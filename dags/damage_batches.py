@@ -12,10 +12,11 @@ import datetime as dt
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from echelon import catalog
 from echelon.schedule import data_docs, task_defaults
 
 BATCH_LANDED = Asset("echelon://landing/damage/batches")
-DAMAGE_SCORES = Asset("echelon://published/damage/damage_scores")
+DAMAGE_SCORES = catalog.damage.SCORES.asset()
 
 DEFAULT_ARGS = task_defaults("damage", timeout=dt.timedelta(hours=1), retry_delay=dt.timedelta(minutes=1))
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
+from echelon import catalog
 from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, task_defaults
 from echelon.settings import get_settings
 
-FORECASTS = Asset("echelon://published/demand/forecasts")
+FORECASTS = catalog.demand.FORECASTS.asset()
 
 DEFAULT_ARGS = task_defaults("demand", timeout=dt.timedelta(hours=2))
 

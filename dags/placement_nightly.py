@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
+from echelon import catalog
 from echelon.schedule import data_docs, data_partition, task_defaults
 
-PLAN = Asset("echelon://published/placement/placement_plan")
-PRICES = Asset("echelon://published/placement/capacity_prices")
+PLAN = catalog.placement.PLAN.asset()
+PRICES = catalog.placement.PRICES.asset()
 
 DEFAULT_ARGS = task_defaults("placement", timeout=dt.timedelta(hours=2))
 
@@ -40,7 +41,7 @@ def placement_nightly():
     @task.sensor(poke_interval=300, timeout=6 * 3600, mode="reschedule")
     def wait_for_forecasts(day: str) -> bool:
         from echelon import lake
-        return lake.exists(lake.Table("published", "demand", "forecasts"), day)
+        return lake.exists(catalog.demand.FORECASTS, day)
 
     @task
     def check_inputs(day: str) -> dict:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
+
+from echelon.settings import get_settings
 
 # subcommand -> (module, one-line help). A module exposes add_arguments(parser) + main(args), or main(argv).
 COMMANDS = {
@@ -23,6 +24,7 @@ COMMANDS = {
     "backfill": ("echelon.backfill", "backfill a DAG over data dates with Airflow's own backfill"),
     "callouts": ("echelon.models.callouts.steps", "nightly benefit callouts: a pipeline step, or simulate/ope/obd tools"),
     "airflow": ("echelon.airflow_env", "run the airflow CLI with the project's Airflow settings"),
+    "checksums": ("echelon.checksums", "dump or compare the checksums of every published partition of a lake"),
 }
 
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         # The project's own errors (bad input, a closed period, an unreachable service) carry messages
         # written for the user: print the message, not a traceback. Anything else is a bug: raise it.
-        if not type(error).__module__.startswith("echelon.") or os.environ.get("ECHELON_TRACEBACK"):
+        if not type(error).__module__.startswith("echelon.") or get_settings().traceback:
             raise
         print(f"echelon {name}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

@@ -28,12 +28,12 @@ import re
 import shutil
 import socket
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from echelon.catalog.table import Table  # noqa: F401  (lake.Table: the type every table is)
 from echelon.settings import get_settings
 
 MANIFEST = "_manifest.json"
@@ -55,22 +55,6 @@ def parse_ds(ds: str | dt.date) -> str:
         return dt.date.fromisoformat(str(ds)).isoformat()
     except ValueError:
         raise ValueError(f"partition date must be YYYY-MM-DD, got {ds!r}") from None
-
-
-@dataclass(frozen=True)
-class Table:
-    layer: str    # raw | features | models | published | reference
-    domain: str   # demand | placement | ...
-    name: str
-
-    def root(self, lake: Path | None = None) -> Path:
-        return (lake or get_settings().lake) / self.layer / self.domain / self.name
-
-    def partition(self, ds: str, lake: Path | None = None) -> Path:
-        return self.root(lake) / f"ds={parse_ds(ds)}"
-
-    def __str__(self) -> str:
-        return f"{self.layer}/{self.domain}/{self.name}"
 
 
 def partitions(table: Table) -> list[str]:
@@ -214,12 +198,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | None = None,
-            extra: dict | None = None) -> dict:
+def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | bool | None = None,
+            extra: dict | None = None, params: dict | None = None) -> dict:
     """Stage, gate, then atomically swap one partition into place. Returns the manifest.
 
-    `gate` receives the staged folder and raises to stop the publish (see echelon.gates)."""
+    `gate=True` runs the table's own suite from its catalog entry (with run-time `params`); a callable
+    receives the staged folder and raises to stop the publish (see echelon.expectations.gate)."""
     ds = parse_ds(ds)
+    if gate is True:
+        gate = gate_of(table, ds, params)
     settings = get_settings()
     sweep_debris(table, settings.lake)
     staging = (settings.lake / "_staging" /
@@ -246,10 +233,19 @@ def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | None = 
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def gate_of(table: Table, ds: str, params: dict | None = None) -> Callable[[Path], None]:
+    """The table's gate from its catalog entry: its suite run on the staged partition."""
+    if not table.suite:
+        raise LakeError(f"{table} has no expectation suite in its catalog entry (echelon/catalog/{table.domain}.py)")
+    from echelon.expectations.gate import gate
+
+    return gate(table.suite, table, ds, params)
+
+
 def code_version() -> str:
     """The git commit of the code (or ECHELON_CODE_VERSION, set in images built without .git)."""
-    if os.environ.get("ECHELON_CODE_VERSION"):
-        return os.environ["ECHELON_CODE_VERSION"]
+    if get_settings().code_version:
+        return get_settings().code_version
     import subprocess
 
     try:

@@ -3,7 +3,8 @@ the data of day D: the partition is always computed from the logical date, never
 from __future__ import annotations
 
 import datetime as dt
-import os
+
+from echelon.settings import get_settings
 
 NIGHTLY_CRON = "0 2 * * *"     # 02:00 UTC, after the day's sales have landed
 WEEKLY_CRON = "0 4 * * 1"      # Mondays 04:00 UTC
@@ -22,7 +23,7 @@ def nightly_run_date(ds: str) -> dt.datetime:
 
 def task_defaults(owner: str, timeout: dt.timedelta, retry_delay: dt.timedelta = dt.timedelta(minutes=2)) -> dict:
     """Every DAG's default_args: retries (ECHELON_TASK_RETRIES, default 2; tests set 0), delay, timeout."""
-    return {"owner": owner, "retries": int(os.environ.get("ECHELON_TASK_RETRIES", "2")),
+    return {"owner": owner, "retries": get_settings().task_retries,
             "retry_delay": retry_delay, "execution_timeout": timeout}
 
 

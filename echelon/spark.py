@@ -60,7 +60,7 @@ def get_spark(app_name: str = "echelon", master: str | None = None):
     check_master(master)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    java_options = os.environ.get("ECHELON_SPARK_JAVA_OPTIONS", JAVA_OPTIONS)
+    java_options = settings.spark_java_options(JAVA_OPTIONS)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(master)
@@ -70,7 +70,7 @@ def get_spark(app_name: str = "echelon", master: str | None = None):
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", os.environ.get("ECHELON_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.ansi.enabled", "false")
         .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", java_options)

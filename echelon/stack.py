@@ -8,7 +8,9 @@ started on loopback from the same settings, used by `make stack` and by tests/st
 
 Every service binds 127.0.0.1 on a free port. Secrets come only from the environment: the Airflow admin
 password is ECHELON_AIRFLOW_ADMIN_PASSWORD (a random one is generated, and written 0600 under the stack's
-folder, when it is unset); the Postgres URL is ECHELON_STACK_POSTGRES_URL."""
+folder, when it is unset); the Postgres URL is ECHELON_STACK_POSTGRES_URL.
+
+Size: one supervisor for the whole stack: its roles share start, stop and health checks."""
 from __future__ import annotations
 
 import argparse

@@ -54,9 +54,7 @@ def run(domain: str, ds: str, run_name: str, **tags):
 
     experiment_id = experiment(domain)
     all_tags = {"ds": ds, "domain": domain, "code_version": code_version(),
-                "airflow_run_id": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID", "manual"),
-                "airflow_task_id": os.environ.get("AIRFLOW_CTX_TASK_ID", "manual"),
-                "airflow_try_number": os.environ.get("AIRFLOW_CTX_TRY_NUMBER", "0"),
+                **get_settings().airflow_context,
                 **{k: str(v) for k, v in tags.items()}}
     close_killed_tries(experiment_id, all_tags)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags) as active:

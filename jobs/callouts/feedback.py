@@ -14,19 +14,18 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 
 from echelon import lake
 from echelon.jobs.callouts import gates
-from echelon.jobs.callouts.tables import CLICKS, FEEDBACK, IMPRESSIONS
-from echelon.models.callouts.world import WINDOW_DAYS
+from echelon.catalog.callouts import CLICKS, FEEDBACK, IMPRESSIONS, WINDOW_DAYS
+from echelon.settings import get_settings
 from echelon.spark import get_spark, load_sql
 
 log = logging.getLogger(__name__)
 
 
 def history_days() -> int:
-    return int(os.environ.get("ECHELON_CALLOUTS_HISTORY_DAYS", "28"))
+    return get_settings().callouts.history_days
 
 
 def _union(spark, table, days):
@@ -59,7 +58,7 @@ def run(ds: str, history: int | None = None) -> dict:
     ds = lake.parse_ds(ds)
     spark = get_spark("callouts-feedback")
     frame = build(spark, ds, history)
-    manifest = lake.publish(frame, FEEDBACK, ds, gate=gates.gate("callouts_feedback", FEEDBACK, ds))
+    manifest = lake.publish(frame, FEEDBACK, ds, gate=gates.gate(FEEDBACK.suite, FEEDBACK, ds))
     log.info("feedback for %s: %d matured impressions", ds, manifest["rows"])
     return {"ds": ds, "rows": manifest["rows"]}
 

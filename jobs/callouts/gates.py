@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from echelon import lake
-from echelon.jobs.callouts.tables import CATALOG, IMPRESSIONS
+from echelon.catalog.callouts import CATALOG, IMPRESSIONS
 
 
 def _days(ds: str, back: int) -> list[str]:

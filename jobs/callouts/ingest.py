@@ -24,14 +24,13 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from echelon import lake
 from echelon.jobs.callouts import gates
-from echelon.jobs.callouts.tables import CATALOG, CLICK_STREAM, CLICKS, IMPRESSIONS, SERVING
+from echelon.catalog.callouts import CATALOG, CLICK_STREAM, CLICKS, IMPRESSIONS, SERVING
 from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
 from echelon.models.callouts import world as W
 from echelon.settings import get_settings
@@ -45,14 +44,11 @@ class IngestError(ValueError):
 
 def world_config() -> dict:
     """The synthetic world's knobs (environment, with defaults): seed, first day, daily traffic."""
-    return {"seed": int(os.environ.get("ECHELON_CALLOUTS_SEED", get_settings().seed)),
-            "start": os.environ.get("ECHELON_CALLOUTS_WORLD_START", "2026-10-01"),
-            "traffic": int(os.environ.get("ECHELON_CALLOUTS_TRAFFIC", "5000"))}
+    return get_settings().callouts.world
 
 
 def the_world() -> W.World:
-    config = world_config()
-    return W.make_world(config["seed"], start=config["start"], days=400)
+    return W.configured_world()
 
 
 def logging_policy(world: W.World, day: dt.date) -> pd.DataFrame:
@@ -79,7 +75,8 @@ def from_world(ds: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return catalog, impressions, clicks
 
 
-def _read_any(folder: Path, name: str) -> pd.DataFrame | None:
+def read_any(folder: Path, name: str) -> pd.DataFrame | None:
+    """<folder>/<name>.parquet or .csv as a frame, None when neither exists (also read by `callouts ope`)."""
     for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
         path = folder / f"{name}{suffix}"
         if path.exists():
@@ -98,7 +95,7 @@ def _times(values: pd.Series, column: str, source: str) -> pd.Series:
 def from_logs(ds: str, folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(catalog, impressions, clicks) of day ds from a logs folder."""
     folder = Path(folder)
-    impressions = _read_any(folder, "impressions")
+    impressions = read_any(folder, "impressions")
     if impressions is None:
         raise IngestError(f"no impressions.csv or impressions.parquet in {folder}")
     missing = sorted(set(W.IMPRESSION_COLUMNS) - set(impressions.columns))
@@ -109,12 +106,12 @@ def from_logs(ds: str, folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, 
     impressions = impressions[impressions["shown_at"].dt.date == day][W.IMPRESSION_COLUMNS].reset_index(drop=True)
     if impressions.empty:
         raise IngestError(f"empty day of logs: no impressions shown on {ds} in {folder}/impressions")
-    clicks = _read_any(folder, "clicks")
+    clicks = read_any(folder, "clicks")
     if clicks is None:
         clicks = pd.DataFrame({"impression_id": pd.Series(dtype=str), "clicked_at": pd.Series(dtype="datetime64[us, UTC]")})
     clicks["clicked_at"] = _times(clicks["clicked_at"], "clicked_at", f"{folder}/clicks")
     clicks = clicks[clicks["clicked_at"].dt.date == day][W.CLICK_COLUMNS].reset_index(drop=True)
-    catalog = _read_any(folder, "catalog")
+    catalog = read_any(folder, "catalog")
     if catalog is None:   # real logs without a catalog: the callouts seen that day, without attributes
         catalog = pd.DataFrame({"callout_id": sorted(impressions["callout_id"].astype(str).unique())})
         catalog["family"], catalog["value"] = "unknown", 0.0
@@ -127,15 +124,15 @@ def from_logs(ds: str, folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, 
 def run(ds: str, logs: str | Path | None = None) -> dict:
     """Land partition ds: catalog, impressions, then clicks (checked against the impressions)."""
     ds = lake.parse_ds(ds)
-    logs = logs or os.environ.get("ECHELON_CALLOUTS_LOGS")
+    logs = logs or get_settings().callouts.logs
     catalog, impressions, clicks = from_logs(ds, logs) if logs else from_world(ds)
     if impressions.empty:
         raise IngestError(f"empty day of logs: no impressions for ds={ds}")
     # impressions first: a bad day of logs fails before anything of that date is replaced
     manifests = {
-        "impressions": lake.publish(impressions, IMPRESSIONS, ds, gate=gates.gate("callouts_impressions", IMPRESSIONS, ds)),
-        "catalog": lake.publish(catalog, CATALOG, ds, gate=gates.gate("callouts_catalog", CATALOG, ds)),
-        "clicks": lake.publish(clicks, CLICKS, ds, gate=gates.gate("callouts_clicks", CLICKS, ds,
+        "impressions": lake.publish(impressions, IMPRESSIONS, ds, gate=gates.gate(IMPRESSIONS.suite, IMPRESSIONS, ds)),
+        "catalog": lake.publish(catalog, CATALOG, ds, gate=gates.gate(CATALOG.suite, CATALOG, ds)),
+        "clicks": lake.publish(clicks, CLICKS, ds, gate=gates.gate(CLICKS.suite, CLICKS, ds,
                                                                    gates.with_impressions(W.WINDOW_DAYS, ds))),
     }
     result = {name: manifest["rows"] for name, manifest in manifests.items()}

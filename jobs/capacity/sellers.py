@@ -16,14 +16,13 @@ from __future__ import annotations
 import pandas as pd
 
 from echelon import lake
+from echelon.catalog.capacity import INVENTORY
+from echelon.catalog.demand import FORECASTS, ITEMS
+from echelon.catalog.network import FACILITIES
+from echelon.catalog.placement import PRICES as CAPACITY_PRICES
 from echelon.lake import LakeError, Table
 from echelon.spark import get_spark, load_sql
 
-FORECASTS = Table("published", "demand", "forecasts")
-ITEMS = Table("reference", "demand", "items")
-FACILITIES = Table("reference", "network", "facilities")
-CAPACITY_PRICES = Table("published", "placement", "capacity_prices")
-INVENTORY = Table("source", "capacity", "inventory")
 PERFORMANCE_WEEKS = 13
 OVERSIZE_CUFT = 1.0
 

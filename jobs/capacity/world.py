@@ -24,10 +24,8 @@ import numpy as np
 import pandas as pd
 
 from echelon import lake
-from echelon.lake import Table
-
-INVENTORY = Table("source", "capacity", "inventory")
-REQUESTS = Table("source", "capacity", "requests")
+from echelon.catalog.capacity import INVENTORY, REQUESTS
+from echelon.catalog.demand import qcols
 REQUEST_PROBABILITY = 0.45
 
 
@@ -102,7 +100,7 @@ def requests(sellers: pd.DataFrame, ds: str, seed: int, cover_days: float = 42.0
 def run(ds: str, seed: int | None = None, history_weeks: int = 13, spark=None) -> dict:
     """Publish the synthetic inventory and requests extract for ds (ungated: the pipeline gates it)."""
     from echelon.jobs.capacity import sellers as seller_job
-    from echelon.models.capacity import steps
+    from echelon.jobs.capacity.periods import granted_windows
     from echelon.settings import get_settings
     from echelon.spark import get_spark
 
@@ -110,7 +108,7 @@ def run(ds: str, seed: int | None = None, history_weeks: int = 13, spark=None) -
     seed = get_settings().seed if seed is None else seed
     spark = spark or get_spark("echelon-capacity-world")
     projected = seller_job.projection(spark, ds).toPandas().sort_values(["seller_id", "storage_type"])
-    grants = steps.granted_windows(ds)
+    grants = granted_windows(ds)
     return {"inventory": lake.publish(inventory(projected, ds, seed, history_weeks, grants), INVENTORY, ds),
             "requests": lake.publish(requests(projected, ds, seed), REQUESTS, ds)}
 
@@ -142,7 +140,7 @@ def stub_upstream(ds: str, items: int = 24, sellers: int = 6, seed: int = 42, ut
         for h in range(1, 8):
             median = level * _rng(seed, "f", item, ds, h).lognormal(0.0, 0.1)
             rows.append({"item_id": item, "location_id": "R01", "target_date": start + dt.timedelta(days=h - 1), "horizon": h,
-                         **{f"q_0.{k}": round(median * (0.6 + 0.1 * k), 3) for k in range(1, 10)},
+                         **{c: round(median * (0.6 + 0.1 * k), 3) for k, c in enumerate(qcols(), 1)},
                          "model_version": "demand_forecaster/stub"})
     lake.publish(pd.DataFrame(rows), FORECASTS, ds)
     prices = pd.DataFrame([{"facility_id": f, "resource": r, "shadow_price": 0.5, "utilisation": utilisation}

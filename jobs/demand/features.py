@@ -34,13 +34,10 @@ import time
 from typing import Callable
 
 from echelon import lake
+from echelon.catalog.demand import FEATURES, RAW_PLAN as PLAN, RAW_SALES as SALES
 from echelon.spark import get_spark, load_sql
 
 log = logging.getLogger(__name__)
-
-SALES = lake.Table("raw", "demand", "sales")
-PLAN = lake.Table("raw", "demand", "plan")
-FEATURES = lake.Table("features", "demand", "sales_features")
 
 KEYS = ["item_id", "location_id", "date"]
 REQUIRED = ("item_id", "timestamp", "target")

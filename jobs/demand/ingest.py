@@ -31,10 +31,9 @@ import pandas as pd
 
 from echelon import lake
 from echelon.jobs.demand.world import PLAN_COLUMNS, SALES_COLUMNS, SOURCE_PLAN, SOURCE_SALES
+from echelon.catalog.demand import RAW_PLAN, RAW_SALES
 from echelon.lake import Table
 
-RAW_SALES = Table("raw", "demand", "sales")
-RAW_PLAN = Table("raw", "demand", "plan")
 DEFAULT_HISTORY_DAYS = 730   # two years: yearly lags (364 days) still have a year of targets
 PLAN_DAYS = 56
 

@@ -43,6 +43,8 @@ average daily cube sold; DCs hold 60 days of cube and can ship 90% of the busies
 
 CLI: python -m echelon.jobs.demand.world --items 200 --locations 4 --start 2024-01-01 \
          --end 2026-11-20 --seed 42 [--master spark://host:7077]
+
+Size: one Spark generator whose streams share the hashing scheme that makes it deterministic.
 """
 from __future__ import annotations
 
@@ -60,14 +62,9 @@ from echelon import lake
 from echelon.lake import Table
 from echelon.progress import steps
 
-SOURCE_SALES = Table("source", "demand", "sales")
-SOURCE_PLAN = Table("source", "demand", "plan")
-ITEMS = Table("reference", "demand", "items")
-EVENTS = Table("reference", "demand", "events")
-REGIONS = Table("reference", "network", "regions")
-FACILITIES = Table("reference", "network", "facilities")
-DELIVERY_LANES = Table("reference", "network", "delivery_lanes")
-TRANSFER_LANES = Table("reference", "network", "transfer_lanes")
+from echelon.catalog.demand import EVENTS, ITEMS, SOURCE_PLAN, SOURCE_SALES
+from echelon.catalog.network import DELIVERY_LANES, FACILITIES, REGIONS, TRANSFER_LANES
+
 TABLES = [ITEMS, SOURCE_SALES, SOURCE_PLAN, EVENTS, REGIONS, FACILITIES, DELIVERY_LANES, TRANSFER_LANES]
 
 SALES_COLUMNS = ["item_id", "location_id", "timestamp", "target", "price", "promo", "category", "in_stock"]

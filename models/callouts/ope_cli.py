@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon.jobs.callouts.ingest import _read_any
+from echelon.jobs.callouts.ingest import read_any
 from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
 from echelon.models.callouts import ope, reward
 from echelon.models.callouts.policy import METHODS, serving_table
@@ -41,7 +41,7 @@ FEATURES = ["position"] + [f"user_feature_{k}" for k in range(4)]   # impression
 def read_logs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(bandit logs with reward, catalog) from a logs folder."""
     folder = Path(folder)
-    impressions, clicks = _read_any(folder, "impressions"), _read_any(folder, "clicks")
+    impressions, clicks = read_any(folder, "impressions"), read_any(folder, "clicks")
     if impressions is None:
         raise ope.OPEError(f"no impressions.csv or impressions.parquet in {folder}")
     try:
@@ -58,7 +58,7 @@ def read_logs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     logs = impressions.merge(first, on="impression_id", how="left")
     in_window = logs["clicked_at"].notna() & (logs["clicked_at"] - logs["shown_at"] < pd.Timedelta(days=WINDOW_DAYS))
     logs["reward"] = logs["click"] = in_window.astype(int)
-    catalog = _read_any(folder, "catalog")
+    catalog = read_any(folder, "catalog")
     if catalog is None:
         catalog = pd.DataFrame({"callout_id": sorted(logs["callout_id"].unique()), "family": "unknown", "value": 0.0})
     return logs, catalog

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from echelon import lake
+
+log = logging.getLogger(__name__)
 
 
 def ingest(ds: str) -> dict:
@@ -38,10 +41,25 @@ def evaluate_and_promote(ds: str) -> dict:
     return job.evaluate_and_promote(ds)
 
 
-def serve(ds: str) -> dict:
-    from echelon.models.callouts import serve as job
+def serve(ds: str, seed: int | None = None) -> dict:
+    """Tonight's serving table: the @champion's method refit on all matured feedback of ds, over the
+    callouts of the catalog of ds (servable tomorrow), published through its gate."""
+    from echelon import tracking
+    from echelon.catalog.callouts import CATALOG
+    from echelon.jobs.callouts import serving
+    from echelon.models.callouts.policy import serving_table
+    from echelon.models.callouts.train import MODEL_NAME, champion_method, load_logs, segments
+    from echelon.settings import get_settings
 
-    return job.run(ds)
+    ds = lake.parse_ds(ds)
+    tracking.configure()
+    method, version = champion_method()
+    logs = load_logs(ds)
+    catalog = lake.read(CATALOG, ds).drop(columns="ds")
+    table, _ = serving_table(method, logs, catalog, segments(ds, logs), get_settings().seed if seed is None else seed)
+    manifest = serving.publish(table, ds)
+    log.info("serving table for %s: %s (%s/%s), %d rows", ds, method, MODEL_NAME, version, manifest["rows"])
+    return {"ds": ds, "method": method, "model_version": f"{MODEL_NAME}/{version}", "rows": manifest["rows"]}
 
 
 STEPS = {"ingest": ingest, "feedback": feedback, "train": train, "evaluate_and_promote": evaluate_and_promote,

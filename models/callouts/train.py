@@ -12,17 +12,17 @@ all matured feedback every night: a bandit that stopped learning between promoti
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 
-from echelon import lake, tracking
-from echelon.jobs.callouts.tables import CATALOG, FEEDBACK
+from echelon import lake, settings, tracking
+from echelon.catalog.callouts import CATALOG, FEEDBACK
 from echelon.models.callouts import ope
 from echelon.models.callouts.plots import ope_plot, posterior_plot
 from echelon.models.callouts.policy import METHODS, serving_table
@@ -34,13 +34,11 @@ CONTEXT, ACTION = ["segment"], ["callout_id", "layout_id"]
 DEFAULT_METHOD = "meta_ts"
 
 
-def report_dir(ds: str) -> Path:
-    return get_settings().reports / "callouts" / f"ds={ds}"
+report_dir = functools.partial(settings.report_dir, "callouts")
 
 
 def candidates() -> list[str]:
-    names = os.environ.get("ECHELON_CALLOUTS_CANDIDATES", ",".join(METHODS))
-    return [n.strip() for n in names.split(",") if n.strip()]
+    return get_settings().callouts.candidates(",".join(METHODS))
 
 
 def load_logs(ds: str) -> pd.DataFrame:
@@ -60,7 +58,7 @@ def catalog_history(ds: str, days: int = 60) -> pd.DataFrame:
 def segments(ds: str, logs: pd.DataFrame) -> list[str]:
     """Segments to serve: those in the matured logs and in today's impressions (a young system has only
     the latter)."""
-    from echelon.jobs.callouts.tables import IMPRESSIONS
+    from echelon.catalog.callouts import IMPRESSIONS
 
     today = lake.read(IMPRESSIONS, ds, columns=["segment"])["segment"] if lake.exists(IMPRESSIONS, ds) else []
     return sorted(set(logs["segment"]) | set(today))
@@ -68,7 +66,7 @@ def segments(ds: str, logs: pd.DataFrame) -> list[str]:
 
 def eval_days() -> int:
     """Days of matured feedback held out for off-policy evaluation (ECHELON_CALLOUTS_EVAL_DAYS)."""
-    return int(os.environ.get("ECHELON_CALLOUTS_EVAL_DAYS", "7"))
+    return get_settings().callouts.eval_days
 
 
 def split(logs: pd.DataFrame, ds: str, eval_days: int | None = None):
@@ -98,11 +96,11 @@ class CalloutPolicy(mlflow.pyfunc.PythonModel):
 
 def _truth(ds: str):
     """The synthetic world's true rates for the serving day, when the logs come from it (else None)."""
-    if os.environ.get("ECHELON_CALLOUTS_LOGS"):
+    if get_settings().callouts.logs:
         return None
-    from echelon.jobs.callouts.ingest import the_world
+    from echelon.models.callouts.world import configured_world
 
-    world = the_world()
+    world = configured_world()
     day = dt.date.fromisoformat(ds) + dt.timedelta(days=1)
     rates = world.rates(day, with_layouts=True)
     return rates, world.segment_weight

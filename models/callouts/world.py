@@ -19,12 +19,21 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from echelon.catalog.callouts import WINDOW_DAYS  # noqa: F401  (the attribution window of the clicks contract)
+
 SEGMENTS = ["new_visitor", "occasional", "frequent", "student", "family", "business"]
 FAMILIES = ["shipping", "video", "music", "grocery", "photos", "reading"]
 COMPONENTS = {"headline": 3, "body": 2, "image": 4, "reviews": 2}   # 3 * 2 * 4 * 2 = 48 layouts
-WINDOW_DAYS = 3          # clicks count when they arrive within this many days after the impression
 IMPRESSION_COLUMNS = ["impression_id", "segment", "callout_id", "layout_id", "position", "propensity", "shown_at"]
 CLICK_COLUMNS = ["impression_id", "clicked_at"]
+
+
+def configured_world() -> "World":
+    """The synthetic world of the settings (ECHELON_CALLOUTS_SEED, _WORLD_START): what ingest serves from."""
+    from echelon.settings import get_settings
+
+    config = get_settings().callouts.world
+    return make_world(config["seed"], start=config["start"], days=400)
 
 
 def all_layouts() -> pd.DataFrame:

@@ -11,6 +11,8 @@ Rules (the README's "Capacity" section states them with the worked example):
 - credits: share x incremental sales, capped at the fee; the seller owes fee - credit, never < 0.
 The clearing is vectorised (one lexsort and one cumulative sum), so a million requests clear in well
 under a second.
+
+Size: the rules of one mechanism (validation, clearing, price protection, credits, limits) on shared frames.
 """
 from __future__ import annotations
 

@@ -6,11 +6,13 @@ A round's date ds is its cut-off (the Sunday the weekly run processes); its peri
 month of ds. `echelon capacity <step> --ds YYYY-MM-DD` runs any step by hand exactly as the DAG does;
 `echelon capacity clear --requests FILE.csv --capacity CUBES --output DIR` and
 `echelon capacity period --rounds DIR... --output DIR` do the same on files, without the lake.
+
+Size: every step of the weekly round plus the file-based tools (clear, period) behind one CLI.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import functools
 import json
 import logging
 from pathlib import Path
@@ -18,73 +20,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon import lake
-from echelon.lake import Table
+from echelon import lake, settings
+from echelon.catalog.capacity import BASE_LIMITS, GRANTS, RAW_REQUESTS, REQUESTS, ROUNDS, SETTLEMENTS, STATEMENTS
+from echelon.jobs.capacity.periods import (PeriodClosed, closed_on, ensure_open,  # noqa: F401
+                                           period_bounds, period_of, previous_period, rounds_in_period)
 from echelon.models.capacity import mechanism as mech
+from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-BASE_LIMITS = Table("published", "capacity", "base_limits")
-RAW_REQUESTS = Table("raw", "capacity", "requests")
-GRANTS = Table("published", "capacity", "grants")
-ROUNDS = Table("published", "capacity", "rounds")
-STATEMENTS = Table("published", "capacity", "statements")    # open period: price-protected fee per grant
-SETTLEMENTS = Table("published", "capacity", "settlements")  # closed period: fee, credit, net per seller
-
-
-class PeriodClosed(RuntimeError):
-    """A round of a period whose statements are final."""
-
-
-# ---- periods --------------------------------------------------------------------------------------
-
-def period_of(ds: str) -> str:
-    return ds[:7]
-
-
-def period_bounds(period: str) -> tuple[str, str]:
-    first = dt.date.fromisoformat(f"{period}-01")
-    nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    return first.isoformat(), (nxt - dt.timedelta(days=1)).isoformat()
-
-
-def previous_period(period: str) -> str:
-    return (dt.date.fromisoformat(f"{period}-01") - dt.timedelta(days=1)).isoformat()[:7]
-
-
-def closed_on(period: str) -> str | None:
-    """The date of the settlement that closed a period, or None while it is open."""
-    end = period_bounds(period)[1]
-    for ds in lake.partitions(SETTLEMENTS):
-        if ds > end and period in set(lake.read(SETTLEMENTS, ds, columns=["period"])["period"]):
-            return ds
-    return None
-
-
-def ensure_open(ds: str) -> None:
-    closed = closed_on(period_of(ds))
-    if closed:
-        raise PeriodClosed(f"round ds={ds}: period {period_of(ds)} was closed and settled on ds={closed}; "
-                           f"its statements are final and this round cannot be re-run")
-
-
-def rounds_in_period(table: Table, ds: str, before: bool = False) -> list[str]:
-    start, _ = period_bounds(period_of(ds))
-    return [p for p in lake.partitions(table) if start <= p and (p < ds if before else p <= ds)]
-
-
-def _gate(suite: str, table: Table, ds: str, params: dict | None = None):
-    from echelon.expectations.gate import gate
-
-    return gate(suite, table, ds, params)
+report_dir = functools.partial(settings.report_dir, "capacity")
 
 
 def _settings() -> dict:
-    import os
-
-    return {"credit_share": float(os.environ.get("ECHELON_CAPACITY_CREDIT_SHARE", mech.CREDIT_SHARE)),
-            "safety_buffer": float(os.environ.get("ECHELON_CAPACITY_SAFETY_BUFFER", mech.SAFETY_BUFFER)),
-            "cover_days": float(os.environ.get("ECHELON_CAPACITY_COVER_DAYS", "42"))}
+    config = get_settings().capacity
+    return {"credit_share": float(mech.CREDIT_SHARE if config.credit_share is None else config.credit_share),
+            "safety_buffer": float(mech.SAFETY_BUFFER if config.safety_buffer is None else config.safety_buffer),
+            "cover_days": config.cover_days}
 
 
 # ---- steps ----------------------------------------------------------------------------------------
@@ -102,13 +53,12 @@ def base_limits(ds: str, spark=None) -> dict:
         limits = mech.base_limits(sellers.sellers(ds, spark), cover_days=_settings()["cover_days"])
         limits.insert(0, "period", period_of(ds))
         announced = ds
-    return lake.publish(limits, BASE_LIMITS, ds, gate=_gate("capacity_base_limits", BASE_LIMITS, ds),
+    return lake.publish(limits, BASE_LIMITS, ds, gate=True,
                         extra={"announced": announced})
 
 
 def requests(ds: str) -> dict:
     """Validate the week's requests (clear errors first, then the Great Expectations gate) into raw."""
-    from echelon.jobs.capacity.world import REQUESTS
 
     ensure_open(ds)
     limits = lake.read(BASE_LIMITS, ds)
@@ -117,7 +67,7 @@ def requests(ds: str) -> dict:
                                    cutoff=cutoff, where=f"{REQUESTS} ds={ds}")
     params = {"sellers": sorted(limits["seller_id"].unique()), "storage_types": list(mech.STORAGE_TYPES),
               "cutoff_epoch": int(cutoff.timestamp())}
-    return lake.publish(frame, RAW_REQUESTS, ds, gate=_gate("capacity_requests", RAW_REQUESTS, ds, params))
+    return lake.publish(frame, RAW_REQUESTS, ds, gate=True, params=params)
 
 
 def offered_capacity(ds: str, limits: pd.DataFrame) -> dict[str, float]:
@@ -154,8 +104,8 @@ def clear(ds: str) -> dict:
     grants = result.grants.drop(columns=["pool", "request_cap_cuft"]).assign(period=period_of(ds))
     grants = grants.sort_values("request_id").reset_index(drop=True)
     pools = result.pools.assign(period=period_of(ds))
-    manifests = {"grants": lake.publish(grants, GRANTS, ds, gate=_gate("capacity_grants", GRANTS, ds)),
-                 "rounds": lake.publish(pools, ROUNDS, ds, gate=_gate("capacity_rounds", ROUNDS, ds))}
+    manifests = {"grants": lake.publish(grants, GRANTS, ds, gate=True),
+                 "rounds": lake.publish(pools, ROUNDS, ds, gate=True)}
     summary = result.summary()
     _log_round(ds, grants, result)
     return {"summary": summary, "rows": {k: m["rows"] for k, m in manifests.items()}}
@@ -186,7 +136,7 @@ def statements(ds: str, spark=None) -> dict:
     ensure_open(ds)
     out = {}
     lines = _period_lines(ds)
-    out["statements"] = lake.publish(lines, STATEMENTS, ds, gate=_gate("capacity_statements", STATEMENTS, ds))["rows"]
+    out["statements"] = lake.publish(lines, STATEMENTS, ds, gate=True)["rows"]
     previous = previous_period(period_of(ds))
     closed = closed_on(previous)
     if closed is None or closed == ds:
@@ -240,7 +190,7 @@ def _publish_settlement(settled: pd.DataFrame, ds: str, previously_closed: str |
             raise PeriodClosed(f"settlement of period {settled['period'].iloc[0]} (published ds={ds}) would change "
                                f"on this re-run ({before['rows']} -> {staged['rows']} rows, checksum differs); "
                                f"a closed period's statements are never rewritten")
-    return lake.publish(settled, SETTLEMENTS, ds, gate=_gate("capacity_settlements", SETTLEMENTS, ds))["rows"]
+    return lake.publish(settled, SETTLEMENTS, ds, gate=True)["rows"]
 
 
 def _describe(frame: pd.DataFrame) -> dict:
@@ -250,15 +200,6 @@ def _describe(frame: pd.DataFrame) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         frame.to_parquet(Path(folder) / "part-00000.parquet", index=False)
         return lake.describe(Path(folder))
-
-
-def granted_windows(ds: str) -> pd.DataFrame:
-    """Every grant of rounds up to ds with the window it holds space: from its round to its period end."""
-    frames = []
-    for r in [p for p in lake.partitions(GRANTS) if p <= ds]:
-        g = lake.read(GRANTS, r, columns=["seller_id", "storage_type", "cuft_granted"])
-        frames.append(g.assign(granted_from=r, granted_until=period_bounds(period_of(r))[1]))
-    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def simulate(ds: str, seeds=(1, 2, 3)) -> dict:
@@ -280,12 +221,6 @@ def simulate(ds: str, seeds=(1, 2, 3)) -> dict:
             mlflow.log_metrics({f"{row.variant}_productivity": row.sales_per_cuft, f"{row.variant}_surplus": row.seller_surplus})
         mlflow.log_artifact(str(folder / "market.csv"), "market")
     return {"market": table.to_dict("records")}
-
-
-def report_dir(ds: str) -> Path:
-    from echelon.settings import get_settings
-
-    return get_settings().reports / "capacity" / f"ds={ds}"
 
 
 def report(ds: str) -> str:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
+
+from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
 RULES = ("bounded", "observed")
@@ -142,7 +143,7 @@ def _operating(scores, labels, allowed: int, target: float, confidence: float, r
 
 
 def threshold_rule() -> str:
-    return os.environ.get("ECHELON_DAMAGE_THRESHOLD_RULE", "bounded")
+    return get_settings().damage.threshold_rule
 
 
 def operating_point(scores, labels, target: float = 0.001, rule: str | None = None,

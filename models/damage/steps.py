@@ -14,6 +14,8 @@ Console:
     echelon damage score --model MODEL_DIR --batch MANIFEST.csv --output SCORES.csv
     echelon damage world --output FOLDER
     echelon damage step {world,train,evaluate_and_promote,gate_manifest,score,log_batch} --ds D [--batch-id B --manifest M]
+
+Size: training, promotion and batch steps plus the CLI; splitting the Spark scoring into jobs/damage/ is open (issue 17).
 """
 from __future__ import annotations
 
@@ -28,23 +30,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon import lake, tracking
+from echelon import lake, settings, tracking
+from echelon.catalog.damage import MANIFESTS, SCORES
 from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "damage_scorer"
-SCORES = lake.Table("published", "damage", "damage_scores")
-MANIFESTS = lake.Table("raw", "damage", "batch_manifests")
-CONTRACT = ["batch_id", "image_id", "item_id", "score_supervised", "score_anomaly", "score", "decision",
-            "damage_type", "model_version"]
+CONTRACT = list(SCORES.columns)
 
 
 def target_fpr() -> float:
-    return float(os.environ.get("ECHELON_DAMAGE_TARGET_FPR", "0.001"))
+    return get_settings().damage.target_fpr
 
 
 def world_dir() -> Path:
-    return Path(os.environ.get("ECHELON_DAMAGE_WORLD", get_settings().var / "damage" / "world"))
+    return get_settings().damage.world
 
 
 def overrides_dir() -> Path:
@@ -52,8 +52,7 @@ def overrides_dir() -> Path:
     return get_settings().lake / "reference" / "damage" / "gallery_overrides"
 
 
-def report_dir(batch_id: str) -> Path:
-    return get_settings().reports / "damage" / f"batch={batch_id}"
+report_dir = functools.partial(settings.report_dir, "damage", by="batch")
 
 
 # ------------------------------------------------------------------------------------ training side
@@ -64,14 +63,14 @@ def world(ds: str) -> dict:
 
     root = world_dir()
     if not (root / "valid.csv").exists():
-        sizes = json.loads(os.environ.get("ECHELON_DAMAGE_WORLD_SIZES", "{}"))
+        sizes = get_settings().damage.world_sizes
         gen.generate(root, seed=get_settings().seed, **sizes)
     return {"ds": ds, "root": str(root)}
 
 
 def _manifests() -> dict[str, Path]:
     root = world_dir()
-    return {name: Path(os.environ.get(f"ECHELON_DAMAGE_{name.upper()}", root / f"{name}.csv"))
+    return {name: get_settings().damage.manifest(name, root / f"{name}.csv")
             for name in ("train", "gallery", "valid")}
 
 
@@ -113,7 +112,7 @@ def train(ds: str, epochs: int | None = None) -> dict:
     from echelon.models.damage.pyfunc import log_damage_model
 
     paths = _manifests()
-    epochs = epochs or int(os.environ.get("ECHELON_DAMAGE_EPOCHS", "12"))
+    epochs = epochs or get_settings().damage.epochs
     seed = get_settings().seed
     with tracking.run("damage", ds, "train", stage="train"):
         model, evaluation = md.train(im.read_manifest(paths["train"], labelled=True),
@@ -201,7 +200,7 @@ def gate_manifest(batch: dict) -> dict:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise im.ManifestError(f"batch {batch['batch_id']}: manifest {path} cannot be read: {error}") from None
     spark_frame = get_spark("damage-gate").createDataFrame(frame.fillna("").astype(str))
-    result = validate(spark_frame, "damage_manifest", f"{MANIFESTS}/batch={batch['batch_id']}", batch["ds"])
+    result = validate(spark_frame, MANIFESTS.suite, f"{MANIFESTS}/batch={batch['batch_id']}", batch["ds"])
     return {**batch, "rows": result.rows}
 
 
@@ -286,15 +285,13 @@ def signals_with_spark(rows: pd.DataFrame, model_uri: str, partitions: int | Non
 
 def publish_batch(scores: pd.DataFrame, batch: dict, model_version: str) -> dict:
     """Replace this batch's rows in its day's partition of damage_scores, gated, atomically."""
-    from echelon.expectations.gate import gate
-
     ds = batch["ds"]
     new = scores.assign(batch_id=batch["batch_id"], model_version=model_version)[CONTRACT + ["gallery_refreshed"]]
     if lake.exists(SCORES, ds):
         old = lake.read(SCORES, ds).drop(columns="ds")
         new = pd.concat([old[old["batch_id"] != batch["batch_id"]], new], ignore_index=True)
     new = new.sort_values(["batch_id", "image_id"]).reset_index(drop=True)
-    return lake.publish(new, SCORES, ds, gate=gate("damage_scores", SCORES, ds),
+    return lake.publish(new, SCORES, ds, gate=True,
                         extra={"batches": sorted(new["batch_id"].unique().tolist())})
 
 

@@ -10,7 +10,6 @@ the data already.
 from __future__ import annotations
 
 import logging
-import os
 
 import lightning as L
 import numpy as np
@@ -19,13 +18,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from echelon.models.damage.world import DAMAGE_TYPES
+from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
 def torch_threads(variable: str = "ECHELON_TORCH_THREADS") -> int:
     """Threads for torch: few, because the machine is shared (`variable`, default 1)."""
-    threads = int(os.environ.get(variable, "1"))
+    threads = get_settings().damage.torch_threads(variable)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

@@ -18,17 +18,9 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+from echelon.catalog.demand import QUANTILES, qcol, qcols  # noqa: F401  (the published contract's)
+
 SERIES = ["item_id", "location_id"]
-
-
-def qcol(q: float) -> str:
-    """Column name of a quantile: 0.1 -> 'q_0.1'."""
-    return f"q_{q:g}"
-
-
-def qcols(quantiles: Sequence[float] = QUANTILES) -> list[str]:
-    return [qcol(q) for q in quantiles]
 
 
 def sort_quantiles(forecasts: pd.DataFrame, quantiles: Sequence[float] = QUANTILES) -> pd.DataFrame:

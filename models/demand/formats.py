@@ -12,6 +12,8 @@ Formats understood (`read_any` tells them apart from the columns):
 
 Every reader fails with `InputFormatError`, naming the file, the check and a few offending rows
 (with their line numbers in the file), instead of handing a model something half-right.
+
+Size: one reader per input format, sharing detection and the bad-input checks.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ Three pooled global models, each trained across every series at once:
 
 All three read the canonical long frame of `base.py` and write the canonical forecasts frame.
 Gaps inside a series become missing values (GluonTS masks them out of the loss), not zeros.
+
+Size: three GluonTS estimators behind one Forecaster wrapper and its data conversion.
 """
 from __future__ import annotations
 

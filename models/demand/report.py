@@ -2,22 +2,19 @@
 against the baselines and fan charts. Written to <reports>/demand/ds=<ds>/index.html."""
 from __future__ import annotations
 
+import functools
 import html
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from echelon import lake
+from echelon import lake, settings
+from echelon.catalog.demand import FEATURES, FORECASTS, RAW_PLAN, RAW_SALES
 from echelon.expectations.gate import docs_index, recorded
-from echelon.settings import get_settings
 
-TABLES = [lake.Table("raw", "demand", "sales"), lake.Table("raw", "demand", "plan"),
-          lake.Table("features", "demand", "sales_features"), lake.Table("published", "demand", "forecasts")]
-
-
-def report_dir(ds: str) -> Path:
-    return get_settings().reports / "demand" / f"ds={lake.parse_ds(ds)}"
+TABLES = [RAW_SALES, RAW_PLAN, FEATURES, FORECASTS]
+report_dir = functools.partial(settings.report_dir, "demand")
 
 
 def _table(frame: pd.DataFrame) -> str:

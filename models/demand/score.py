@@ -17,12 +17,11 @@ import logging
 import pandas as pd
 
 from echelon import lake, tracking
+from echelon.catalog.demand import FEATURES, FORECASTS
 from echelon.models.demand.base import QUANTILES, qcols
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "demand_forecaster"
-FEATURES = lake.Table("features", "demand", "sales_features")
-FORECASTS = lake.Table("published", "demand", "forecasts")
 HORIZON = 28
 # Feature rows per scoring bucket at most: one bucket is one pandas frame in one Python worker (~0.7 GB at
 # a million rows), so the number of buckets grows with the partition instead of each bucket's size.
@@ -115,7 +114,6 @@ def to_contract(forecasts, ds: str, model_version: str):
 
 
 def run(ds: str, horizon: int = HORIZON) -> dict:
-    from echelon.expectations.gate import gate
     from echelon.spark import get_spark
 
     ds = lake.parse_ds(ds)
@@ -130,8 +128,7 @@ def run(ds: str, horizon: int = HORIZON) -> dict:
     forecasts = to_contract(forecast_with_spark(features, uri, buckets), ds, f"{MODEL_NAME}/{version}")
     day_after = (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
     manifest = lake.publish(forecasts, FORECASTS, ds,
-                            gate=gate("demand_forecasts", FORECASTS, ds,
-                                      {"horizon": horizon, "day_after_ds": day_after}),
+                            gate=True, params={"horizon": horizon, "day_after_ds": day_after},
                             extra={"model_version": f"{MODEL_NAME}/{version}"})
     log.info("published %s ds=%s: %d rows from %s", FORECASTS, ds, manifest["rows"], uri)
     return manifest

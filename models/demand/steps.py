@@ -13,6 +13,7 @@ import json
 import sys
 
 from echelon import lake
+from echelon.catalog.demand import FEATURES, RAW_PLAN, RAW_SALES
 
 
 def _day_after(ds: str) -> str:
@@ -20,18 +21,16 @@ def _day_after(ds: str) -> str:
 
 
 def ingest(ds: str) -> dict:
-    from echelon.expectations.gate import gate
     from echelon.jobs.demand import ingest as job
 
-    return job.run(ds, gate={"sales": gate("demand_raw_sales", job.RAW_SALES, ds),
-                             "plan": gate("demand_raw_plan", job.RAW_PLAN, ds, {"day_after_ds": _day_after(ds)})})
+    return job.run(ds, gate={"sales": lake.gate_of(RAW_SALES, ds),
+                             "plan": lake.gate_of(RAW_PLAN, ds, {"day_after_ds": _day_after(ds)})})
 
 
 def features(ds: str) -> dict:
-    from echelon.expectations.gate import gate
     from echelon.jobs.demand import features as job
 
-    return job.run(ds, gate=gate("demand_features", job.FEATURES, ds))
+    return job.run(ds, gate=lake.gate_of(FEATURES, ds))
 
 
 def train(ds: str) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import time
 
 import numpy as np
@@ -36,8 +35,7 @@ def candidates() -> list[str]:
     fails the `candidates` task with one line instead of a training task after the features were built."""
     from echelon.models.demand.forecast import MODELS
 
-    names = os.environ.get("ECHELON_DEMAND_CANDIDATES", "seasonal_naive,lightgbm,feedforward")
-    names = [n.strip() for n in names.split(",") if n.strip()]
+    names = get_settings().demand.candidates
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise ValueError(f"ECHELON_DEMAND_CANDIDATES: unknown model(s) {', '.join(unknown)}; "
@@ -48,13 +46,13 @@ def candidates() -> list[str]:
 def model_params(name: str) -> dict:
     """Per-model overrides of the recommended settings: ECHELON_DEMAND_MODEL_PARAMS, a JSON object such
     as {"lightgbm": {"num_boost_round": 200}, "mqtransformer": {"epochs": 10}}."""
-    return json.loads(os.environ.get("ECHELON_DEMAND_MODEL_PARAMS", "{}")).get(name, {})
+    return get_settings().demand.model_params.get(name, {})
 
 
 def retrain_due(ds: str) -> bool:
     """ECHELON_DEMAND_RETRAIN: 'daily', or a weekday name for weekly retraining (default sunday).
     A registry without a champion always trains."""
-    cadence = os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday").lower()
+    cadence = get_settings().demand.retrain.lower()
     if cadence == "daily" or tracking.alias_version(MODEL_NAME, tracking.CHAMPION) is None:
         return True
     return dt.date.fromisoformat(ds).strftime("%A").lower() == cadence
@@ -84,7 +82,7 @@ def load_features(ds: str, max_series: int | None = None) -> pd.DataFrame:
     import pyarrow.dataset as pads
 
     lake.read_manifest(FEATURES, ds)   # a clear error when the partition is absent
-    limit = max_series or int(os.environ.get("ECHELON_DEMAND_TRAIN_SERIES", TRAIN_SERIES))
+    limit = max_series or get_settings().demand.train_series or TRAIN_SERIES
     dataset = pads.dataset(str(FEATURES.partition(ds)), format="parquet")
     keys = pd.concat([batch.to_pandas().drop_duplicates()
                       for batch in dataset.to_batches(columns=SERIES, batch_size=1 << 20)]).drop_duplicates()
@@ -161,7 +159,7 @@ def candidates_due(ds: str, force: bool = False) -> list[str]:
     ds = lake.parse_ds(ds)
     if not force and not retrain_due(ds):
         log.info("no retraining on %s (cadence %s); the champion keeps scoring", ds,
-                 os.environ.get("ECHELON_DEMAND_RETRAIN", "sunday"))
+                 get_settings().demand.retrain)
         return []
     return candidates()
 

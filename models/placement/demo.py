@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from echelon import lake
-from echelon.models.placement import solve as job
+from echelon.catalog.demand import QUANTILES, qcol
+from echelon.catalog.demand import FORECASTS, ITEMS
+from echelon.catalog.network import DELIVERY_LANES, FACILITIES, TRANSFER_LANES
 from echelon.models.placement.instance import generate_tables
 
 HORIZON = 28
@@ -26,17 +28,17 @@ def forecasts_from_summary(summary: pd.DataFrame, ds: str, window: int, horizon:
     m, s = rows["mean"] / window, rows["sd"] / np.sqrt(window)
     out = pd.DataFrame({"item_id": rows["item_id"], "location_id": rows["region_id"],
                         "target_date": rows["target_date"], "horizon": rows["horizon"]})
-    for k in range(1, 10):
-        out[f"q_0.{k}"] = np.maximum(0.0, m + s * norm.ppf(k / 10)).round(6)
+    for q in QUANTILES:
+        out[qcol(q)] = np.maximum(0.0, m + s * norm.ppf(q)).round(6)
     out["model_version"] = "generated/0"
     return out
 
 
 def publish(ds: str, items: int = 12, facilities: int = 4, regions: int = 3, seed: int = 1) -> dict:
     t = generate_tables(items, facilities, regions, seed)
-    manifests = {"forecasts": lake.publish(forecasts_from_summary(t["summary"], ds, t["window"]), job.FORECASTS, ds)}
-    for name, table in (("items", job.ITEMS), ("facilities", job.FACILITIES),
-                        ("delivery_lanes", job.DELIVERY_LANES), ("transfer_lanes", job.TRANSFER_LANES)):
+    manifests = {"forecasts": lake.publish(forecasts_from_summary(t["summary"], ds, t["window"]), FORECASTS, ds)}
+    for name, table in (("items", ITEMS), ("facilities", FACILITIES),
+                        ("delivery_lanes", DELIVERY_LANES), ("transfer_lanes", TRANSFER_LANES)):
         manifests[name] = lake.publish(t[name], table, ds)
     return manifests
 

@@ -28,6 +28,8 @@ For one region and speed the certificate always closes (the newsvendor argument)
 closes unless one FC's stock would be shared between regions in different scenarios.
 
 Items whose scenarios are not comonotone (no one order sorts every region's demand) go to the exact LP.
+
+Size: one vectorised algorithm and its optimality certificate, not used apart.
 """
 from __future__ import annotations
 

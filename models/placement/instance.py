@@ -14,6 +14,8 @@ independent, and the stochastic lead time adds its textbook term:
 K equiprobable scenarios (sample average approximation) sit at the normal quantiles of levels
 (k - 0.5) / K, the same level in every region of an item (comonotone: a conservative choice that leaves
 regional risk pooling to the dynamic fulfillment). Each scenario splits over speeds by a fixed mix.
+
+Size: one array layout with its two constructors (lake tables, generator) and its checks.
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from echelon.catalog.demand import qcols
+
 SPEEDS = ("same_day", "one_day", "two_day")
-QUANTILE_COLUMNS = [f"q_0.{k}" for k in range(1, 10)]
+QUANTILE_COLUMNS = qcols()   # the forecast contract's deciles
 NORMAL_Z90 = 1.2815515655446004
 
 

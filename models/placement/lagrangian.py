@@ -18,6 +18,8 @@ items whose certificate stays open are solved exactly by LP once the gap comes n
   every capacity (shares summing to the capacity; the capacity left over goes to the items held back by
   their share), and the cheaper plan is kept. gap = (UB - bound) / UB.
 - Prices: the master's capacity duals, published in `capacity_prices` (zero where a capacity is slack).
+
+Size: the decomposition loop, its price updates and the monolithic reference share Result.
 """
 from __future__ import annotations
 

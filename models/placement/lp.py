@@ -25,6 +25,8 @@ Every block (one item) has the same constraint matrix; only costs, demands and t
 batch of items is one template shifted along the diagonal: no Python loop over rows or items.
 The monolithic reference adds the coupling rows; a Lagrangian subproblem instead prices them into the
 costs (lambda . usage); primal recovery gives each item its own share of every capacity (`caps`).
+
+Size: the bulk LP build and its solve share one proto layout.
 """
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def dag_run(world, dag_for_test):
 @pytest.fixture
 def published(dag_run):
     """Manifests of every callouts partition of ds; each bad input below must leave them as they are."""
-    from echelon.jobs.callouts.tables import CATALOG, CLICKS, FEEDBACK, IMPRESSIONS, SERVING
+    from echelon.catalog.callouts import CATALOG, CLICKS, FEEDBACK, IMPRESSIONS, SERVING
 
     manifests = {t: lake.read_manifest(t, DS) for t in (CATALOG, IMPRESSIONS, CLICKS, FEEDBACK, SERVING)}
     yield manifests
@@ -90,7 +90,7 @@ def test_dag_test_publishes_a_gated_serving_table_and_a_champion(dag_run):
     import json
 
     from echelon.expectations.gate import recorded
-    from echelon.jobs.callouts.tables import CATALOG, SERVING
+    from echelon.catalog.callouts import CATALOG, SERVING
     from echelon.models.callouts.train import report_dir
 
     serving, catalog = lake.read(SERVING, DS), lake.read(CATALOG, DS)
@@ -170,7 +170,7 @@ def test_bad_clicks_are_rejected_naming_each_problem(published):
     exactly as ingest wires it, against the impressions the DAG published for ds."""
     from echelon.expectations.gate import GateFailed
     from echelon.jobs.callouts import gates
-    from echelon.jobs.callouts.tables import CLICKS, IMPRESSIONS
+    from echelon.catalog.callouts import CLICKS, IMPRESSIONS
     from echelon.models.callouts.world import WINDOW_DAYS
 
     shown = lake.read(IMPRESSIONS, DS).drop(columns="ds")
@@ -190,8 +190,8 @@ def test_bad_clicks_are_rejected_naming_each_problem(published):
 
 def test_serving_a_callout_that_no_longer_exists_is_rejected(published):
     from echelon.expectations.gate import GateFailed
-    from echelon.jobs.callouts.tables import CATALOG
-    from echelon.models.callouts import serve
+    from echelon.catalog.callouts import CATALOG
+    from echelon.jobs.callouts import serving as serve
 
     live = lake.read(CATALOG, DS)["callout_id"].iloc[0]
     table = pd.DataFrame({"segment": "frequent", "callout_id": [live, "retired9"], "layout_id": "h0-b0-i0-r0",

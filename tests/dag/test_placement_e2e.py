@@ -54,7 +54,7 @@ def dag_run(world, dag_for_test):
 @pytest.fixture
 def published(dag_run):
     """Manifests of the published outputs; the test's damage to an input table is undone afterwards."""
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     inputs = (job.FORECASTS, job.FACILITIES, job.DELIVERY_LANES)
     originals = {t: (lake.read(t, DS).drop(columns="ds"), lake.read_manifest(t, DS)) for t in inputs}
@@ -73,7 +73,7 @@ def test_dag_test_publishes_plan_prices_and_simulation(dag_run):
     import mlflow
 
     from echelon import tracking
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     plan, prices = lake.read(job.PLAN, DS), lake.read(job.PRICES, DS)
     facilities = lake.read(job.FACILITIES, DS)
@@ -109,7 +109,7 @@ def test_dag_test_publishes_plan_prices_and_simulation(dag_run):
 
 
 def test_forecasts_missing_for_the_date(published):
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     with pytest.raises(job.PlacementInputError, match="forecasts missing for the date.*ds=2026-11-21"):
         job.check_inputs("2026-11-21")
@@ -118,7 +118,7 @@ def test_forecasts_missing_for_the_date(published):
 
 def test_non_monotone_quantiles(published):
     from echelon.expectations.gate import GateFailed
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     forecasts = lake.read(job.FORECASTS, DS).drop(columns="ds")
     forecasts.loc[3, "q_0.6"] = forecasts.loc[3, "q_0.5"] - 1.0
@@ -134,7 +134,7 @@ def test_non_monotone_quantiles(published):
 
 def test_negative_and_missing_capacity(published):
     from echelon.expectations.gate import GateFailed
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     facilities = lake.read(job.FACILITIES, DS).drop(columns="ds")
     facilities.loc[facilities["facility_id"] == "FC02", "storage_capacity_cuft"] = -5.0
@@ -154,7 +154,7 @@ def test_negative_and_missing_capacity(published):
 
 def test_item_with_no_reachable_fc(published):
     from echelon.expectations.gate import GateFailed
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     lanes = lake.read(job.DELIVERY_LANES, DS).drop(columns="ds")
     lake.publish(lanes[lanes["region_id"] != "R02"], job.DELIVERY_LANES, DS)
@@ -169,7 +169,7 @@ def test_item_with_no_reachable_fc(published):
 
 def test_facility_in_the_plan_not_in_network(published):
     from echelon.expectations.gate import GateFailed, gate
-    from echelon.models.placement import solve as job
+    from echelon.models.placement import steps as job
 
     plan = lake.read(job.PLAN, DS).drop(columns="ds")
     plan.loc[0, "facility_id"] = "FC99"
@@ -182,7 +182,7 @@ def test_facility_in_the_plan_not_in_network(published):
 
 
 def test_failed_solve_publishes_nothing(published):
-    from echelon.models.placement import lp, solve as job
+    from echelon.models.placement import lp, steps as job
 
     with pytest.raises(lp.SolveError, match="did not reach optimality"):
         job.run(DS, method="monolithic", engine="local", time_limit_s=1e-9)

@@ -4,13 +4,12 @@ import datetime as dt
 
 import pytest
 
-from echelon import lake
+from echelon import catalog, lake
+from echelon.catalog.demand import RAW_SALES
 from echelon.expectations.gate import GateFailed, gate, validate
 
 DS = "2026-11-20"
-SALES = lake.Table("raw", "demand", "sales")
-FEATURES = lake.Table("features", "demand", "sales_features")
-FORECASTS = lake.Table("published", "demand", "forecasts")
+SALES, FEATURES, FORECASTS = RAW_SALES, catalog.demand.FEATURES, catalog.demand.FORECASTS
 SCHEMA = "item_id string, location_id string, timestamp date, target double"
 
 

@@ -1,0 +1,29 @@
+"""The demand domain's tables, and the forecast contract that placement and capacity read."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from echelon.catalog.table import Table
+
+# The forecast contract: one column per quantile, q_0.1 ... q_0.9 (models/demand/base.py re-exports these).
+QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def qcol(q: float) -> str:
+    """Column name of a quantile: 0.1 -> 'q_0.1'."""
+    return f"q_{q:g}"
+
+
+def qcols(quantiles: Sequence[float] = QUANTILES) -> list[str]:
+    return [qcol(q) for q in quantiles]
+
+
+SOURCE_SALES = Table("source", "demand", "sales")     # world mode: what a retailer's extract would hold
+SOURCE_PLAN = Table("source", "demand", "plan")
+ITEMS = Table("reference", "demand", "items", columns=("item_id", "cube_cuft", "price", "seller_id"))
+EVENTS = Table("reference", "demand", "events")
+RAW_SALES = Table("raw", "demand", "sales", suite="demand_raw_sales")
+RAW_PLAN = Table("raw", "demand", "plan", suite="demand_raw_plan")
+FEATURES = Table("features", "demand", "sales_features", suite="demand_features")
+FORECASTS = Table("published", "demand", "forecasts", suite="demand_forecasts",
+                  columns=("item_id", "location_id", "target_date", "horizon", *qcols(), "model_version"))
