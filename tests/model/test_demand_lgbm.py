@@ -272,3 +272,44 @@ def test_backtest_forecasts_equal_fitting_each_window_separately(spark, split):
         got = together[together["origin"] == origin].drop(columns="origin").reset_index(drop=True)
         assert len(got) == 24 * 7
         pd.testing.assert_frame_equal(got, expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- tabular features: any frequency (issue 16)
+def weekly_world() -> pd.DataFrame:
+    daily = synthetic_world(days=7 * 40, seed=3)
+    daily["timestamp"] = daily["timestamp"].dt.to_period("W-SUN").dt.end_time.dt.normalize()
+    return daily.groupby(["item_id", "location_id", "timestamp"], as_index=False)["target"].sum()
+
+
+def test_tabular_backtest_forecasts_equal_fitting_each_window_separately():
+    """One tabular table for every window gives the forecasts of a fresh fit on the history cut at each
+    origin (weekly data: the Spark features would refuse it)."""
+    import copy
+
+    history = weekly_world()
+    model = LightGBMForecaster(features="tabular", num_boost_round=30, seed=3,
+                               params={"min_data_in_leaf": 20, "num_leaves": 7})
+    last = history["timestamp"].max()
+    origins = [last - pd.Timedelta(weeks=8), last - pd.Timedelta(weeks=4)]
+    together = model.backtest_forecasts(history, origins, horizon=4, freq="W-SUN", quantiles=(0.1, 0.5, 0.9))
+    assert sorted(together["origin"].unique()) == origins
+    for origin in origins:
+        seen = history[history["timestamp"] <= origin]
+        alone = copy.deepcopy(model).fit(seen, horizon=4, freq="W-SUN", quantiles=(0.1, 0.5, 0.9)).predict(seen)
+        got = together[together["origin"] == origin].drop(columns="origin").reset_index(drop=True)
+        assert len(got) == 24 * 4 and (got["timestamp"] > origin).all()
+        pd.testing.assert_frame_equal(got, alone.reset_index(drop=True), rtol=1e-6)
+
+
+def test_tabular_model_records_its_feature_builder_and_round_trips(tmp_path):
+    history = weekly_world()
+    model = LightGBMForecaster(features="tabular", num_boost_round=30, seed=3,
+                               params={"min_data_in_leaf": 20}).fit(history, horizon=3, freq="W-SUN")
+    model.save(tmp_path / "m")
+    loaded = LightGBMForecaster.load(tmp_path / "m")
+    assert loaded.features == "tabular" and model.features == "tabular"
+    pd.testing.assert_frame_equal(loaded.predict(history), model.predict(history))
+    # the nightly job's default stays the Spark feature table (and a model saved before this option too)
+    assert LightGBMForecaster().features == "spark"
+    with pytest.raises(ValueError, match="features"):
+        LightGBMForecaster(features="pandas")
