@@ -37,7 +37,7 @@ DATA = Path(os.environ.get("ECHELON_BENCH_DATA", "/tmp/echelon_auto_speed")) / "
 
 
 def load() -> str:
-    return os.getloadavg().__repr__()
+    return "(" + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + ")"
 
 
 def world_csv(path: Path = DATA) -> Path:
