@@ -2,9 +2,12 @@
 LightGBM's tabular-feature accuracy at other frequencies (issue 16).
 
 1. `speed`: a world of 100 items x 4 locations (seed 7, jobs/demand/world.py with Spark, written once as
-   a long CSV: its last two years), then the command itself as a subprocess, horizon 28, the default
-   candidates: wall seconds of the whole command, each candidate's backtest seconds (its table), the
-   final fit, and the 1-minute load beside them.
+   a long CSV: its last two years). First LightGBM alone, before/after side by side in one run: the
+   auto backtest (4 origins 14 days apart) plus the final fit and forecast, with the Spark feature table
+   and the nightly settings (what `echelon forecast` used before) and with the tabular features and
+   their settings (now). Then the command itself as a subprocess, horizon 28, the default candidates:
+   wall seconds of the whole command, each candidate's backtest seconds (its table), the rest, and the
+   load averages beside them.
 2. `accuracy`: LightGBM (tabular features) against seasonal naive, naive and AutoETS with the same
    rolling-origin backtest (4 origins half a horizon apart, backtest.py) on (a) the store-item data summed
    to weeks (benchmarks/demand_frequencies.py's loader), (b) a synthetic hourly set (daily and weekly
@@ -34,7 +37,7 @@ DATA = Path(os.environ.get("ECHELON_BENCH_DATA", "/tmp/echelon_auto_speed")) / "
 
 
 def load() -> str:
-    return os.getloadavg().__repr__()
+    return "(" + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + ")"
 
 
 def world_csv(path: Path = DATA) -> Path:
@@ -54,10 +57,35 @@ def world_csv(path: Path = DATA) -> Path:
     return path
 
 
-def speed(out: Path) -> None:
+def lightgbm_alone(source: Path) -> list[dict]:
+    from echelon.models.demand.backtest import backtest
+    from echelon.models.demand.formats import read_any
+    from echelon.models.demand.lgbm import LightGBMForecaster
+
+    history = read_any(source)
+    rows = []
+    for label, features in (("before: Spark features, nightly settings", "spark"),
+                            ("after: tabular features and settings", "tabular")):
+        model = LightGBMForecaster(seed=0, features=features)
+        started, before = time.perf_counter(), load()
+        result = backtest(model, history, HORIZON, n_windows=4, freq="D", step=HORIZON // 2)
+        backtested = time.perf_counter()
+        model.fit(history, HORIZON, "D").predict(history)
+        done = time.perf_counter()
+        summary = result.summary()
+        rows.append({"lightgbm": label, "backtest_s": round(backtested - started, 1),
+                     "final_fit_predict_s": round(done - backtested, 1), "total_s": round(done - started, 1),
+                     "backtest_wql": round(summary["wql"], 4), "coverage_80": round(summary["coverage_80"], 3),
+                     "load_before": before, "load_after": load()})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def speed(out: Path, alone: bool = True) -> None:
     source = world_csv()
     frame = pd.read_csv(source)
     series = frame.groupby(["item_id", "location_id"]).ngroups
+    side = pd.DataFrame(lightgbm_alone(source)) if alone else None
     before = load()
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "echelon.models.demand.forecast", "--input", str(source),
@@ -82,6 +110,9 @@ def speed(out: Path) -> None:
              f"checks, the final fit and forecast, writing): {seconds - backtest:.0f} s",
              f"- load average (1, 5, 15 min) before {before}, after {after}; os.cpu_count() = {os.cpu_count()}",
              "", "```", table, "```", ""]
+    if side is not None:
+        lines += ["LightGBM alone, before/after in the same run (same machine, load beside each):", "",
+                  side.to_markdown(index=False), ""]
     text = "\n".join(lines)
     print(text)
     (out / "demand_auto_speed.md").write_text(text)

@@ -89,6 +89,7 @@ DEFAULT_PARAMS = {
 # demand_auto_speed.md): the backtest 2.6x faster than with the nightly settings at the same wQL (0.3095 vs 0.3092).
 TABULAR_PARAMS = {"learning_rate": 0.12, "max_bin": 63}
 TABULAR_MAX_TRAINING_ROWS = 100_000
+MIN_LEAF_SHARE = 0.01        # tabular path: min_data_in_leaf at most this share of the training rows (800 from 80k)
 
 
 class FeatureTableError(ValueError):
@@ -390,9 +391,11 @@ class LightGBMForecaster:
             raise FeatureTableError("no training rows: the feature table has no observed demand after an origin")
         return design
 
-    def _train(self, train: pd.DataFrame, valid: pd.DataFrame | None, full: pd.DataFrame | None) -> None:
+    def _train(self, train: pd.DataFrame, valid: pd.DataFrame | None, full: pd.DataFrame | None,
+               overrides: dict | None = None) -> None:
         """One booster per quantile, early-stopped on `valid` when given (then retrained on `full` for
-        its best iteration count when given); `parallel_quantiles` at a time sharing the threads."""
+        its best iteration count when given); `parallel_quantiles` at a time sharing the threads;
+        `overrides` change self.params for this fit only."""
         import lightgbm as lgb
 
         def arrays(frame):
@@ -410,7 +413,7 @@ class LightGBMForecaster:
 
         def one(q: float):
             started = time.time()
-            params = {**self.params, "objective": "quantile", "alpha": q, "metric": "quantile", "seed": self.seed,
+            params = {**self.params, **(overrides or {}), "objective": "quantile", "alpha": q, "metric": "quantile", "seed": self.seed,
                       "deterministic": True, "force_row_wise": True, "verbose": -1,
                       "num_threads": max(1, threads // workers)}
             train_set, curves, callbacks, valid_sets = dataset(X, y, level), {}, [], []
@@ -566,7 +569,10 @@ class LightGBMForecaster:
         log.info("lightgbm: %d training rows, %d validation rows, %d tabular features, built in %.1f s",
                  len(train), len(valid), len(self.feature_names), time.time() - started)
         full = rows(False)[0] if self.refit and len(valid) else None
-        self._train(train, valid if len(valid) else None, full)
+        # a small file (a few series, a few hundred rows) would get no split at all from a leaf size made
+        # for 100k rows: min_data_in_leaf at most MIN_LEAF_SHARE of the training rows
+        leaf = min(int(self.params.get("min_data_in_leaf", 20)), max(20, int(MIN_LEAF_SHARE * len(train))))
+        self._train(train, valid if len(valid) else None, full, {"min_data_in_leaf": leaf})
         return self
 
     def _predict_table(self, table: tabular.Table, origins) -> pd.DataFrame:

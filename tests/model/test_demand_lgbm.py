@@ -253,22 +253,57 @@ def test_validation_window_labels_never_train_the_model(world_features):
     assert dirty.learning_curves["valid_pinball_q0.5"][0] > 10 * clean.learning_curves["valid_pinball_q0.5"][0]
 
 
-def test_backtest_forecasts_equal_fitting_each_window_separately(spark, split):
-    """Features built once for the whole history, each window cut from them, give the forecasts that a
-    fresh fit + predict on the history up to each origin gives."""
+def assert_windows_equal_separate_fits(model, history: pd.DataFrame, step: pd.Timedelta, horizon: int, freq: str):
+    """model.backtest_forecasts at two origins `horizon` steps apart equals a fresh copy's fit + predict
+    on the history cut at each origin (given the actual window's covariates)."""
     import copy
 
-    history, _ = split
-    model = small_lgbm(spark, num_boost_round=20, max_training_rows=24 * 20 * 7)
     last = history["timestamp"].max()
-    origins = [last - pd.Timedelta(days=14), last - pd.Timedelta(days=7)]
-    together = model.backtest_forecasts(history, origins, horizon=7, freq="D", quantiles=(0.1, 0.5, 0.9))
+    origins = [last - 2 * horizon * step, last - horizon * step]
+    together = model.backtest_forecasts(history, origins, horizon=horizon, freq=freq, quantiles=(0.1, 0.5, 0.9))
     assert sorted(together["origin"].unique()) == origins
     for origin in origins:
         seen = history[history["timestamp"] <= origin]
-        actual = history[(history["timestamp"] > origin) & (history["timestamp"] <= origin + pd.Timedelta(days=7))]
-        alone = copy.deepcopy(model).fit(seen, horizon=7, freq="D", quantiles=(0.1, 0.5, 0.9))
-        expected = alone.predict(seen, actual.drop(columns="target"))
+        actual = history[(history["timestamp"] > origin) & (history["timestamp"] <= origin + horizon * step)]
+        alone = copy.deepcopy(model).fit(seen, horizon=horizon, freq=freq, quantiles=(0.1, 0.5, 0.9))
+        expected = alone.predict(seen, actual.drop(columns="target")).reset_index(drop=True)
         got = together[together["origin"] == origin].drop(columns="origin").reset_index(drop=True)
-        assert len(got) == 24 * 7
+        assert len(got) == 24 * horizon and (got["timestamp"] > origin).all()
         pd.testing.assert_frame_equal(got, expected, rtol=1e-6)
+
+
+def test_backtest_forecasts_equal_fitting_each_window_separately(spark, split):
+    """Features built once for the whole history, each window cut from them, give the forecasts that a
+    fresh fit + predict on the history up to each origin gives."""
+    history, _ = split
+    model = small_lgbm(spark, num_boost_round=20, max_training_rows=24 * 20 * 7)
+    assert_windows_equal_separate_fits(model, history, pd.Timedelta(days=1), 7, "D")
+
+
+# ---------------------------------------------------------------- tabular features: any frequency (issue 16)
+def weekly_world() -> pd.DataFrame:
+    daily = synthetic_world(days=7 * 40, seed=3)
+    daily["timestamp"] = daily["timestamp"].dt.to_period("W-SUN").dt.end_time.dt.normalize()
+    return daily.groupby(["item_id", "location_id", "timestamp"], as_index=False)["target"].sum()
+
+
+def test_tabular_backtest_forecasts_equal_fitting_each_window_separately():
+    """One tabular table for every window gives the forecasts of a fresh fit on the history cut at each
+    origin (weekly data: the Spark features would refuse it)."""
+    model = LightGBMForecaster(features="tabular", num_boost_round=30, seed=3,
+                               params={"min_data_in_leaf": 20, "num_leaves": 7})
+    assert_windows_equal_separate_fits(model, weekly_world(), pd.Timedelta(weeks=1), 4, "W-SUN")
+
+
+def test_tabular_model_records_its_feature_builder_and_round_trips(tmp_path):
+    history = weekly_world()
+    model = LightGBMForecaster(features="tabular", num_boost_round=30, seed=3,
+                               params={"min_data_in_leaf": 20}).fit(history, horizon=3, freq="W-SUN")
+    model.save(tmp_path / "m")
+    loaded = LightGBMForecaster.load(tmp_path / "m")
+    assert loaded.features == "tabular" and model.features == "tabular"
+    pd.testing.assert_frame_equal(loaded.predict(history), model.predict(history))
+    # the nightly job's default stays the Spark feature table (and a model saved before this option too)
+    assert LightGBMForecaster().features == "spark"
+    with pytest.raises(ValueError, match="features"):
+        LightGBMForecaster(features="pandas")

@@ -234,6 +234,23 @@ def test_lightgbm_runs_end_to_end_at_every_frequency(tmp_path, freq, n, horizon)
     assert medians["i3"] > medians["i0"]
 
 
+def test_auto_builds_lightgbm_features_once_for_backtest_and_final_fit(caplog):
+    from echelon.models.demand.base import canonical
+    from echelon.models.demand.forecast import forecast_frame
+
+    rng = np.random.default_rng(8)
+    history = canonical(pd.concat([pd.DataFrame({"item_id": f"s{k}", "target": rng.poisson(10 + k, 150),
+                                                 "timestamp": pd.date_range("2021-03-01", periods=150, freq="D")})
+                                   for k in range(5)]))
+    with caplog.at_level("INFO", logger="echelon.models.demand.lgbm"):
+        out, chosen, table = forecast_frame(history, freq="D", horizon=7, model="auto",
+                                            candidates=["naive", "lightgbm"])
+    assert chosen in ("naive", "lightgbm") and "lightgbm" in set(table["model"]) and len(out) == 5 * 7
+    builds = [r for r in caplog.records if "tabular features of" in r.getMessage()]
+    fits = [r for r in caplog.records if "training rows" in r.getMessage()]
+    assert len(builds) == 1 and len(fits) == table["windows"].iloc[0] + (chosen == "lightgbm")
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line naming the input and what is wrong, exit 2; short series fall back
 # ---------------------------------------------------------------------------------------------
