@@ -536,7 +536,7 @@ class LightGBMForecaster:
         return pd.concat(out, ignore_index=True)
 
     # ------------------------------------------------------------------ tabular features (any frequency)
-    def _table(self, history: pd.DataFrame, freq: str) -> tabular.Table:
+    def _table(self, history: pd.DataFrame, freq: str) -> tabular.SeriesArrays:
         """The tabular feature table of `history`, built once per history (backtest and final fit share it)."""
         stamps = pd.to_datetime(history["timestamp"])
         key = (freq, len(history), stamps.min(), stamps.max(), float(pd.to_numeric(history["target"]).sum()))
@@ -547,7 +547,7 @@ class LightGBMForecaster:
                      self._table_cache[1].spec.periods, time.time() - started)
         return self._table_cache[1]
 
-    def _fit_table(self, table: tabular.Table, cutoff_step: int) -> "LightGBMForecaster":
+    def _fit_table(self, table: tabular.SeriesArrays, cutoff_step: int) -> "LightGBMForecaster":
         """Train on the table's labels up to grid step `cutoff_step` (as _fit_prepared on the Spark table)."""
         started = time.time()
 
@@ -575,7 +575,7 @@ class LightGBMForecaster:
         self._train(train, valid if len(valid) else None, full, {"min_data_in_leaf": leaf})
         return self
 
-    def _predict_table(self, table: tabular.Table, origins) -> pd.DataFrame:
+    def _predict_table(self, table: tabular.SeriesArrays, origins) -> pd.DataFrame:
         design = tabular.design(table, origins, self.horizon)
         X = design[self.feature_names].to_numpy(dtype=np.float32)
         out = table.keys.iloc[design["__origin"].to_numpy()].reset_index(drop=True)

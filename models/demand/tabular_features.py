@@ -65,7 +65,7 @@ class Spec:
 
 
 @dataclass
-class Table:
+class SeriesArrays:
     """The sorted history as arrays: one row per observation, series contiguous."""
     keys: pd.DataFrame           # SERIES per row
     y: np.ndarray
@@ -120,8 +120,8 @@ class Table:
         return len(grid) - 1 if len(grid) and grid[-1] == pd.Timestamp(stamp) else -1
 
 
-def build_table(history: pd.DataFrame, freq: str) -> Table:
-    """The canonical history (regular timestamps per series) as a Table."""
+def build_table(history: pd.DataFrame, freq: str) -> SeriesArrays:
+    """The canonical history (regular timestamps per series) as SeriesArrays (one array per column, series stacked)."""
     h = canonical(history).sort_values(SERIES + ["timestamp"], kind="stable").reset_index(drop=True)
     stamps = pd.DatetimeIndex(h["timestamp"])
     first = stamps.min()
@@ -131,7 +131,7 @@ def build_table(history: pd.DataFrame, freq: str) -> Table:
     bounds = np.flatnonzero(np.diff(codes, prepend=-1))        # first row of each series
     sizes = np.diff(np.append(bounds, len(h)))
     start = np.repeat(bounds, sizes)
-    return Table(keys=h[SERIES], y=h["target"].to_numpy(dtype=float), step=step, start=start,
+    return SeriesArrays(keys=h[SERIES], y=h["target"].to_numpy(dtype=float), step=step, start=start,
                  end=start + np.repeat(sizes, sizes) - 1, first=first, freq=freq, spec=Spec.for_freq(freq))
 
 
@@ -154,7 +154,7 @@ def _calendar(stamps: pd.DatetimeIndex, freq: str) -> dict[str, np.ndarray]:
     return {f"t_{k}": np.asarray(v, dtype=float) for k, v in out.items()}
 
 
-def design(table: Table, origins: np.ndarray, horizon: int, *, last_step: int | None = None) -> pd.DataFrame:
+def design(table: SeriesArrays, origins: np.ndarray, horizon: int, *, last_step: int | None = None) -> pd.DataFrame:
     """One row per (origin row, h = 1..horizon): features, `level`, `__label` (the target / level; NaN
     past the series' end or past `last_step`), and `__origin`, `__step` (the target's grid step)."""
     spec = table.spec
@@ -204,7 +204,7 @@ def design(table: Table, origins: np.ndarray, horizon: int, *, last_step: int | 
     return frame
 
 
-def split_origins(table: Table, cutoff_step: int, horizon: int, *, max_training_rows: int,
+def split_origins(table: SeriesArrays, cutoff_step: int, horizon: int, *, max_training_rows: int,
                   max_origins_per_series: int, min_origins_per_series: int, valid_share: float,
                   validation: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
     """(training origin rows, validation origin rows, train_end step), as lgbm.training_split does for
