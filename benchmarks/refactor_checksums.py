@@ -1,5 +1,6 @@
 """Issue 17's before/after check on two domains: one placement night (demo world, check, monolithic solve)
-and one capacity round (stubbed upstream, world, base_limits, requests, clear, statements) on a fresh lake
+one capacity round (stubbed upstream, world, base_limits, requests, clear, statements) and five callouts
+days (world-mode ingest, then the matured feedback of the last) on a fresh lake
 with the code of a given source tree, then the checksums of every partition published.
 
     git archive <commit> | tar -x -C /tmp/before
@@ -38,6 +39,13 @@ cworld.stub_upstream(DS)
 cworld.run(DS)
 for step in (csteps.base_limits, csteps.requests, csteps.clear, csteps.statements):
     step(DS)
+os.environ["ECHELON_LAKE"] = f"{var}/lake/callouts-days"
+os.environ["ECHELON_CALLOUTS_TRAFFIC"] = "800"
+from echelon.models.callouts import steps as osteps  # noqa: E402
+
+for day in ("2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05"):
+    osteps.ingest(day)
+osteps.feedback("2026-10-05")
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
