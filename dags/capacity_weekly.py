@@ -15,6 +15,8 @@ from echelon import catalog
 from echelon.schedule import WEEKLY_CRON, data_docs, data_partition, task_defaults
 
 CAPACITY_ROUND = catalog.capacity.GRANTS.asset()
+FORECASTS = catalog.demand.FORECASTS.asset()          # inlets: what the round reads from demand and placement
+PRICES = catalog.placement.PRICES.asset()
 
 DEFAULT_ARGS = task_defaults("capacity", timeout=dt.timedelta(hours=1))
 
@@ -36,7 +38,7 @@ def capacity_weekly():
 
     # `ds` is reserved in Airflow's task context: the round date travels as `day`.
 
-    @task
+    @task(inlets=[FORECASTS])
     def base_limits(day: str) -> dict:
         from echelon.models.capacity import steps
         return steps.base_limits(day)
@@ -46,7 +48,7 @@ def capacity_weekly():
         from echelon.models.capacity import steps
         return steps.requests(day)
 
-    @task(outlets=[CAPACITY_ROUND])
+    @task(inlets=[PRICES], outlets=[CAPACITY_ROUND])
     def clear(day: str, outlet_events=None) -> dict:
         from echelon.models.capacity import steps
         result = steps.clear(day)

@@ -15,6 +15,7 @@ from airflow.sdk import dag, task
 from echelon import catalog
 from echelon.schedule import data_docs, data_partition, task_defaults
 
+FORECASTS = catalog.demand.FORECASTS.asset()   # inlet: what the night reads from demand
 PLAN = catalog.placement.PLAN.asset()
 PRICES = catalog.placement.PRICES.asset()
 
@@ -38,12 +39,12 @@ def placement_nightly():
 
     # `ds` is a reserved name in Airflow's task context: the data date travels as `day`.
 
-    @task.sensor(poke_interval=300, timeout=6 * 3600, mode="reschedule")
+    @task.sensor(poke_interval=300, timeout=6 * 3600, mode="reschedule", inlets=[FORECASTS])
     def wait_for_forecasts(day: str) -> bool:
         from echelon import lake
         return lake.exists(catalog.demand.FORECASTS, day)
 
-    @task
+    @task(inlets=[FORECASTS])
     def check_inputs(day: str) -> dict:
         from echelon.models.placement import steps
         return steps.check_inputs(day)

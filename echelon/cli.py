@@ -1,5 +1,9 @@
 """echelon: the project's console command.
 
+One shape for every pipeline step: `echelon <domain> <step> --ds D [options]`, the step exactly as its DAG
+task runs it (STEPS below lists them for --help; each domain's steps module holds them in its STEPS); the
+tools keep their own arguments (`echelon forecast ...`, `echelon callouts ope ...`, ...).
+
 Each subcommand is a thin front to a module that also runs as `python -m <module>`; only the module of
 the chosen subcommand is imported, so `echelon airflow ...` stays fast. The project's own errors print as
 `echelon COMMAND: ErrorType: message` with exit status 1 (ECHELON_TRACEBACK=1 shows the traceback).
@@ -28,11 +32,47 @@ COMMANDS = {
 }
 
 
+# domain -> its pipeline steps, as the DAG tasks name them (tests/unit/test_architecture.py checks these
+# against each steps module's STEPS), and its tools (commands with their own arguments).
+STEPS = {
+    "demand": ("ingest", "features", "candidates", "train_candidate", "train", "evaluate_and_promote", "score",
+               "report", "summary"),
+    "placement": ("check_inputs", "solve", "simulate"),
+    "capacity": ("world", "base_limits", "requests", "clear", "statements", "simulate", "report"),
+    "damage": ("world", "train", "evaluate_and_promote", "gate_manifest", "score", "log_batch"),
+    "callouts": ("ingest", "feedback", "train", "evaluate_and_promote", "serve"),
+}
+TOOLS = {
+    "placement": ("solve --generate", "simulate --generate"),
+    "capacity": ("clear --requests", "period --rounds"),
+    "damage": ("train --train", "score --model", "world --output"),
+    "callouts": ("simulate", "ope", "obd"),
+}
+
+
 def usage() -> str:
-    lines = ["usage: echelon COMMAND [ARGS...]", "", (__doc__ or "").splitlines()[0], "", "commands:"]
+    lines = ["usage: echelon COMMAND [ARGS...]", "       echelon DOMAIN STEP --ds YYYY-MM-DD [OPTIONS]", "",
+             (__doc__ or "").splitlines()[0], "", "commands:"]
     lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "steps (echelon DOMAIN STEP --ds D):"]
+    lines += [f"  {domain:<10} {', '.join(steps)}" for domain, steps in STEPS.items()]
+    lines += ["", "tools:"]
+    lines += [f"  {domain:<10} {', '.join(tools)}" for domain, tools in TOOLS.items()]
     lines += ["", "`echelon COMMAND --help` describes a command's arguments."]
     return "\n".join(lines)
+
+
+def step_argv(name: str, rest: list[str]) -> list[str]:
+    """`echelon <domain> <step> --ds D ...` in the words of the domain's own parser, where it differs:
+    damage runs steps as `step <step>` (its train/score/world are also tools: --ds picks the step), and
+    placement calls check_inputs `check`."""
+    if not rest or rest[0] not in STEPS.get(name, ()):
+        return rest
+    if name == "damage" and any(a == "--ds" or a.startswith("--ds=") for a in rest):
+        return ["step", *rest]
+    if name == "placement" and rest[0] == "check_inputs":
+        return ["check", *rest[1:]]
+    return rest
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     level = "INFO"
     if name not in PASS_THROUGH:
         level, rest = split_log_level(rest)
+    rest = step_argv(name, rest)
     if level not in logging.getLevelNamesMapping():
         print(f"echelon {name}: --log-level: unknown level {level!r}; choose DEBUG, INFO, WARNING or ERROR",
               file=sys.stderr)

@@ -15,7 +15,9 @@ Console:
     echelon damage world --output FOLDER
     echelon damage step {world,train,evaluate_and_promote,gate_manifest,score,log_batch} --ds D [--batch-id B --manifest M]
 
-Size: training, promotion and batch steps plus the CLI; splitting the Spark scoring into jobs/damage/ is open (issue 17).
+Size: the training steps (world, train, promote with their MLflow logging), the batch steps (gate, score with
+the gallery overrides store, log) and the command's parser; the Spark scoring and the publish are in
+jobs/damage/scores.py, the file tools in tools.py.
 """
 from __future__ import annotations
 
@@ -31,12 +33,12 @@ import numpy as np
 import pandas as pd
 
 from echelon import lake, settings, tracking
-from echelon.catalog.damage import MANIFESTS, SCORES
+from echelon.catalog.damage import MANIFESTS, SCORES  # noqa: F401
+from echelon.jobs.damage.scores import CONTRACT, map_images_with_spark, publish_batch  # noqa: F401
 from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "damage_scorer"
-CONTRACT = list(SCORES.columns)
 
 
 def target_fpr() -> float:
@@ -263,36 +265,16 @@ def _worker_model(model_uri: str):
 
 
 def signals_with_spark(rows: pd.DataFrame, model_uri: str, partitions: int | None = None) -> pd.DataFrame:
-    """Per-image signals computed in parallel by Spark over image paths (the same job on a cluster,
-    where `file` points at shared or object storage). Returned in the order of `rows`."""
-    from echelon.spark import get_spark
-
-    def score_partition(chunks):
-        model = _worker_model(model_uri)
-        for chunk in chunks:
-            from echelon.models.damage import images as im
-
-            signals = model.signals(im.load_many(list(chunk["file"]), model.size), chunk["item_id"])
-            yield pd.concat([chunk[["image_id"]].reset_index(drop=True), signals], axis=1)
-
-    spark = get_spark("damage-score")
-    partitions = partitions or max(1, min(len(rows) // 64 + 1, spark.sparkContext.defaultParallelism))
-    frame = spark.createDataFrame(rows[["image_id", "item_id", "file"]]).repartition(partitions)
-    out = frame.mapInPandas(score_partition, "image_id string, score_supervised double, score_anomaly double, "
-                                            "supervised_reference double, type_index long").toPandas()
-    return rows[["image_id"]].merge(out, on="image_id", how="left").drop(columns="image_id")
+    """Per-image signals of the champion, computed by Spark over the image paths (jobs/damage/scores.py)."""
+    return map_images_with_spark(rows, functools.partial(_score_chunk, model_uri), partitions)
 
 
-def publish_batch(scores: pd.DataFrame, batch: dict, model_version: str) -> dict:
-    """Replace this batch's rows in its day's partition of damage_scores, gated, atomically."""
-    ds = batch["ds"]
-    new = scores.assign(batch_id=batch["batch_id"], model_version=model_version)[CONTRACT + ["gallery_refreshed"]]
-    if lake.exists(SCORES, ds):
-        old = lake.read(SCORES, ds).drop(columns="ds")
-        new = pd.concat([old[old["batch_id"] != batch["batch_id"]], new], ignore_index=True)
-    new = new.sort_values(["batch_id", "image_id"]).reset_index(drop=True)
-    return lake.publish(new, SCORES, ds, gate=True,
-                        extra={"batches": sorted(new["batch_id"].unique().tolist())})
+def _score_chunk(model_uri: str, chunk: pd.DataFrame) -> pd.DataFrame:
+    from echelon.models.damage import images as im
+
+    model = _worker_model(model_uri)
+    signals = model.signals(im.load_many(list(chunk["file"]), model.size), chunk["item_id"])
+    return pd.concat([chunk[["image_id"]].reset_index(drop=True), signals], axis=1)
 
 
 def score(batch: dict, use_spark: bool = True) -> dict:
@@ -368,55 +350,6 @@ def log_batch(batch: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------- CLI
 
-def cli_train(args) -> int:
-    from echelon.models.damage import images as im
-    from echelon.models.damage import model as md
-
-    model, evaluation = md.train(im.read_manifest(args.train, labelled=True), im.read_manifest(args.gallery),
-                                 im.read_manifest(args.valid, labelled=True) if args.valid else None,
-                                 size=args.size, epochs=args.epochs, seed=args.seed, target_fpr=args.target_fpr,
-                                 threshold_rule=args.threshold_rule)
-    model.save(args.output)
-    op = evaluation["operating"]
-    print(f"model saved to {args.output}: {op['rule']} threshold {op['threshold']:.5f}, validation FPR {op['fpr']:.4%} "
-          f"(95% upper bound {op['fpr_upper']:.4%} on {op['negatives']} pristine images; {op['needed_negatives']} "
-          f"are needed to support {op['target_fpr']:.2%} with zero false positives), recall {op['recall']:.3f}")
-    return 0
-
-
-def cli_score(args) -> int:
-    from echelon.models.damage import images as im
-    from echelon.models.damage import model as md
-
-    model = md.DamageModel.load(args.model)
-    held = args.model / "pending_refresh.json"
-    scores, quarantined, refreshed, pending = md.score_batch(model, im.read_manifest(args.batch), refresh=not args.no_refresh,
-                                                             pending=read_pending(held), batch_id=str(args.batch.resolve()))
-    if not args.no_refresh:
-        write_pending(held, pending)
-    if pending:
-        print(f"galleries NOT refreshed for {sorted(pending)}: they drifted but look damaged to the classifier; "
-              f"the gallery follows if the drift lasts {md.PERSIST} batches in a row")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    scores[["image_id", "score", "decision", "damage_type"]].to_csv(args.output, index=False)
-    if len(quarantined):
-        path = args.output.with_name(args.output.stem + ".quarantine.csv")
-        quarantined.to_csv(path, index=False)
-        print(f"{len(quarantined)} images quarantined (reasons in {path})")
-    if refreshed:
-        model.galleries.update(refreshed)
-        model.save(args.model)
-        print(f"galleries refreshed for {sorted(refreshed)} and saved into {args.model}")
-    print(f"{len(scores)} images scored, {int((scores['decision'] == 'sideline').sum())} sidelined -> {args.output}")
-    return 0
-
-
-def cli_world(args) -> int:
-    from echelon.models.damage import world as gen
-
-    return gen.main(args)
-
-
 STEPS = {"world": world, "train": train, "evaluate_and_promote": evaluate_and_promote,
          "gate_manifest": gate_manifest, "score": score, "log_batch": log_batch}
 BATCH_STEPS = {"gate_manifest", "score", "log_batch"}
@@ -433,6 +366,8 @@ def cli_step(args) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from echelon.models.damage import tools
+
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model folder from labelled manifests")
     p.add_argument("--train", required=True, type=Path, help="labelled manifest (image_id,path,item_id,label,damage_type)")
@@ -446,17 +381,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold-rule", choices=["bounded", "observed"], default=None,
                    help="bounded (default, ECHELON_DAMAGE_THRESHOLD_RULE): the 95%% Clopper-Pearson upper bound of "
                         "the false-positive rate <= the target; observed: the rate on the validation set <= the target")
-    p.set_defaults(func=cli_train)
+    p.set_defaults(func=tools.cli_train)
     p = sub.add_parser("score", help="score a batch manifest with a model folder")
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--batch", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path, help="CSV: image_id, score, decision, damage_type")
     p.add_argument("--no-refresh", action="store_true", help="do not refresh galleries of drifted products")
-    p.set_defaults(func=cli_score)
+    p.set_defaults(func=tools.cli_score)
     p = sub.add_parser("world", help="generate a synthetic labelled image world")
     from echelon.models.damage import world as gen
     gen.add_arguments(p)
-    p.set_defaults(func=cli_world)
+    p.set_defaults(func=tools.cli_world)
     p = sub.add_parser("step", help="one pipeline step, exactly as the DAGs run it")
     p.add_argument("step", choices=list(STEPS))
     p.add_argument("--ds", required=True)

@@ -130,6 +130,9 @@ def _write_report(ds: str, comparison) -> Path:
     return folder / "index.html"
 
 
+STEPS = {"check_inputs": check_inputs, "solve": solve, "simulate": simulate}   # `check` on the command line
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     for name in ("check", "solve", "simulate"):

@@ -126,3 +126,15 @@ def test_a_long_module_says_why_at_its_top():
         if not any(line.startswith("Size: ") for line in doc.splitlines()):
             unexplained.append(f"{rel} ({len(text.splitlines())} lines)")
     assert not unexplained, f"modules over {MAX_LINES} lines without a `Size:` reason: {unexplained}"
+
+
+def test_dags_take_table_assets_from_the_catalog():
+    """A DAG names a table's Asset as TABLE.asset(); only non-table events (a landed damage batch) are
+    declared in DAG files."""
+    declared = []
+    for path in sorted((ROOT / "dags").glob("*.py")):
+        for call in calls_named(ast.parse(path.read_text()), "Asset"):
+            uri = call.args[0].value if call.args and isinstance(call.args[0], ast.Constant) else None
+            declared.append(uri)
+    assert declared == ["echelon://landing/damage/batches"]
+    assert not {t.asset_uri for t in catalog.tables()} & set(declared)

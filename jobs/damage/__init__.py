@@ -1,0 +1,1 @@
+"""Damage's Spark and lake jobs: parallel image scoring and the damage_scores publish."""
