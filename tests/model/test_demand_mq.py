@@ -11,7 +11,7 @@ from echelon.models.demand.base import QUANTILES, SERIES, qcols
 from echelon.models.demand.gluon import _Vocab
 from echelon.models.demand.metrics import mean_weighted_quantile_loss
 from echelon.models.demand.mq import MQCNNForecaster, MQTransformerForecaster
-from echelon.models.demand.mq.data import calendar_features, crop, prepare
+from echelon.models.demand.mq.data import calendar_features, crop, prepare, seasonal_lag
 from echelon.models.demand.mq.forecasters import _Crops
 from echelon.models.demand.mq.networks import MQModule
 from echelon.models.demand.naive import SeasonalNaiveForecaster
@@ -92,10 +92,11 @@ def test_learns_the_pattern_and_beats_seasonal_naive(daily, fitted, name):
 def test_a_forecast_never_sees_targets_after_its_creation_time(daily, klass):
     """Change every target after step t0: the outputs of every FCT <= t0 (both decoder passes of the
     MQ-Transformer) stay the same, those after t0 change. A non-causal convolution, an unmasked
-    attention or a scale computed over the whole series would fail this."""
+    attention, a scale computed over the whole series or a seasonal lag shorter than the horizon
+    would fail this (the lag here is the horizon itself, the shortest allowed)."""
     torch.manual_seed(0)
     model = klass(seed=0, **FAST)
-    model.horizon, model.freq, model.covariates = 7, "D", ["price", "promo"]
+    model.horizon, model.freq, model.covariates, model.lag = 7, "D", ["price", "promo"], 7
     model.vocab = _Vocab.from_history(daily, ["item_id", "category"])
     n_known = calendar_features(pd.DatetimeIndex([]), "D").shape[1] + len(model.covariates)
     module = MQModule(model.kind, QUANTILES, **model._network_args(n_known)).eval()
@@ -106,7 +107,7 @@ def test_a_forecast_never_sees_targets_after_its_creation_time(daily, klass):
 
     def outputs(frame):
         panel = prepare(frame, "D", horizon=7, covariates=model.covariates, vocab=model.vocab, span=14,
-                        max_history=1000, pad=0)
+                        max_history=1000, pad=0, lag=7)
         length = panel.target.shape[1]
         batch = {k: torch.from_numpy(v) for k, v in crop(panel, np.arange(len(panel.keys)),
                                                            np.zeros(len(panel.keys), dtype=int), length).items()}
@@ -116,6 +117,22 @@ def test_a_forecast_never_sees_targets_after_its_creation_time(daily, klass):
     for before, after in zip(outputs(daily), outputs(changed)):
         assert torch.allclose(before[:, : t0 + 1], after[:, : t0 + 1], atol=1e-5)
         assert not torch.allclose(before[:, t0 + 1:], after[:, t0 + 1:], atol=1e-3)
+
+
+def test_the_seasonal_lag_is_the_target_one_season_earlier_through_the_horizon(daily):
+    """lagged[t] = target[t - P] over history and horizon, from the whole series even where max_history
+    keeps only its end; P = the horizon or more, else no lag at all."""
+    vocab = _Vocab.from_history(daily, [])
+    full = prepare(daily, "D", horizon=7, covariates=[], vocab=vocab, span=14, max_history=1000, pad=0,
+                   future=7, lag=7)
+    cut = prepare(daily, "D", horizon=7, covariates=[], vocab=vocab, span=14, max_history=40, pad=3,
+                  future=7, lag=7)
+    history = full.target[:, :-7]
+    np.testing.assert_array_equal(full.lagged[:, 7:], history)
+    assert np.isnan(full.lagged[:, :7]).all()
+    np.testing.assert_array_equal(cut.lagged[:, 3:], full.lagged[:, -47:])
+    assert seasonal_lag("D", 28) == 364 and seasonal_lag("h", 24) == 168 and seasonal_lag("W-SUN", 13) == 52
+    assert seasonal_lag("MS", 18) == 0          # a horizon past the lag: its value is not known yet
 
 
 def test_training_crops_never_reach_the_validation_window(daily):

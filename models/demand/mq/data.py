@@ -10,7 +10,11 @@ padded on the left (target NaN, covariates 0) so that all rows have the same len
   see `calendar_features`), price relative to the series' median price, promo (0/1) when the frame has
   them. After the history they run `horizon` steps on, from the caller's `future` frame or carried
   forward (price) / zero (promo);
-- static indices: item, location and category (0 = a value not seen at fit time).
+- static indices: item, location and category (0 = a value not seen at fit time);
+- the target one seasonal lag earlier (`seasonal_lag`: a year ago on the same weekday for daily data),
+  NaN where unknown: for a step after the FCT t it is a past value as long as the horizon is at most the
+  lag, so the decoder may read it. It carries what smooth calendar harmonics cannot: last year's peaks,
+  holiday bumps and drops, the way LightGBM's year-ago lags do.
 """
 from __future__ import annotations
 
@@ -62,6 +66,15 @@ def calendar_features(stamps: pd.DatetimeIndex, freq: str) -> np.ndarray:
     return np.stack(cols, axis=1).astype(np.float32)
 
 
+def seasonal_lag(freq: str, horizon: int) -> int:
+    """Steps back to the same point of the longest cycle the data shows (daily: 364 = 52 weeks, so the
+    same weekday a year ago; hourly: a week; weekly 52; monthly 12; quarterly 4); 0 = none, also when
+    the horizon reaches past it (the lagged value of a forecast step would not be known yet)."""
+    base = to_offset(freq).name.split("-")[0].upper()
+    lag = {"H": 168, "D": 364, "B": 260, "W": 52, "M": 12, "ME": 12, "MS": 12, "Q": 4, "QE": 4, "QS": 4}.get(base, 0)
+    return lag if lag >= horizon else 0
+
+
 def causal_scale(target: np.ndarray, span: int) -> np.ndarray:
     """EWMA of |y| over the steps up to each t (NaNs skipped, carried forward); 1 where nothing is known
     yet or the level is zero, so dividing by it is always safe."""
@@ -77,13 +90,14 @@ class Panel:
     scale: np.ndarray                  # (S, T) float32, causal
     known: np.ndarray                  # (S, T, F) float32
     static: np.ndarray                 # (S, n_static) int64
+    lagged: np.ndarray                 # (S, T) float32: target `lag` steps earlier, NaN = unknown
     stamps: list[pd.DatetimeIndex]     # per row: the timestamps of its last `future` steps
     future: int                        # steps after each series' last observation
 
 
 def prepare(history: pd.DataFrame, freq: str, *, horizon: int, covariates: Sequence[str],
             vocab: _Vocab, span: int, max_history: int, pad: int, future: int = 0,
-            future_frame: pd.DataFrame | None = None) -> Panel:
+            future_frame: pd.DataFrame | None = None, lag: int = 0) -> Panel:
     """Build the panel from a canonical, sorted history (see module docstring).
 
     Each series keeps at most its last `max_history` steps, then `pad` padded steps in front (so the
@@ -99,11 +113,15 @@ def prepare(history: pd.DataFrame, freq: str, *, horizon: int, covariates: Seque
     scale = np.ones((S, total), dtype=np.float32)
     known = np.zeros((S, total, F), dtype=np.float32)
     static = np.zeros((S, len(vocab.values)), dtype=np.int64)
+    lagged = np.full((S, total), np.nan, dtype=np.float32)
     keys, stamps = [], []
     for row, ((item, loc), hist) in enumerate(groups):
         grid = series_grid(hist["timestamp"].iloc[0], hist["timestamp"].iloc[-1], freq)
         y = hist.set_index("timestamp")["target"].astype(float).reindex(grid).to_numpy()
         s = causal_scale(y, span)
+        if lag:      # from the whole grid (before max_history cuts it), through the `future` steps
+            lagged[row, total - lengths[row] - future:] = \
+                np.concatenate([np.full(lag, np.nan), y])[: len(y) + future][-lengths[row] - future:]
         grid, y, s, n = grid[-lengths[row]:], y[-lengths[row]:], s[-lengths[row]:], lengths[row]
         ahead = future_grid(grid[-1], future, freq) if future else grid[:0]
         full = grid.append(ahead)
@@ -120,7 +138,7 @@ def prepare(history: pd.DataFrame, freq: str, *, horizon: int, covariates: Seque
         static[row] = vocab.encode(hist.iloc[-1].to_dict())
         keys.append((item, loc))
         stamps.append(ahead)
-    return Panel(keys, target, scale, known, static, stamps, future)
+    return Panel(keys, target, scale, known, static, lagged, stamps, future)
 
 
 def _covariate(hist: pd.DataFrame, grid: pd.DatetimeIndex, fut: pd.DataFrame | None,
@@ -148,4 +166,4 @@ def crop(panel: Panel, rows: np.ndarray, starts: np.ndarray, length: int) -> dic
     idx = starts[:, None] + np.arange(length)[None, :]
     r = rows[:, None]
     return {"target": panel.target[r, idx], "scale": panel.scale[r, idx],
-            "known": panel.known[r, idx], "static": panel.static[rows]}
+            "known": panel.known[r, idx], "static": panel.static[rows], "lagged": panel.lagged[r, idx]}

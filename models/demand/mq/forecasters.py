@@ -20,7 +20,7 @@ import pandas as pd
 from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcols, sort_quantiles
 from echelon.models.demand.gluon import _quiet, _torch_threads, _Vocab, seed_everything
 from echelon.models.demand.metrics import season_length
-from echelon.models.demand.mq.data import KNOWN_COLUMNS, STATIC_COLUMNS, Panel, crop, prepare
+from echelon.models.demand.mq.data import KNOWN_COLUMNS, STATIC_COLUMNS, Panel, crop, prepare, seasonal_lag
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,18 @@ class MQForecaster:
                  learning_rate: float = 3e-3, patience: int = 6, context_length: int | None = None,
                  max_history: int = 1500, channels: int = 32, dilations: Sequence[int] = (1, 2, 4, 8, 16, 32),
                  embed_dim: int = 8, context_dim: int = 16, hidden: int = 64, seed: int = 0,
-                 num_threads: int | None = 1, accelerator: str = "cpu", **network: Any):
+                 num_threads: int | None = 1, accelerator: str = "cpu", seasonal: bool = True, **network: Any):
         self.params = dict(epochs=epochs, batches_per_epoch=batches_per_epoch, batch_size=batch_size,
                            learning_rate=learning_rate, patience=patience, context_length=context_length,
                            max_history=max_history, channels=channels, dilations=list(dilations),
                            embed_dim=embed_dim, context_dim=context_dim, hidden=hidden, seed=seed,
-                           num_threads=num_threads, accelerator=accelerator, **network)
+                           num_threads=num_threads, accelerator=accelerator, seasonal=seasonal, **network)
         self.module = None
         self.horizon: int | None = None
         self.freq: str | None = None
         self.quantiles: tuple[float, ...] = QUANTILES
         self.covariates: list[str] = []
+        self.lag = 0                     # seasonal lag the decoder reads (data.seasonal_lag); 0 = none
         self.vocab = _Vocab({})
         self.learning_curves: dict[str, list[float]] = {}
         self.train_seconds: float | None = None
@@ -101,13 +102,14 @@ class MQForecaster:
         span = max(2 * season_length(self.freq), self.horizon)
         return prepare(history, self.freq, horizon=self.horizon, covariates=self.covariates,
                        vocab=self.vocab, span=span, max_history=self.params["max_history"],
-                       pad=self._window(), future=future, future_frame=future_frame)
+                       pad=self._window(), future=future, future_frame=future_frame, lag=self.lag)
 
     def _network_args(self, n_known: int) -> dict:
         p = self.params
         args = dict(horizon=self.horizon, n_known=n_known, cardinalities=self.vocab.cardinalities,
                     channels=p["channels"], dilations=p["dilations"], embed_dim=p["embed_dim"],
-                    context_dim=p["context_dim"], agnostic_dim=p["context_dim"], hidden=p["hidden"])
+                    context_dim=p["context_dim"], agnostic_dim=p["context_dim"], hidden=p["hidden"],
+                    seasonal=self.lag > 0)
         extra = {k: v for k, v in p.items() if k in ("position_dim", "attention_dim", "attention_window",
                                                      "feedback_window")}
         return {**args, **extra}
@@ -130,6 +132,9 @@ class MQForecaster:
         static = [c for c in STATIC_COLUMNS if c in history.columns and history[c].nunique() > 1]
         self.vocab = _Vocab.from_history(history, static)
         longest = int(history.groupby(SERIES).size().max())
+        # the seasonal lag only where some series is long enough to have seen it and a horizon after it
+        lag = seasonal_lag(freq, self.horizon) if self.params.get("seasonal", True) else 0
+        self.lag = lag if lag and longest > lag + 2 * self.horizon else 0
         if longest < 2 * self.horizon + 1:
             raise ValueError(f"{self.name}: the longest series has {longest} steps; training needs at least "
                              f"{2 * self.horizon + 1} (two horizons, one of them held out for validation)")
@@ -144,8 +149,8 @@ class MQForecaster:
                                     W + H)) for i in range(0, len(val_rows), 256)]
         curves = _curves_callback()
         log.info("%s: training on %d series (%d held out for validation), horizon %d, freq %s, covariates %s, "
-                 "static %s, up to %d epochs x %d batches of %d crops of %d FCTs", self.name, len(panel.keys),
-                 len(val_rows), H, freq, self.covariates or "none", static or "none", p["epochs"],
+                 "static %s, seasonal lag %d, up to %d epochs x %d batches of %d crops of %d FCTs", self.name,
+                 len(panel.keys), len(val_rows), H, freq, self.covariates or "none", static or "none", self.lag, p["epochs"],
                  p["batches_per_epoch"], p["batch_size"], W)
         started = time.perf_counter()
         seed_everything(p["seed"])
@@ -209,6 +214,7 @@ class MQForecaster:
         meta = {"class": f"{type(self).__module__}:{type(self).__qualname__}", "name": self.name,
                 "params": self.params, "horizon": self.horizon, "freq": self.freq,
                 "quantiles": list(self.quantiles), "covariates": self.covariates, "vocab": self.vocab.values,
+                "lag": self.lag,
                 "hparams": dict(self.module.hparams),
                 "learning_curves": self.learning_curves, "train_seconds": self.train_seconds}
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
@@ -225,6 +231,7 @@ class MQForecaster:
         self.horizon, self.freq = meta["horizon"], meta["freq"]
         self.quantiles = tuple(meta["quantiles"])
         self.covariates = list(meta["covariates"])
+        self.lag = int(meta.get("lag", 0))
         self.vocab = _Vocab(meta["vocab"])
         self.learning_curves = meta.get("learning_curves", {})
         self.train_seconds = meta.get("train_seconds")

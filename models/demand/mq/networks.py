@@ -8,10 +8,13 @@ quantiles of y_{t+1..t+H} / s_t. Output: (batch, W, H, quantiles) in units of th
 MQ-CNN (Wen et al. 2017, the convolutional encoder variant)
     encoder   stacked dilated causal 1-D convolutions (kernel 2, dilations 1, 2, 4, ...) with residual
               connections over [y_t / s_t, observed_t, log(1 + s_t), known covariates_t, static embeddings]
+              (+ the seasonal lag y_{t-P} / s_t and whether it is known, with `seasonal`)
     global    MLP([h_t, static, covariates of t+1..t+H flattened]) -> one horizon-specific context c_{t,h}
               per step h plus one horizon-agnostic context c_a
     local     one MLP shared across h: (c_{t,h}, c_a, covariates of t+h) -> all quantiles of step h;
               the quantiles are a base plus non-negative increments, so they never cross.
+    seasonal  (not in the paper, an input like LightGBM's year-ago lags) the decoder's covariates of step
+              t+h include y_{t+h-P} / s_t and its known flag: a past value when H <= P (data.seasonal_lag).
 
 MQ-Transformer (Eisenach et al. 2020), the same trunk plus
     position  a learned, context-dependent position encoding: a (non-causal) convolution over the known
@@ -68,12 +71,15 @@ class MQCNN(nn.Module):
 
     def __init__(self, *, horizon: int, n_known: int, n_quantiles: int, cardinalities: Sequence[int],
                  channels: int = 32, dilations: Sequence[int] = (1, 2, 4, 8, 16, 32), embed_dim: int = 8,
-                 context_dim: int = 16, agnostic_dim: int = 16, hidden: int = 64, position_dim: int = 0):
+                 context_dim: int = 16, agnostic_dim: int = 16, hidden: int = 64, position_dim: int = 0,
+                 seasonal: bool = False):
         super().__init__()
         self.horizon, self.n_quantiles, self.context_dim = horizon, n_quantiles, context_dim
+        self.seasonal = seasonal
         self.embeddings = nn.ModuleList(nn.Embedding(c, embed_dim) for c in cardinalities)
         static = embed_dim * len(cardinalities)
-        step = n_known + position_dim                      # what each future step brings to the decoder
+        lag = 2 if seasonal else 0                         # y_{.-P} / s_t and its known flag
+        step = n_known + position_dim + lag                # what each future step brings to the decoder
         self.encoder = CausalConvEncoder(3 + step + static, channels, dilations)
         self.global_mlp = _mlp(channels + static + horizon * step, hidden,
                                horizon * context_dim + agnostic_dim)
@@ -105,10 +111,20 @@ class MQCNN(nn.Module):
                   if len(self.embeddings) else steps.new_zeros(B, 0))
         observed = torch.isfinite(target[:, :W])
         y = torch.where(observed, target[:, :W], 0.0) / scale[:, :W]
+        lag_now, lag_future = [], []
+        if self.seasonal:
+            lagged = batch["lagged"]
+            known_lag = torch.isfinite(lagged)
+            value = torch.where(known_lag, lagged, 0.0)
+            lag_now = [value[:, :W, None] / scale[:, :W, None], known_lag[:, :W, None].float()]
+            # step t+h's lagged value over the FCT's own scale s_t
+            ahead = value[:, 1:].unfold(1, H, 1) / scale[:, :W, None]                       # (B, W, H)
+            lag_future = [ahead[..., None], known_lag[:, 1:].unfold(1, H, 1)[..., None].float()]
         enc_in = torch.cat([y[..., None], observed[..., None].float(), torch.log1p(scale[:, :W])[..., None] * 0.2,
-                            steps[:, :W], static[:, None, :].expand(B, W, -1)], -1)
+                            steps[:, :W], *lag_now, static[:, None, :].expand(B, W, -1)], -1)
         h = self.encoder(enc_in)                                            # (B, W, C)
         future = steps[:, 1:].unfold(1, H, 1).permute(0, 1, 3, 2)          # (B, W, H, step): t+1..t+H
+        future = torch.cat([future, *lag_future], -1)
         g = self.global_mlp(torch.cat([h, static[:, None, :].expand(B, W, -1), future.flatten(2)], -1))
         contexts = g[..., : H * self.context_dim].reshape(B, W, H, self.context_dim)
         agnostic = g[..., H * self.context_dim:][:, :, None, :].expand(B, W, H, -1)
