@@ -1,5 +1,8 @@
 """`echelon forecast`: quantile forecasts for any user file (long, store-item or M5 format).
 
+Size: the whole `echelon forecast` tool: argument checks, the auto backtest, the ensemble and the
+rule that chooses, kept together so the command reads top to bottom.
+
     echelon forecast --input sales.csv --freq D --horizon 28 --quantiles 0.1,0.2,...,0.9 \\
         --output forecasts.csv [--model auto|naive|seasonal_naive|autoets|autotheta|lightgbm|tft|...] \\
         [--candidates a,b,c] [--backtest-windows N] [--seed N] [--epochs N]

@@ -1,5 +1,9 @@
 """Pooled LightGBM quantile forecaster: one model per quantile across all series, direct multi-horizon.
 
+Size: one forecaster class over two feature builders (the nightly Spark table and the any-frequency
+pandas table) sharing the row budget, early stopping, threads and save/load; splitting the Spark-table
+row sampling into its own module is the next step (noted in the session notes).
+
 Training rows are (series, origin, h) for h = 1..H: the features known at the end of the origin date
 (the feature job's row for that date), the known covariates of the target date (calendar, promo,
 price, year-ago demand), and h itself; the label is the demand on origin + h. Every demand-valued

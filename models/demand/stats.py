@@ -1,5 +1,8 @@
 """Statistical baselines from statsforecast: naive, seasonal naive, AutoETS, AutoTheta, at any frequency.
 
+Size: four statsforecast models behind one forecaster, plus the split-conformal calibration and the
+per-series fallbacks that make them safe on any file.
+
 These are local models (one per series), so `fit` records the settings and checks the history, and
 `predict` fits each series of the history it is given and forecasts its next `horizon` steps
 (statsforecast's `forecast`, which is fit + predict in one pass). A saved model is its settings.
