@@ -63,6 +63,9 @@ bench-demand: env  ## accuracy (store-item, every frequency, MQ models), LightGB
 	$(BIN)/python benchmarks/demand_frequencies.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_speed.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_lgbm_speed.py world --out benchmarks/results
+	$(BIN)/python benchmarks/demand_auto_speed.py speed --out benchmarks/results
+	$(BIN)/python benchmarks/demand_auto_speed.py accuracy --out benchmarks/results
+	$(BIN)/python benchmarks/demand_frequencies_backtest_speed.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_mq.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_scale.py --sizes 360 3600 36000 --out benchmarks/results
 
