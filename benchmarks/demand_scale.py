@@ -22,6 +22,8 @@ same ds: the full build grows with the history, the incremental night should not
 
 Candidates and their settings come from the environment, as in the DAG: ECHELON_DEMAND_CANDIDATES,
 ECHELON_DEMAND_MODEL_PARAMS.
+Training reads at most ECHELON_DEMAND_TRAIN_SERIES series (default 4,000, models/demand/train.py): above
+that, the train and evaluate steps see a fixed sample and stop growing with the world.
 
     python benchmarks/demand_scale.py [--sizes 360 3600 36000] [--steps world ingest ...]
         [--history-days 500 800] [--master spark://host:7077 | --master loopback]
