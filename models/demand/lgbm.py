@@ -491,7 +491,14 @@ class LightGBMForecaster:
         observed = f[f["is_future"] == 0]
         series = f.groupby(SERIES, sort=True)["category"].first().reset_index()
         if origin is not None:
-            origins = series.assign(origin=pd.Timestamp(origin))
+            # a series that launches after the origin has nothing to forecast from there (a backtest's
+            # origin before an item's first day): it is left out rather than failing every other series
+            first = f.groupby(SERIES, sort=True)["date"].min().reset_index(drop=True)
+            launched = (first <= pd.Timestamp(origin)).to_numpy()
+            if not launched.all():
+                log.info("%d series start after the origin %s: not forecast from it",
+                         int((~launched).sum()), pd.Timestamp(origin).date())
+            origins = series[launched].assign(origin=pd.Timestamp(origin))
         else:
             last = observed.groupby(SERIES)["date"].max().rename("origin").reset_index()
             origins = series.merge(last, on=SERIES, how="left")

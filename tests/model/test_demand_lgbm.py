@@ -154,6 +154,19 @@ def test_fit_equals_fit_features_with_cutoff_and_is_deterministic(split, fitted,
         loaded.predict_features(world_features)   # the table has no future rows past its last date
 
 
+def test_a_series_launched_after_the_origin_is_left_out_not_fatal(split, fitted, world_features):
+    """A backtest origin before an item's first day: that series is not forecast from it, and every
+    other series still is (it used to fail the whole training night with FeatureTableError)."""
+    history, _ = split
+    cutoff = history["timestamp"].max()
+    late = (world_features["item_id"] == "tools-3") & (world_features["location_id"] == "s2")
+    launched_later = world_features[~late | (world_features["date"] > cutoff + pd.Timedelta(days=3))]
+    forecast = fitted.predict_features(launched_later, origin=cutoff)
+    keys = set(map(tuple, forecast[["item_id", "location_id"]].drop_duplicates().to_numpy()))
+    assert ("tools-3", "s2") not in keys and len(keys) == 23
+    assert len(forecast) == 23 * HORIZON
+
+
 def test_backtest_scores_every_window(split):
     history, _ = split
     result = backtest(SeasonalNaiveForecaster(), history, horizon=7, n_windows=2, freq="D")
