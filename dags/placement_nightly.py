@@ -1,21 +1,23 @@
-"""placement_nightly: wait for forecasts -> check inputs -> solve & publish -> simulate.
+"""placement_nightly: check inputs -> solve & publish -> simulate, each time demand publishes forecasts.
 
-Runs on its own nightly schedule (an hour after demand_nightly) and waits, with a sensor in reschedule
-mode, for the `forecasts` partition of its date: asset-triggered runs would have no logical date and
-could not be backfilled. Publishes placement_plan and capacity_prices (Assets announce them to the
-capacity domain). Task bodies are one line: the logic lives in echelon.models.placement.steps, which
-`echelon placement <step> --date D` runs the same way.
+Scheduled on the forecasts Asset (demand_nightly.score's outlet, whose event extra carries `ds`): an
+Asset-triggered run has no logical date, so it takes its data date(s) from the triggering events
+(echelon.schedule.run_partitions; several when demand's events were coalesced, e.g. during a demand
+backfill: processed oldest first). A run triggered with a logical date (`airflow dags trigger -l`,
+dag.test) processes the day before it, as every other DAG. Publishes placement_plan and capacity_prices,
+whose events carry the same `ds`. Task bodies are one line: the logic lives in
+echelon.models.placement.steps, which `echelon placement <step> --date D` runs the same way.
 """
 from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag, get_current_context, task
 
 from echelon import catalog
-from echelon.schedule import data_docs, data_partition, task_defaults
+from echelon.schedule import data_docs, outlet_extra, run_partitions, task_defaults
 
-FORECASTS = catalog.demand.FORECASTS.asset()   # inlet: what the night reads from demand
+FORECASTS = catalog.demand.FORECASTS.asset()   # schedule and inlet: what the night reads from demand
 PLAN = catalog.placement.PLAN.asset()
 PRICES = catalog.placement.PRICES.asset()
 
@@ -24,7 +26,7 @@ DEFAULT_ARGS = task_defaults("placement", timeout=dt.timedelta(hours=2))
 
 @dag(
     dag_id="placement_nightly",
-    schedule="0 3 * * *",          # after demand_nightly (02:00); the sensor covers a late forecast
+    schedule=[FORECASTS],          # runs when demand_nightly has published the night's forecasts
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -34,36 +36,32 @@ DEFAULT_ARGS = task_defaults("placement", timeout=dt.timedelta(hours=2))
 )
 def placement_nightly():
     @task
-    def partition(logical_date=None) -> str:
-        return data_partition(logical_date)
+    def partitions() -> list[str]:
+        context = get_current_context()
+        return run_partitions(context.get("logical_date"), context.get("triggering_asset_events"))
 
-    # `ds` is a reserved name in Airflow's task context: the data date travels as `day`.
-
-    @task.sensor(poke_interval=300, timeout=6 * 3600, mode="reschedule", inlets=[FORECASTS])
-    def wait_for_forecasts(day: str) -> bool:
-        from echelon import lake
-        return lake.exists(catalog.demand.FORECASTS, day)
+    # `ds` is a reserved name in Airflow's task context: the data dates travel as `days`.
 
     @task(inlets=[FORECASTS])
-    def check_inputs(day: str) -> dict:
+    def check_inputs(days: list[str]) -> list[dict]:
         from echelon.models.placement import steps
-        return steps.check_inputs(day)
+        return [steps.check_inputs(day) for day in days]
 
     @task(outlets=[PLAN, PRICES])
-    def solve(day: str, outlet_events=None) -> dict:
+    def solve(days: list[str], outlet_events=None) -> list[dict]:
         from echelon.models.placement import steps
-        summary = steps.solve(day)
+        summaries = [steps.solve(day) for day in days]
         for asset in (PLAN, PRICES):
-            outlet_events[asset].extra = {"ds": day, "objective": summary["objective"], "gap": summary["gap"]}
-        return summary
+            outlet_events[asset].extra = outlet_extra(days, objective=summaries[-1]["objective"], gap=summaries[-1]["gap"])
+        return summaries
 
     @task
-    def simulate(day: str) -> dict:
+    def simulate(days: list[str]) -> list[dict]:
         from echelon.models.placement import steps
-        return steps.simulate(day)
+        return [steps.simulate(day) for day in days]
 
-    day = partition()
-    wait_for_forecasts(day) >> check_inputs(day) >> solve(day) >> simulate(day) >> data_docs()
+    days = partitions()
+    check_inputs(days) >> solve(days) >> simulate(days) >> data_docs()
 
 
 placement_nightly()

@@ -15,6 +15,28 @@ def data_partition(logical_date: dt.datetime) -> str:
     return (logical_date.date() - dt.timedelta(days=1)).isoformat()
 
 
+def run_partitions(logical_date: dt.datetime | None, triggering_asset_events=None) -> list[str]:
+    """The data dates a run processes, oldest first. A run with a logical date (cron, manual with a date,
+    backfill, dag.test) processes the day before it. An Asset-triggered run has no logical date: it
+    processes the `ds` that each triggering event's `extra` carries (the producer's outlet sets it, with
+    `days` too when its own run covered several); events that land between two scheduler loops (a
+    backfill of the producer) are coalesced into one run, so there can be several."""
+    if logical_date is not None:
+        return [data_partition(logical_date)]
+    events = [event for found in (triggering_asset_events or {}).values() for event in found]
+    missing = [str(getattr(event, "asset", event)) for event in events if not (event.extra or {}).get("ds")]
+    if not events or missing:
+        raise ValueError(f"no data date: the run has no logical date and its triggering Asset events "
+                         f"{missing or 'are none'} carry no 'ds' in their extra; trigger it with a logical date")
+    return sorted({day for event in events for day in event.extra.get("days") or [event.extra["ds"]]})
+
+
+def outlet_extra(days: list[str], **facts) -> dict:
+    """An outlet event's extra for a run over `days`: `ds` (the last) and, when several, `days`
+    (one event per asset per task: run_partitions reads both)."""
+    return {"ds": days[-1], **({"days": days} if len(days) > 1 else {}), **facts}
+
+
 def nightly_run_date(ds: str) -> dt.datetime:
     """The logical date of the nightly run that processes partition `ds` (inverse of data_partition)."""
     day = dt.date.fromisoformat(ds) + dt.timedelta(days=1)

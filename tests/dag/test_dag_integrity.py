@@ -70,3 +70,23 @@ def test_partition_is_the_day_before_the_logical_date():
     assert data_partition(run) == "2026-11-20"
     assert nightly_run_date("2026-11-20") == run
     assert data_partition(nightly_run_date("2024-02-29")) == "2024-02-29"
+
+
+def test_an_asset_triggered_run_takes_its_dates_from_the_events():
+    import datetime as dt
+    from types import SimpleNamespace as Event
+
+    import pytest
+
+    from echelon.schedule import outlet_extra, run_partitions
+
+    run = dt.datetime(2026, 11, 21, 3, 0, tzinfo=dt.timezone.utc)
+    events = {"forecasts": [Event(extra=outlet_extra(["2026-11-19"], rows=5)),
+                            Event(extra=outlet_extra(["2026-11-17", "2026-11-18"]))]}
+    assert run_partitions(run, events) == ["2026-11-20"]          # a logical date (manual, backfill) wins
+    # no logical date: every date the (coalesced) events carry, oldest first
+    assert run_partitions(None, events) == ["2026-11-17", "2026-11-18", "2026-11-19"]
+    with pytest.raises(ValueError, match="carry no 'ds'"):
+        run_partitions(None, {"forecasts": [Event(extra={"rows": 5})]})
+    with pytest.raises(ValueError, match="no logical date"):
+        run_partitions(None, {})

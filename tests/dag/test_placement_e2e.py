@@ -187,3 +187,21 @@ def test_failed_solve_publishes_nothing(published):
     with pytest.raises(lp.SolveError, match="did not reach optimality"):
         job.run(DS, method="monolithic", engine="local", time_limit_s=1e-9)
     untouched(published)
+
+
+def test_the_published_prices_event_carries_the_ds_the_next_domain_resolves(dag_run):
+    """solve's outlet events, as Airflow recorded them for this run, carry the run's data date; an
+    Asset-triggered run handed those events (no logical date) resolves the same date."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from echelon.models.placement import steps as job
+    from echelon.schedule import run_partitions
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == dag_run.run_id)).all()
+        by_uri = {event.asset.uri: event for event in events}
+        assert set(by_uri) == {job.PLAN.asset().uri, job.PRICES.asset().uri}, by_uri
+        assert all(event.extra["ds"] == DS and "objective" in event.extra for event in events)
+        assert run_partitions(None, {job.PRICES.asset(): [by_uri[job.PRICES.asset().uri]]}) == [DS]
