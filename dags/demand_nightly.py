@@ -18,7 +18,7 @@ import datetime as dt
 from airflow.sdk import dag, get_current_context, task
 
 from echelon import catalog
-from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, task_defaults
+from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, outlet_extra, task_defaults
 from echelon.settings import get_settings
 
 FORECASTS = catalog.demand.FORECASTS.asset()
@@ -81,7 +81,8 @@ def demand_nightly():
     def score(day: str, outlet_events=None) -> dict:
         from echelon.models.demand import steps
         manifest = steps.score(day)
-        outlet_events[FORECASTS].extra = {"ds": day, "rows": manifest["rows"]}
+        # `ds` is placement_nightly's data date: it is scheduled on this Asset (run_partitions)
+        outlet_events[FORECASTS].extra = outlet_extra([day], rows=manifest["rows"])
         return manifest
 
     @task
