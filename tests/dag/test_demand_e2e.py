@@ -213,3 +213,43 @@ def test_a_weekly_backfill_plans_one_round_per_week_one_at_a_time(services):
     assert out.returncode != 0 and "capacity_weekly allows 1 active run(s)" in out.stderr, out.stderr[-2000:]
     listing = run(env, "airflow", "dags", "list-runs", "capacity_weekly", "-o", "json")
     assert "2026-10" not in listing, "a refused or dry-run backfill created runs"
+
+
+def test_forecasts_trigger_placement_with_their_data_date(home, services):
+    """placement_nightly is scheduled on demand's forecasts Asset. A demand run executed by the real
+    scheduler publishes forecasts; its Asset event carries the data date in `extra`, and the scheduler
+    starts an Asset-triggered placement run (no logical date) whose `partitions` task resolves that date,
+    with every other date whose forecasts were published since placement's previous Asset-triggered run
+    (Airflow hands a run all those events; here the earlier `dags test` runs, published while placement
+    was paused)."""
+    import sqlite3
+
+    env, logs = services
+    day = "2026-11-16"   # not run yet in this module
+    run(env, "airflow", "dags", "unpause", "placement_nightly")   # paused consumers get no Asset runs
+    run(env, "airflow", "dags", "unpause", "demand_nightly")
+    try:
+        run(env, "airflow", "dags", "trigger", "demand_nightly", "-l", nightly_run_date(day).isoformat())
+        db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+        deadline = time.time() + 900
+        while True:
+            with sqlite3.connect(db) as con:
+                extras = [json.loads(e) for (e,) in con.execute(
+                    "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = ?",
+                    ("echelon://published/demand/forecasts",))]
+                resolved = con.execute(
+                    "select r.logical_date, x.value from xcom x join dag_run r on r.dag_id = x.dag_id and "
+                    "r.run_id = x.run_id where r.dag_id = 'placement_nightly' and r.run_type = 'asset_triggered' "
+                    "and x.task_id = 'partitions'").fetchall()
+            if resolved:
+                break
+            assert time.time() < deadline, "no Asset-triggered placement run resolved its date:\n" + \
+                (logs / "scheduler.log").read_text()[-4000:]
+            time.sleep(10)
+    finally:
+        run(env, "airflow", "dags", "pause", "placement_nightly")
+    assert any(extra.get("ds") == day for extra in extras), extras
+    (logical_date, value), = resolved
+    days = json.loads(value)
+    days = json.loads(days) if isinstance(days, str) else days
+    assert logical_date is None and day in days and days == sorted({extra["ds"] for extra in extras}), resolved
