@@ -233,7 +233,7 @@ def test_forecasts_trigger_placement_with_their_data_date(home, services):
         db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
         deadline = time.time() + 900
         while True:
-            with sqlite3.connect(db) as con:
+            with sqlite3.connect(db, timeout=60) as con:   # waits out the scheduler's write locks
                 extras = [json.loads(e) for (e,) in con.execute(
                     "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = ?",
                     ("echelon://published/demand/forecasts",))]
@@ -246,8 +246,9 @@ def test_forecasts_trigger_placement_with_their_data_date(home, services):
             assert time.time() < deadline, "no Asset-triggered placement run resolved its date:\n" + \
                 (logs / "scheduler.log").read_text()[-4000:]
             time.sleep(10)
-    finally:
+    finally:   # nothing of this test goes on running beside the module's later tests
         run(env, "airflow", "dags", "pause", "placement_nightly")
+        run(env, "airflow", "dags", "pause", "demand_nightly")
     assert any(extra.get("ds") == day for extra in extras), extras
     (logical_date, value), = resolved
     days = json.loads(value)
