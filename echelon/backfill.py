@@ -2,8 +2,10 @@
 
 Analysts think in data dates; Airflow's backfill takes logical (run) dates. Every Echelon run processes
 the day before its logical date (echelon.schedule.data_partition), whatever its time of day (demand at
-02:00, placement at 03:00, capacity on Mondays at 04:00), so data dates FROM..TO are the runs whose logical
-dates fall on the days FROM+1..TO+1. Completed runs are reprocessed, so that a re-run replaces partitions.
+02:00, capacity on Mondays at 04:00), so data dates FROM..TO are the runs whose logical dates fall on the
+days FROM+1..TO+1. Completed runs are reprocessed, so that a re-run replaces partitions. placement_nightly
+runs on demand's forecasts Asset, which Airflow does not backfill: backfilling demand_nightly re-plans the
+same dates through the Asset (ARCHITECTURE.md).
 
 Airflow applies a backfill's max_active_runs independently of the DAG's own: a DAG whose runs must go one
 at a time, in date order (capacity rounds, callouts, placement), would run out of order under a larger
