@@ -43,7 +43,7 @@ import pandas as pd
 from echelon.models.demand.backtest import backtest
 from echelon.models.demand.base import QUANTILES, SERIES, qcols
 from echelon.models.demand.forecast import (MQ, STATS, auto_candidates, backtest_models, backtest_stride,
-                                             build_forecaster, choose, fits_freq, median_forecast)
+                                             build_forecaster, choose, median_forecast)
 from echelon.models.demand.metrics import forecast_volatility, scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # for demand_accuracy's loader
@@ -52,7 +52,6 @@ log = logging.getLogger("demand_frequencies")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "store_item" / "retail_sales_sample.csv"
 SEED = 42
 TEST_ORIGINS = 3
-SELECTION_WINDOWS = 4
 TARGET_GAIN = 0.10        # auto at least 10 % below the better naive baseline's wQL
 MQ_EPOCHS, MQ_BATCHES = 3, 10     # a smoke-level training budget for the MQ rows (trained runs: demand_accuracy.md)
 HOURLY_SERIES, HOURLY_DAYS = 30, 56
@@ -194,13 +193,11 @@ def evaluate_set(name: str, data: pd.DataFrame, freq: str, horizon: int,
             row, test[label] = _run_family(name, label, build_forecaster(family, seed=SEED, intervals=intervals),
                                            data, freq, horizon)
             rows.append(row)
-    if not fits_freq("lightgbm", freq):
-        row = {"set": name, "model": "lightgbm", "note": f"n/a (its features are daily-only on this branch; freq {freq})"}
-    elif not lightgbm:
+    if not lightgbm:
         row = {"set": name, "model": "lightgbm", "note": "n/a (not run: --no-lightgbm; auto ran without it)"}
     else:
         row, test["lightgbm"] = _run_family(name, "lightgbm", build_forecaster("lightgbm", seed=SEED),
-                                            data, freq, horizon)
+                                            data, freq, horizon, refusals=(ValueError,))
     rows.append(row)
     for family in MQ:      # refuses series too short for its validation window (a ValueError naming them)
         row, test[family] = _run_family(name, f"{family} ({MQ_EPOCHS} epochs)",
@@ -212,7 +209,7 @@ def evaluate_set(name: str, data: pd.DataFrame, freq: str, horizon: int,
     before = data[data["timestamp"] <= first_origin]
     started = time.perf_counter()
     candidates = [c for c in auto_candidates(before, freq) if lightgbm or c != "lightgbm"]
-    table = backtest_models(before, freq, horizon, QUANTILES, candidates, seed=SEED, windows=SELECTION_WINDOWS)
+    table = backtest_models(before, freq, horizon, QUANTILES, candidates, seed=SEED)    # auto's own window count
     chosen = choose(table)
     members = chosen.split(":", 1)[1].split("+") if chosen.startswith("ensemble:") else [chosen]
     keys = SERIES + ["timestamp", "origin"]
