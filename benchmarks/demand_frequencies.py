@@ -15,15 +15,16 @@ backtest.py), each twice: with the default calibrated intervals and with the mod
 ("model intervals": same point forecasts). LightGBM and the MQ models (3 epochs of 10 batches only,
 to keep the run short: their numbers here understate them; demand_accuracy.md has trained ones) come
 through build_forecaster and backtest.py like every model; where a model refuses a set its row says
-why. `auto` chooses once, with its own backtest (forecast.auto_candidates, backtest_models, choose) on
-the data before the first test origin only, and its test forecasts are those of the model it chose (or
+why. `auto` chooses once, with its own backtest (forecast.auto_candidates, backtest_models over auto's own
+window count, choose) on the data before the first test origin only, and its test forecasts are those of the model it chose (or
 the median of the ensemble's members). So auto's numbers are out of sample; the families' are the same
 test windows. Metrics: mean wQL, P10-P90 coverage, MASE (against the seasonal naive in-sample error),
 forecast volatility (mean move of a period's P50 between consecutive origins / mean |y|), seconds for
 the whole backtest (every test window's fits and forecasts; auto: its selection backtest) on the
 shared 2-core machine, no GPU.
 
-    python benchmarks/demand_frequencies.py --out benchmarks/results [--sets store_item_weekly,co2_weekly] [--no-lightgbm]
+    python benchmarks/demand_frequencies.py --out benchmarks/results [--sets store_item_weekly,co2_weekly]
+    (--no-lightgbm leaves LightGBM out, for a quick look; the committed table runs it)
 """
 from __future__ import annotations
 
