@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--no-lightgbm", dest="lightgbm", action="store_false",
-                        help="leave LightGBM out (its row and auto's candidates): ~40 min of a loaded 2-core run")
+                        help="leave LightGBM out (its row and auto's candidates); with it: 32 min on 2 loaded cores")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("echelon.models.demand.stats").setLevel("WARNING")
