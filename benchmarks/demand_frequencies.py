@@ -15,15 +15,16 @@ backtest.py), each twice: with the default calibrated intervals and with the mod
 ("model intervals": same point forecasts). LightGBM and the MQ models (3 epochs of 10 batches only,
 to keep the run short: their numbers here understate them; demand_accuracy.md has trained ones) come
 through build_forecaster and backtest.py like every model; where a model refuses a set its row says
-why. `auto` chooses once, with its own backtest (forecast.auto_candidates, backtest_models, choose) on
-the data before the first test origin only, and its test forecasts are those of the model it chose (or
+why. `auto` chooses once, with its own backtest (forecast.auto_candidates, backtest_models over auto's own
+window count, choose) on the data before the first test origin only, and its test forecasts are those of the model it chose (or
 the median of the ensemble's members). So auto's numbers are out of sample; the families' are the same
 test windows. Metrics: mean wQL, P10-P90 coverage, MASE (against the seasonal naive in-sample error),
 forecast volatility (mean move of a period's P50 between consecutive origins / mean |y|), seconds for
 the whole backtest (every test window's fits and forecasts; auto: its selection backtest) on the
 shared 2-core machine, no GPU.
 
-    python benchmarks/demand_frequencies.py --out benchmarks/results [--sets store_item_weekly,co2_weekly] [--no-lightgbm]
+    python benchmarks/demand_frequencies.py --out benchmarks/results [--sets store_item_weekly,co2_weekly]
+    (--no-lightgbm leaves LightGBM out, for a quick look; the committed table runs it)
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import pandas as pd
 from echelon.models.demand.backtest import backtest
 from echelon.models.demand.base import QUANTILES, SERIES, qcols
 from echelon.models.demand.forecast import (MQ, STATS, auto_candidates, backtest_models, backtest_stride,
-                                             build_forecaster, choose, fits_freq, median_forecast)
+                                             build_forecaster, choose, median_forecast)
 from echelon.models.demand.metrics import forecast_volatility, scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # for demand_accuracy's loader
@@ -52,7 +53,6 @@ log = logging.getLogger("demand_frequencies")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "store_item" / "retail_sales_sample.csv"
 SEED = 42
 TEST_ORIGINS = 3
-SELECTION_WINDOWS = 4
 TARGET_GAIN = 0.10        # auto at least 10 % below the better naive baseline's wQL
 MQ_EPOCHS, MQ_BATCHES = 3, 10     # a smoke-level training budget for the MQ rows (trained runs: demand_accuracy.md)
 HOURLY_SERIES, HOURLY_DAYS = 30, 56
@@ -194,13 +194,11 @@ def evaluate_set(name: str, data: pd.DataFrame, freq: str, horizon: int,
             row, test[label] = _run_family(name, label, build_forecaster(family, seed=SEED, intervals=intervals),
                                            data, freq, horizon)
             rows.append(row)
-    if not fits_freq("lightgbm", freq):
-        row = {"set": name, "model": "lightgbm", "note": f"n/a (its features are daily-only on this branch; freq {freq})"}
-    elif not lightgbm:
+    if not lightgbm:
         row = {"set": name, "model": "lightgbm", "note": "n/a (not run: --no-lightgbm; auto ran without it)"}
     else:
         row, test["lightgbm"] = _run_family(name, "lightgbm", build_forecaster("lightgbm", seed=SEED),
-                                            data, freq, horizon)
+                                            data, freq, horizon, refusals=(ValueError,))
     rows.append(row)
     for family in MQ:      # refuses series too short for its validation window (a ValueError naming them)
         row, test[family] = _run_family(name, f"{family} ({MQ_EPOCHS} epochs)",
@@ -212,7 +210,7 @@ def evaluate_set(name: str, data: pd.DataFrame, freq: str, horizon: int,
     before = data[data["timestamp"] <= first_origin]
     started = time.perf_counter()
     candidates = [c for c in auto_candidates(before, freq) if lightgbm or c != "lightgbm"]
-    table = backtest_models(before, freq, horizon, QUANTILES, candidates, seed=SEED, windows=SELECTION_WINDOWS)
+    table = backtest_models(before, freq, horizon, QUANTILES, candidates, seed=SEED)    # auto's own window count
     chosen = choose(table)
     members = chosen.split(":", 1)[1].split("+") if chosen.startswith("ensemble:") else [chosen]
     keys = SERIES + ["timestamp", "origin"]
@@ -275,7 +273,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--no-lightgbm", dest="lightgbm", action="store_false",
-                        help="leave LightGBM out (its row and auto's candidates): ~40 min of a loaded 2-core run")
+                        help="leave LightGBM out (its row and auto's candidates); with it: 32 min on 2 loaded cores")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("echelon.models.demand.stats").setLevel("WARNING")

@@ -11,7 +11,8 @@ rule that chooses, kept together so the command reads top to bottom.
 Writes `item_id[, location_id], timestamp, q_...` for the `horizon` steps after each series' last
 timestamp. `--model auto` backtests the candidate models (auto_candidates: the statistical ones always,
 LightGBM with enough history, the MQ forecasters on big data) over rolling origins
-half a horizon apart on the input itself, adds the median of the best three as an ensemble candidate,
+half a horizon apart on the input itself (4, more on small inputs so that a few hundred forecasts are
+scored), adds the median of the best three as an ensemble candidate,
 prints the table (wQL, P10-P90 coverage, MASE, WAPE, forecast volatility), and forecasts with the
 lowest mean weighted quantile loss (wQL) -- unless it is within 2 % of the best naive baseline, which
 then ships instead (`choose`). Bad input (check_history) ends with one line and exit code 2.
@@ -48,6 +49,10 @@ MQ_MIN_SERIES, MQ_MIN_ROWS = 1_000, 100_000
 # LightGBM (tabular features, any frequency) joins auto's candidates from this many observations on: one
 # pooled model needs a few thousand training rows to learn more than the naive forecasts already give
 LGBM_MIN_ROWS = 2_000
+# auto scores at least this many forecasts per candidate (series x horizon x windows): with a few series,
+# four windows score a few dozen points and the choice follows noise (elnino, one series: seasonal naive won
+# 4 windows, AutoETS 20 and the held-out test by 14 %); small inputs are cheap, so they get more windows
+DEFAULT_WINDOWS, MIN_SCORED, MAX_WINDOWS = 4, 240, 20
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 
@@ -204,6 +209,13 @@ def usable_windows(history: pd.DataFrame, freq: str, horizon: int, windows: int,
                for w in range(windows))
 
 
+def selection_windows(history: pd.DataFrame, horizon: int) -> int:
+    """auto's default window count: DEFAULT_WINDOWS, raised on small inputs until about MIN_SCORED
+    forecasts are scored (at most MAX_WINDOWS)."""
+    per_window = history.groupby(SERIES).ngroups * horizon
+    return max(DEFAULT_WINDOWS, min(MAX_WINDOWS, -(-MIN_SCORED // per_window)))
+
+
 def auto_candidates(history: pd.DataFrame, freq: str) -> list[str]:
     """auto's rule: the four statistical models always; LightGBM (at any frequency) from LGBM_MIN_ROWS
     observations on; the MQ forecasters (when installed) from MQ_MIN_SERIES series and MQ_MIN_ROWS
@@ -240,16 +252,17 @@ def median_forecast(frames: Sequence[pd.DataFrame], quantiles: Sequence[float],
 
 def backtest_models(history: pd.DataFrame, freq: str, horizon: int, quantiles: Sequence[float],
                     candidates: Sequence[str], *, seed: int = 0, epochs: int | None = None,
-                    windows: int = 4, forecasters: dict | None = None) -> pd.DataFrame:
+                    windows: int | None = None, forecasters: dict | None = None) -> pd.DataFrame:
     """One row per candidate (and the ensemble of the best ENSEMBLE_SIZE when there are that many):
-    pooled mean wQL, coverage of the outer quantiles, MASE, WAPE and volatility over rolling origins
-    `backtest_stride` apart (models/demand/backtest.py), and the time it took. Sorted best first.
+    pooled mean wQL, coverage of the outer quantiles, MASE, WAPE and volatility over `windows` (None:
+    selection_windows, 4 or more on small inputs) rolling origins `backtest_stride` apart
+    (models/demand/backtest.py), and the time it took. Sorted best first.
     `forecasters`, when given, receives each candidate's forecaster (e.g. LightGBM keeps its feature
     table for the final fit)."""
     from echelon.models.demand.backtest import backtest
 
     stride = min(backtest_stride(horizon), horizon)
-    usable = usable_windows(history, freq, horizon, windows, stride)
+    usable = usable_windows(history, freq, horizon, windows or selection_windows(history, horizon), stride)
     if usable == 0:
         raise ValueError(f"--model auto needs at least {3 * horizon} steps of history to backtest a "
                          f"horizon of {horizon}; choose a model with --model")
@@ -306,7 +319,7 @@ def fit_predict(model: str, history: pd.DataFrame, freq: str, horizon: int, quan
 def forecast_frame(history: pd.DataFrame, *, freq: str, horizon: int,
                    quantiles: Sequence[float] = QUANTILES, model: str = "auto", seed: int = 0,
                    epochs: int | None = None, candidates: Sequence[str] | None = None,
-                   windows: int = 4) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
+                   windows: int | None = None) -> tuple[pd.DataFrame, str, pd.DataFrame | None]:
     """Canonical history -> (forecasts in the output layout, chosen model, backtest table or None).
     `candidates` None: auto's own rule (auto_candidates)."""
     if horizon < 1:
@@ -340,8 +353,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help=f"models --model auto backtests (any of {', '.join(MODELS)}); default: the "
                              f"statistical models, LightGBM from {LGBM_MIN_ROWS} observations, the MQ models "
                              "on big data")
-    parser.add_argument("--backtest-windows", type=int, default=4,
-                        help="rolling origins --model auto backtests over (half a horizon apart)")
+    parser.add_argument("--backtest-windows", type=int, default=None,
+                        help=f"rolling origins --model auto backtests over, half a horizon apart (default "
+                             f"{DEFAULT_WINDOWS}, more on small inputs, up to {MAX_WINDOWS}, so that about "
+                             f"{MIN_SCORED} forecasts are scored)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same forecasts")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs of the neural models (default: recommended setting)")

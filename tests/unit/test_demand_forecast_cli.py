@@ -177,6 +177,28 @@ def test_auto_picks_naive_on_random_walks(tmp_path, capsys):
     assert printed.split("chosen model: ")[1].split()[0] == "naive", printed
 
 
+def test_auto_backtests_small_inputs_over_more_windows():
+    """A few series score few forecasts per window: auto adds windows (a stabler choice); many series keep
+    the default, and an explicit window count is honoured."""
+    from echelon.models.demand.base import canonical
+    from echelon.models.demand.forecast import DEFAULT_WINDOWS, MAX_WINDOWS, backtest_models
+
+    rng = np.random.default_rng(9)
+
+    def monthly(n_series):
+        return canonical(pd.concat([pd.DataFrame({"item_id": f"m{k}", "target": rng.poisson(30, 400),
+                                                  "timestamp": pd.date_range("1990-01-01", periods=400, freq="MS")})
+                                    for k in range(n_series)]))
+
+    def windows(frame, **kw):
+        return int(backtest_models(frame, "MS", 12, (0.1, 0.5, 0.9), ["naive"], **kw).loc[0, "windows"])
+
+    one, many = monthly(1), monthly(30)
+    assert windows(one) == MAX_WINDOWS > DEFAULT_WINDOWS
+    assert windows(many) == DEFAULT_WINDOWS
+    assert windows(one, windows=3) == 3
+
+
 def test_auto_picks_a_seasonal_model_on_a_clean_seasonal_series(tmp_path, capsys):
     rng = np.random.default_rng(12)
     t = np.arange(140)
