@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon.jobs.callouts.ingest import read_any
-from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
+from echelon.callout_logs import TimestampError, parse_utc, read_any
 from echelon.models.callouts import ope, reward
 from echelon.models.callouts.policy import METHODS, serving_table
 from echelon.models.callouts.world import WINDOW_DAYS
