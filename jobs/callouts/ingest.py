@@ -8,7 +8,7 @@ For partition ds it publishes
                                   impression was shown (up to WINDOW_DAYS before)
 
 Two sources:
-- world (default): the synthetic shopper world (models/callouts/world.py) serves day ds from the serving
+- world (default): the synthetic shopper world (jobs/callouts/world.py) serves day ds from the serving
   table published for ds - 1 (uniform before the first one), so the bandit's choices shape its own logs.
   The clicks of ds's impressions, which arrive over the next days, go to source/callouts/click_stream.
 - logs: a folder with impressions.csv|parquet and clicks.csv|parquet spanning any number of days (and
@@ -31,8 +31,7 @@ import pandas as pd
 from echelon import lake
 from echelon.callout_logs import TimestampError, parse_utc, read_any
 from echelon.catalog.callouts import CATALOG, CLICK_STREAM, CLICKS, IMPRESSIONS, SERVING
-from echelon.jobs.callouts import gates
-from echelon.models.callouts import world as W
+from echelon.jobs.callouts import gates, world as W
 from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from echelon.callout_logs import TimestampError, parse_utc, read_any
+from echelon.catalog.callouts import WINDOW_DAYS
 from echelon.models.callouts import ope, reward
 from echelon.models.callouts.policy import METHODS, serving_table
-from echelon.models.callouts.world import WINDOW_DAYS
 
 ACTION = ["callout_id", "layout_id"]
 REWARD_MODELS = {"eb": "eb", "cell": None, "logistic": "logistic", "trees": "boosted"}   # flag -> reward.MODELS
