@@ -76,8 +76,9 @@ def test_the_environment_is_read_only_in_settings():
 # call) is the one place that imports both layers.
 STEPS_MODULES = {f"models/{d}/steps.py" for d in ("demand", "placement", "capacity", "damage", "callouts")}
 # Tools that drive model code against a domain's synthetic world (jobs/<domain>/world.py) join the two layers
-# as a steps module does: `echelon callouts simulate` runs the bandit policies on the shopper world.
-JOINING_TOOLS = {"models/callouts/simulate.py"}
+# as a steps module does: `echelon callouts simulate` runs the bandit policies on the shopper world, and
+# damage's demo builds a tiny image world and trains a model on it (for tests and a quick look).
+JOINING_TOOLS = {"models/callouts/simulate.py", "models/damage/demo.py"}
 # Crossings not yet removed (issue 17), each named so the list can only shrink: a new one fails below.
 KNOWN_CROSSINGS: set[tuple[str, str]] = set()
 
