@@ -18,7 +18,7 @@ from scipy import special
 from echelon.models.callouts import layouts
 from echelon.models.callouts.plots import regret_plot
 from echelon.models.callouts.simulate import simulate, summary
-from echelon.models.callouts.world import COMPONENTS, make_world
+from echelon.jobs.callouts.world import COMPONENTS, make_world
 
 METHODS_SHOWN = {"model_top_two": "model + top-two TS", "model_thompson": "model + plain TS",
                  "uniform_48": "uniform 48-arm test"}

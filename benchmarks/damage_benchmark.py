@@ -27,7 +27,7 @@ from echelon.models.damage import images as im
 from echelon.models.damage import model as md
 from echelon.models.damage import supervised as sv
 from echelon.models.damage import texture as tx
-from echelon.models.damage import world
+from echelon.jobs.damage import world
 
 TILES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic_tile"
 SIGNALS = {"supervised": "score_supervised", "anomaly": "score_anomaly", "fusion": "score"}

@@ -255,7 +255,7 @@ def _markdown(table: pd.DataFrame) -> str:
 def tune(data: pd.DataFrame, grid: list[dict] = TUNING_GRID) -> pd.DataFrame:
     """Score each grid entry on the two earlier windows only (one feature table, fit_features with a
     cutoff per origin: the same rows `fit` would see, since every feature is known at its date)."""
-    from echelon.jobs.demand.features import features_pandas
+    from echelon.demand_features import features_pandas
     from echelon.models.demand.metrics import evaluate
 
     features = features_pandas(data)

@@ -59,7 +59,7 @@ def world_csv(path: Path = DATA) -> Path:
 
 def lightgbm_alone(source: Path) -> list[dict]:
     from echelon.models.demand.backtest import backtest
-    from echelon.models.demand.formats import read_any
+    from echelon.formats import read_any
     from echelon.models.demand.lgbm import LightGBMForecaster
 
     history = read_any(source)

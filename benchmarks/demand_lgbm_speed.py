@@ -93,7 +93,7 @@ def fit_and_score(name: str, overrides: dict, features: pd.DataFrame, origin: pd
 
 def world_features() -> tuple[pd.DataFrame, pd.Timestamp]:
     from echelon.jobs.demand import world
-    from echelon.jobs.demand.features import build_features
+    from echelon.demand_features import build_features
     from echelon.spark import get_spark
 
     spark = get_spark("bench-lgbm", master="local[2]")
@@ -107,7 +107,7 @@ def world_features() -> tuple[pd.DataFrame, pd.Timestamp]:
 def store_item_features() -> tuple[pd.DataFrame, list[pd.Timestamp]]:
     from demand_accuracy import WINDOWS, load_store_item
 
-    from echelon.jobs.demand.features import features_pandas
+    from echelon.demand_features import features_pandas
     from echelon.models.demand.backtest import window_origins
 
     data = load_store_item()

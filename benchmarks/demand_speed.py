@@ -29,7 +29,7 @@ DS = "2026-11-20"
 
 def feature_throughput(sizes: list[int], workdir: Path) -> list[dict]:
     from echelon.jobs.demand import world
-    from echelon.jobs.demand.features import build_features
+    from echelon.demand_features import build_features
     from echelon.spark import get_spark
 
     spark = get_spark("bench-demand-features", master="local[2]")

@@ -9,6 +9,11 @@ from echelon.catalog.table import Table
 QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+# A series is (item_id, location_id): the key of the history frame and of the forecasts (models/demand/base.py
+# re-exports it; echelon/formats.py reads files into frames keyed by it).
+SERIES = ["item_id", "location_id"]
+
+
 def qcol(q: float) -> str:
     """Column name of a quantile: 0.1 -> 'q_0.1'."""
     return f"q_{q:g}"

@@ -8,12 +8,12 @@ For partition ds it publishes
                                   impression was shown (up to WINDOW_DAYS before)
 
 Two sources:
-- world (default): the synthetic shopper world (models/callouts/world.py) serves day ds from the serving
+- world (default): the synthetic shopper world (jobs/callouts/world.py) serves day ds from the serving
   table published for ds - 1 (uniform before the first one), so the bandit's choices shape its own logs.
   The clicks of ds's impressions, which arrive over the next days, go to source/callouts/click_stream.
 - logs: a folder with impressions.csv|parquet and clicks.csv|parquet spanning any number of days (and
   optionally catalog.csv); rows are selected by the day of shown_at / clicked_at, parsed to UTC whatever
-  mix of ISO 8601 variants or other formats a column holds (jobs/callouts/timestamps.py). `echelon callouts obd`
+  mix of ISO 8601 variants or other formats a column holds (echelon/callout_logs.py). `echelon callouts obd`
   writes the Open Bandit Dataset in this format.
 
 CLI: python -m echelon.jobs.callouts.ingest --ds 2026-11-20 [--logs DIR]
@@ -29,10 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from echelon import lake
-from echelon.jobs.callouts import gates
+from echelon.callout_logs import TimestampError, parse_utc, read_any
 from echelon.catalog.callouts import CATALOG, CLICK_STREAM, CLICKS, IMPRESSIONS, SERVING
-from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
-from echelon.models.callouts import world as W
+from echelon.jobs.callouts import gates, world as W
 from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -73,15 +72,6 @@ def from_world(ds: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     clicks = clicks[clicks["clicked_at"].dt.date == day].reset_index(drop=True)
     catalog = W.catalog_for(world, day)
     return catalog, impressions, clicks
-
-
-def read_any(folder: Path, name: str) -> pd.DataFrame | None:
-    """<folder>/<name>.parquet or .csv as a frame, None when neither exists (also read by `callouts ope`)."""
-    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        path = folder / f"{name}{suffix}"
-        if path.exists():
-            return reader(path)
-    return None
 
 
 def _times(values: pd.Series, column: str, source: str) -> pd.Series:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from echelon.jobs.callouts.timestamps import parse_utc
+from echelon.callout_logs import parse_utc
 from echelon.settings import PROJECT_ROOT
 
 DEFAULT_ROOT = PROJECT_ROOT.parent / "shared" / "data" / "obd"

@@ -14,7 +14,7 @@ ds reads source partition ds, or else the latest one whose date is >= ds (saying
 and S come from the source history (the price/promo calendar as it happened), the rest from its plan.
 
 A user file in the documented long format or the Kaggle store-item format (read by
-models/demand/formats.py) can be ingested instead with --input; its plan holds only rows of the file
+echelon/formats.py) can be ingested instead with --input; its plan holds only rows of the file
 dated after ds without a target, if any.
 
 CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--input FILE.csv]
@@ -149,8 +149,8 @@ def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[
 # ----------------------------------------------------------------------------------------------
 
 def read_user_file(path: str | Path) -> pd.DataFrame:
-    """A long-format or Kaggle store-item file -> canonical frame (models/demand/formats.py)."""
-    from echelon.models.demand.formats import read_any
+    """A long-format or Kaggle store-item file -> canonical frame (echelon/formats.py)."""
+    from echelon.formats import read_any
 
     return read_any(path)
 

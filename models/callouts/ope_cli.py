@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon.jobs.callouts.ingest import read_any
-from echelon.jobs.callouts.timestamps import TimestampError, parse_utc
+from echelon.callout_logs import TimestampError, parse_utc, read_any
+from echelon.catalog.callouts import WINDOW_DAYS
 from echelon.models.callouts import ope, reward
 from echelon.models.callouts.policy import METHODS, serving_table
-from echelon.models.callouts.world import WINDOW_DAYS
 
 ACTION = ["callout_id", "layout_id"]
 REWARD_MODELS = {"eb": "eb", "cell": None, "logistic": "logistic", "trees": "boosted"}   # flag -> reward.MODELS

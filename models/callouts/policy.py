@@ -12,7 +12,7 @@ import pandas as pd
 
 from echelon.models.callouts import bandits, layouts
 from echelon.models.callouts.contextual import ContextualTS
-from echelon.models.callouts.world import COMPONENTS, all_layouts
+from echelon.catalog.callouts import COMPONENTS, all_layouts
 
 METHODS = ("flat_ts", "meta_ts", "contextual")
 SERVING_COLUMNS = ["segment", "callout_id", "layout_id", "probability"]

@@ -28,7 +28,7 @@ import pandas as pd
 
 from echelon.models.callouts import bandits
 from echelon.models.callouts.contextual import ContextualTS
-from echelon.models.callouts.world import FAMILIES, SEGMENTS, WINDOW_DAYS, World, make_world
+from echelon.jobs.callouts.world import FAMILIES, SEGMENTS, WINDOW_DAYS, World, make_world
 
 log = logging.getLogger(__name__)
 POLICIES = ("uniform", "flat_ts", "meta_ts", "contextual")

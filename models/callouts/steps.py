@@ -30,9 +30,10 @@ def feedback(ds: str) -> dict:
 
 
 def train(ds: str) -> dict:
+    from echelon.jobs.callouts.world import true_rates
     from echelon.models.callouts import train as job
 
-    return job.train(ds)
+    return job.train(ds, truth=true_rates(ds))
 
 
 def evaluate_and_promote(ds: str) -> dict:

@@ -94,20 +94,11 @@ class CalloutPolicy(mlflow.pyfunc.PythonModel):
         return self.table[self.table["segment"].isin(pd.DataFrame(model_input)["segment"])].reset_index(drop=True)
 
 
-def _truth(ds: str):
-    """The synthetic world's true rates for the serving day, when the logs come from it (else None)."""
-    if get_settings().callouts.logs:
-        return None
-    from echelon.models.callouts.world import configured_world
+def train(ds: str, seed: int | None = None, truth: tuple | None = None) -> dict:
+    """Fit every candidate on the training window, evaluate off-policy, register the best as @challenger.
 
-    world = configured_world()
-    day = dt.date.fromisoformat(ds) + dt.timedelta(days=1)
-    rates = world.rates(day, with_layouts=True)
-    return rates, world.segment_weight
-
-
-def train(ds: str, seed: int | None = None) -> dict:
-    """Fit every candidate on the training window, evaluate off-policy, register the best as @challenger."""
+    truth: (true rates of the serving day, segment weights) when the logs come from the synthetic world
+    (the steps module passes jobs/callouts/world.true_rates): each candidate's true click rate and regret."""
     from echelon.models.callouts.policy import best_rate, expected_rate
 
     ds = lake.parse_ds(ds)
@@ -118,7 +109,6 @@ def train(ds: str, seed: int | None = None) -> dict:
     train_logs, eval_logs = split(logs, ds)
     folder = report_dir(ds)
     folder.mkdir(parents=True, exist_ok=True)
-    truth = _truth(ds)
     rows, tables = [], {}
     with tracking.run("callouts", ds, "train", stage="train"):
         mlflow.log_params({"candidates": ",".join(candidates()), "eval_days": eval_days(), "seed": seed,

@@ -14,7 +14,7 @@ def tiny(root: Path, seed: int = 7, epochs: int = 3) -> tuple[Path, Path]:
     """(world folder, model folder) under `root`, created when missing."""
     from echelon.models.damage import images as im
     from echelon.models.damage import model as md
-    from echelon.models.damage import world
+    from echelon.jobs.damage import world
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from echelon.models.damage import fusion as fz
 from echelon.models.damage import gallery as gl
 from echelon.models.damage import images as im
 from echelon.models.damage import supervised as sv
-from echelon.models.damage.world import DAMAGE_TYPES
+from echelon.catalog.damage import DAMAGE_TYPES
 
 log = logging.getLogger(__name__)
 OUTPUT = ["image_id", "item_id", "score_supervised", "score_anomaly", "score", "decision", "damage_type"]

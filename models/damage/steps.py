@@ -61,7 +61,7 @@ report_dir = functools.partial(settings.report_dir, "damage", by="batch")
 
 def world(ds: str) -> dict:
     """The synthetic labelled world the scheduled training uses by default (generated once per seed)."""
-    from echelon.models.damage import world as gen
+    from echelon.jobs.damage import world as gen
 
     root = world_dir()
     if not (root / "valid.csv").exists():
@@ -389,9 +389,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-refresh", action="store_true", help="do not refresh galleries of drifted products")
     p.set_defaults(func=tools.cli_score)
     p = sub.add_parser("world", help="generate a synthetic labelled image world")
-    from echelon.models.damage import world as gen
+    from echelon.jobs.damage import world as gen
     gen.add_arguments(p)
-    p.set_defaults(func=tools.cli_world)
+    p.set_defaults(func=gen.main)
     p = sub.add_parser("step", help="one pipeline step, exactly as the DAGs run it")
     p.add_argument("step", choices=list(STEPS))
     p.add_argument("--ds", required=True)

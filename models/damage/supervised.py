@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from echelon.models.damage.world import DAMAGE_TYPES
+from echelon.catalog.damage import DAMAGE_TYPES
 from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""`echelon damage train|score|world` on files (without --ds): a model folder trained from manifests, a
-batch manifest scored with it, a synthetic labelled image world. No lake, no MLflow."""
+"""`echelon damage train|score` on files (without --ds): a model folder trained from manifests, a batch
+manifest scored with it (`echelon damage world` is jobs/damage/world.py's own CLI). No lake, no MLflow."""
 from __future__ import annotations
 
 from echelon.models.damage.steps import read_pending, write_pending
@@ -46,9 +46,3 @@ def cli_score(args) -> int:
         print(f"galleries refreshed for {sorted(refreshed)} and saved into {args.model}")
     print(f"{len(scores)} images scored, {int((scores['decision'] == 'sideline').sum())} sidelined -> {args.output}")
     return 0
-
-
-def cli_world(args) -> int:
-    from echelon.models.damage import world as gen
-
-    return gen.main(args)

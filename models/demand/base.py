@@ -18,9 +18,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from echelon.catalog.demand import QUANTILES, qcol, qcols  # noqa: F401  (the published contract's)
-
-SERIES = ["item_id", "location_id"]
+from echelon.catalog.demand import QUANTILES, SERIES, qcol, qcols  # noqa: F401  (the published contract's)
 
 
 def sort_quantiles(forecasts: pd.DataFrame, quantiles: Sequence[float] = QUANTILES) -> pd.DataFrame:

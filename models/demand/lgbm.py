@@ -49,8 +49,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from echelon.jobs.demand.features import (CALENDAR_FEATURES, DOW_MEAN_FEATURES, LAG_FEATURES, LAGS,
-                                          ROLLING_FEATURES, features_pandas)
+from echelon.demand_features import (CALENDAR_FEATURES, DOW_MEAN_FEATURES, LAG_FEATURES, LAGS, ROLLING_FEATURES,
+                                     features_pandas)
 from echelon.models.demand import tabular_features as tabular
 from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol, sort_quantiles
 from echelon.settings import get_settings
@@ -105,7 +105,7 @@ def _prepare_features(features: pd.DataFrame) -> pd.DataFrame:
     missing = sorted(set(needed) - set(features.columns))
     if missing:
         raise FeatureTableError(f"feature table lacks column(s) {missing}: build it with "
-                                f"echelon.jobs.demand.features.build_features")
+                                f"echelon.demand_features.build_features")
     f = features.copy()
     for col in SERIES:
         f[col] = f[col].astype(str)

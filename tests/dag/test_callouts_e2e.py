@@ -171,7 +171,7 @@ def test_bad_clicks_are_rejected_naming_each_problem(published):
     from echelon.expectations.gate import GateFailed
     from echelon.jobs.callouts import gates
     from echelon.catalog.callouts import CLICKS, IMPRESSIONS
-    from echelon.models.callouts.world import WINDOW_DAYS
+    from echelon.catalog.callouts import WINDOW_DAYS
 
     shown = lake.read(IMPRESSIONS, DS).drop(columns="ds")
     late = shown[shown["shown_at"] >= pd.Timestamp(f"{DS} 01:00", tz="UTC")].iloc[0]

@@ -8,7 +8,7 @@ from echelon.cli import main as echelon
 from echelon.models.damage import demo
 from echelon.models.damage import images as im
 from echelon.models.damage import model as md
-from echelon.models.damage import world
+from echelon.jobs.damage import world
 
 
 @pytest.fixture(scope="module")

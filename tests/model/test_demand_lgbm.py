@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echelon.jobs.demand.features import features_pandas
+from echelon.demand_features import features_pandas
 from echelon.models.demand.backtest import backtest
 from echelon.models.demand.base import qcols
 from echelon.models.demand.lgbm import FeatureTableError, LightGBMForecaster

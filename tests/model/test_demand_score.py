@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from echelon import tracking
-from echelon.jobs.demand.features import features_pandas
+from echelon.demand_features import features_pandas
 from echelon.models.demand.base import qcols
 from echelon.models.demand.lgbm import LightGBMForecaster
 from echelon.models.demand.naive import SeasonalNaiveForecaster

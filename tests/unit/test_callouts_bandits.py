@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from echelon.models.callouts import bandits, bayeslogit, layouts
 from echelon.models.callouts.simulate import run_policy
-from echelon.models.callouts.world import make_world
+from echelon.jobs.callouts.world import make_world
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,7 +7,7 @@ import pandas as pd
 from echelon import lake
 from echelon.jobs.callouts import feedback
 from echelon.catalog.callouts import CLICKS, IMPRESSIONS
-from echelon.models.callouts.world import WINDOW_DAYS
+from echelon.catalog.callouts import WINDOW_DAYS
 
 DAYS = [dt.date(2026, 11, 10) + dt.timedelta(days=k) for k in range(6)]   # 3 mature, 3 still pending
 

@@ -7,7 +7,7 @@ import pytest
 
 from echelon.models.damage import fusion as fz
 from echelon.models.damage import gallery as gl
-from echelon.models.damage import world
+from echelon.jobs.damage import world
 
 
 def photos(product, n, key, damage=None, size=64):

@@ -4,7 +4,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from echelon.models.damage import world
+from echelon.jobs.damage import world
 
 
 def digest(folder):

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from echelon import lake
+from echelon.demand_features import features_pandas
 from echelon.jobs.demand import features as job
 from echelon.spark import get_spark
 
@@ -40,7 +41,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def built(spark):
-    return job.features_pandas(_history(), future=_future(), spark=spark)
+    return features_pandas(_history(), future=_future(), spark=spark)
 
 
 def _row(frame, item, date):
@@ -116,7 +117,7 @@ def test_no_leakage_changing_a_later_target(spark, built):
     change_day = START + pd.Timedelta(days=20)
     changed = history.copy()
     changed.loc[(changed["item_id"] == "A") & (changed["timestamp"] == change_day), "target"] = 1000.0
-    rebuilt = job.features_pandas(changed, future=_future(), spark=spark)
+    rebuilt = features_pandas(changed, future=_future(), spark=spark)
     before = built[built["date"] < change_day].reset_index(drop=True)
     pd.testing.assert_frame_equal(before, rebuilt[rebuilt["date"] < change_day].reset_index(drop=True))
     # and the change does reach the later rows (of A and, through the category, of B)
@@ -128,7 +129,7 @@ def test_no_leakage_changing_a_later_target(spark, built):
 def test_missing_day_gives_null_lag_not_a_shifted_value(spark):
     history = _history()
     history = history[~((history["item_id"] == "A") & (history["timestamp"] == START + pd.Timedelta(days=9)))]
-    frame = job.features_pandas(history[history["item_id"] == "A"], spark=spark)
+    frame = features_pandas(history[history["item_id"] == "A"], spark=spark)
     row = _row(frame, "A", START + pd.Timedelta(days=10))
     assert np.isnan(row["lag_1"]) and row["lag_2"] == 8
     assert row["roll_mean_7"] == pytest.approx(np.mean([4, 5, 6, 7, 8, 10]))

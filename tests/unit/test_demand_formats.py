@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echelon.models.demand.formats import (
+from echelon.formats import (
     InputFormatError,
     detect_format,
     read_any,

@@ -1,4 +1,7 @@
-"""Bring-your-own-data readers: user files -> the canonical long frame of `base.py`.
+"""Bring-your-own-data readers: user files -> the canonical long frame of `models/demand/base.py`.
+
+Plumbing, not a model: pure pandas file I/O shared by the ingest job (jobs/demand/ingest.py) and the
+`echelon forecast` tool (models/demand/forecast.py), so it sits in echelon/ where both layers may import it.
 
 Formats understood (`read_any` tells them apart from the columns):
 
@@ -26,7 +29,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from echelon.models.demand.base import SERIES
+from echelon.catalog.demand import SERIES
 
 log = logging.getLogger(__name__)
 

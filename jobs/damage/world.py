@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-DAMAGE_TYPES = ["crush", "tear", "hole", "deconstruction", "spill", "broken_set"]
+from echelon.catalog.damage import DAMAGE_TYPES
+
 KINDS = ["box", "mailer", "bottle", "blister"]
 ARTWORK = ["stripes", "band", "logo", "checker"]
 CANVAS = 128   # rendered at 128 px, then downsampled to `size` (antialiasing for free)

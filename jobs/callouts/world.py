@@ -3,7 +3,8 @@ layouts whose four components interact, and clicks that arrive with delay.
 
 Deterministic by seed: the world's truths come from `make_world(seed)`, and a day of traffic from
 `simulate_day(world, day, policy, seed)` with a generator seeded by (seed, day). The world is pure numpy so
-the simulator and the nightly pipeline (jobs/callouts/ingest.py in world mode) share one definition.
+the simulator (`echelon callouts simulate`) and the nightly pipeline (jobs/callouts/ingest.py in world mode)
+share one definition. The layout grid is the serving contract's, in echelon/catalog/callouts.py.
 
 P(click within the attribution window | segment s, callout c, layout l) =
     sigmoid(base + segment[s] + affinity[s, family(c)] + value_coef[s] * value(c) + idio[c] + layout[l])
@@ -19,37 +20,13 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from echelon.catalog.callouts import WINDOW_DAYS  # noqa: F401  (the attribution window of the clicks contract)
+from echelon.catalog.callouts import (  # noqa: F401  (the layout grid and attribution window of the contract)
+    COMPONENTS, WINDOW_DAYS, all_layouts, layout_id, parse_layout)
 
 SEGMENTS = ["new_visitor", "occasional", "frequent", "student", "family", "business"]
 FAMILIES = ["shipping", "video", "music", "grocery", "photos", "reading"]
-COMPONENTS = {"headline": 3, "body": 2, "image": 4, "reviews": 2}   # 3 * 2 * 4 * 2 = 48 layouts
 IMPRESSION_COLUMNS = ["impression_id", "segment", "callout_id", "layout_id", "position", "propensity", "shown_at"]
 CLICK_COLUMNS = ["impression_id", "clicked_at"]
-
-
-def configured_world() -> "World":
-    """The synthetic world of the settings (ECHELON_CALLOUTS_SEED, _WORLD_START): what ingest serves from."""
-    from echelon.settings import get_settings
-
-    config = get_settings().callouts.world
-    return make_world(config["seed"], start=config["start"], days=400)
-
-
-def all_layouts() -> pd.DataFrame:
-    """Every layout: layout_id 'h0-b1-i2-r0' plus one integer column per component."""
-    grid = list(itertools.product(*[range(k) for k in COMPONENTS.values()]))
-    frame = pd.DataFrame(grid, columns=list(COMPONENTS))
-    frame.insert(0, "layout_id", [layout_id(row) for row in grid])
-    return frame
-
-
-def layout_id(levels) -> str:
-    return "-".join(f"{name[0]}{level}" for name, level in zip(COMPONENTS, levels))
-
-
-def parse_layout(lid: str) -> tuple[int, ...]:
-    return tuple(int(part[1:]) for part in lid.split("-"))
 
 
 @dataclass
@@ -128,6 +105,26 @@ def make_world(seed: int = 42, start: str | dt.date = "2026-10-01", days: int = 
         pair={(a, b): rng.normal(0, 0.15, (COMPONENTS[a], COMPONENTS[b]))
               for a, b in itertools.combinations(names, 2)},
     )
+
+
+def configured_world() -> "World":
+    """The synthetic world of the settings (ECHELON_CALLOUTS_SEED, _WORLD_START): what ingest serves from."""
+    from echelon.settings import get_settings
+
+    config = get_settings().callouts.world
+    return make_world(config["seed"], start=config["start"], days=400)
+
+
+def true_rates(ds: str):
+    """The configured world's true rates for the serving day ds + 1 and its segment weights, when the logs
+    come from it (else None): what the train step scores each candidate's table against."""
+    from echelon.settings import get_settings
+
+    if get_settings().callouts.logs:
+        return None
+    world = configured_world()
+    day = dt.date.fromisoformat(ds) + dt.timedelta(days=1)
+    return world.rates(day, with_layouts=True), world.segment_weight
 
 
 def catalog_for(world: World, day: dt.date) -> pd.DataFrame:

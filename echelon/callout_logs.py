@@ -1,4 +1,8 @@
-"""One robust timestamp parser for every callouts log reader (logs folders, the Open Bandit Dataset, ope).
+"""Reading a callouts logs folder: its files (`read_any`) and one robust timestamp parser for every callouts log
+reader (logs folders, the Open Bandit Dataset, ope).
+
+Plumbing, not a job: file I/O shared by the ingest and OBD jobs (jobs/callouts/) and the `echelon callouts ope`
+tool (models/callouts/ope_cli.py), so it sits in echelon/, which both layers may import.
 
 Real logs mix formats in one column: `2019-11-24 00:00:34.762830+00:00` next to `2019-11-24T00:00:34Z`,
 a row without fractional seconds, another with a different offset. pandas infers ONE format from the first
@@ -9,7 +13,18 @@ offending rows: a row silently dropped by its day filter would be data lost.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+
+
+def read_any(folder: Path, name: str) -> pd.DataFrame | None:
+    """<folder>/<name>.parquet or .csv as a frame, None when neither exists."""
+    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
+        path = folder / f"{name}{suffix}"
+        if path.exists():
+            return reader(path)
+    return None
 
 
 class TimestampError(ValueError):
