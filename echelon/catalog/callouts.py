@@ -1,9 +1,13 @@
 """The callouts domain's tables, and the layout grid of the serving table's layout_id."""
-import itertools
+from __future__ import annotations
 
-import pandas as pd
+import itertools
+from typing import TYPE_CHECKING
 
 from echelon.catalog.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A layout is one level per component; its layout_id is 'h0-b1-i2-r0'. The policies (models/) and the
 # synthetic world (jobs/) both enumerate it.
@@ -20,6 +24,8 @@ SERVING = Table("published", "callouts", "serving", suite="callouts_serving")   
 
 def all_layouts() -> pd.DataFrame:
     """Every layout: layout_id 'h0-b1-i2-r0' plus one integer column per component."""
+    import pandas as pd   # here, not at the top: the DAG files import the catalog and must stay light
+
     grid = list(itertools.product(*[range(k) for k in COMPONENTS.values()]))
     frame = pd.DataFrame(grid, columns=list(COMPONENTS))
     frame.insert(0, "layout_id", [layout_id(row) for row in grid])
