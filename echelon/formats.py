@@ -230,16 +230,22 @@ def _to_canonical(frame: pd.DataFrame, source: str, names: Mapping[str, str]) ->
 # Long and store-item formats
 # ----------------------------------------------------------------------------------------------
 
+def _read_requiring(path: Path, required, columns: str, suggest: bool = False) -> pd.DataFrame:
+    """The file as a frame, or one error naming the missing `columns` (a template for the list) and what it has."""
+    frame = _read_table(path)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        present = [c for c in frame.columns if c != "line"]
+        raise _fail(str(path), f"missing {columns.format(missing)}; found {present}",
+                    hint=_rename_hint(missing, present) if suggest else None)
+    return frame
+
+
 def read_long(path: str | Path) -> pd.DataFrame:
     """The documented long format -> canonical frame."""
     path = Path(path)
-    frame = _read_table(path)
-    missing = [c for c in LONG_REQUIRED if c not in frame.columns]
-    if missing:
-        present = [c for c in frame.columns if c != "line"]
-        raise _fail(str(path), f"missing required column(s) {missing} of the long format "
-                    f"(item_id, timestamp, target[, location_id, price, promo, category]); "
-                    f"found {present}", hint=_rename_hint(missing, present))
+    frame = _read_requiring(path, LONG_REQUIRED, "required column(s) {} of the long format (item_id, timestamp, "
+                            "target[, location_id, price, promo, category])", suggest=True)
     extra = [c for c in frame.columns if c not in (*LONG_REQUIRED, *LONG_OPTIONAL, "line")]
     if extra:
         log.info("%s: ignoring columns %s (not part of the long format)", path, extra)
@@ -249,12 +255,7 @@ def read_long(path: str | Path) -> pd.DataFrame:
 def read_store_item(path: str | Path) -> pd.DataFrame:
     """Kaggle "Store Item Demand Forecasting" (`date,store,item,sales`) -> canonical frame."""
     path = Path(path)
-    frame = _read_table(path)
-    missing = [c for c in STORE_ITEM_COLUMNS if c not in frame.columns]
-    if missing:
-        present = [c for c in frame.columns if c != "line"]
-        raise _fail(str(path), f"missing column(s) {missing} of the store-item format "
-                    f"(date, store, item, sales); found {present}")
+    frame = _read_requiring(path, STORE_ITEM_COLUMNS, "column(s) {} of the store-item format (date, store, item, sales)")
     names = {"item_id": "item", "location_id": "store", "timestamp": "date", "target": "sales"}
     return _to_canonical(frame, str(path), names)
 
