@@ -178,9 +178,8 @@ def training_split(history: pd.DataFrame, cutoff, horizon: int, *, max_training_
     if not validation or train_end - first < pd.Timedelta(days=2 * horizon):
         train_end = cutoff
     series = history[SERIES + ["category"]].drop_duplicates(SERIES).sort_values(SERIES).reset_index(drop=True)
-    pairs = max(1, max_training_rows // horizon)             # (series, origin) pairs the budget allows
-    per_series = int(min(max_origins_per_series, max(MIN_ORIGINS_PER_SERIES, pairs // max(len(series), 1))))
-    n_train = min(len(series), max(1, pairs // per_series))
+    pairs, per_series, n_train = tabular.origin_budget(len(series), horizon, max_training_rows,
+                                                       max_origins_per_series, MIN_ORIGINS_PER_SERIES)
     train_series = _sample(series, n_train, rng)
 
     candidates = history.loc[history["date"] < train_end, SERIES + ["category", "date"]]

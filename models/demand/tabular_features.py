@@ -204,6 +204,15 @@ def design(table: SeriesArrays, origins: np.ndarray, horizon: int, *, last_step:
     return frame
 
 
+def origin_budget(n_series: int, horizon: int, max_training_rows: int, max_origins_per_series: int,
+                  min_origins_per_series: int) -> tuple[int, int, int]:
+    """The row budget as (series, origin) pairs, origins per series within [min, max], and how many series
+    train: every series while the minimum fits, a sample past that. Shared by both feature builders' splits."""
+    pairs = max(1, max_training_rows // horizon)
+    per_series = int(min(max_origins_per_series, max(min_origins_per_series, pairs // max(n_series, 1))))
+    return pairs, per_series, min(n_series, max(1, pairs // per_series))
+
+
 def split_origins(table: SeriesArrays, cutoff_step: int, horizon: int, *, max_training_rows: int,
                   max_origins_per_series: int, min_origins_per_series: int, valid_share: float,
                   validation: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
@@ -215,9 +224,8 @@ def split_origins(table: SeriesArrays, cutoff_step: int, horizon: int, *, max_tr
     if not validation or train_end < 2 * horizon:
         train_end = cutoff_step
     series = np.unique(table.start)
-    pairs = max(1, max_training_rows // horizon)
-    per_series = int(min(max_origins_per_series, max(min_origins_per_series, pairs // max(len(series), 1))))
-    n_train = min(len(series), max(1, pairs // per_series))
+    pairs, per_series, n_train = origin_budget(len(series), horizon, max_training_rows,
+                                               max_origins_per_series, min_origins_per_series)
     candidates = np.flatnonzero(table.step < train_end)
     if n_train < len(series):
         chosen = np.sort(rng.choice(series, size=n_train, replace=False))
