@@ -5,6 +5,8 @@ Suites are data, one JSON file per table in expectations/suites/:
      "derived_columns": {"_col": "<Spark SQL expression>"},   # checks GX has no built-in for
      "expectations": [{"type": "expect_...", "kwargs": {...}}, ...]}
 Columns with dots (q_0.1) are named with underscores (q_0_1) in suites, see `validate`.
+A suite that checks forecast quantiles says `"quantile_columns": {"min_value": 0}`: the columns, their not-null
+checks, the lowest one's bounds and the monotone order come from the contract (echelon.catalog.demand.QUANTILES).
 Kwargs may reference run-time parameters as {"$PARAMETER": "ds"} (the partition date, row-count bounds).
 
 A failed gate raises GateFailed with the table, the partition, each failed expectation and a few offending
@@ -55,7 +57,25 @@ def load_suite(name: str) -> dict:
     path = SUITES / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"no expectation suite {name!r} (looked for {path})")
-    return json.loads(path.read_text())
+    return with_quantile_checks(json.loads(path.read_text()))
+
+
+def with_quantile_checks(spec: dict) -> dict:
+    """Expand a suite's `quantile_columns` block into the contract's columns and their expectations."""
+    bounds = spec.get("quantile_columns")
+    if bounds is None:
+        return spec
+    from echelon.catalog.demand import qcols
+
+    names = qcols()
+    columns = [c.replace(".", "_") for c in names]
+    checks = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in columns]
+    checks.append({"type": "expect_column_values_to_be_between", "kwargs": {"column": columns[0], **bounds}})
+    checks += [{"type": "expect_column_pair_values_a_to_be_greater_than_b",
+                "kwargs": {"column_A": upper, "column_B": lower, "or_equal": True}}
+               for lower, upper in zip(columns, columns[1:])]
+    return {**spec, "required_columns": [*spec.get("required_columns", []), *names],
+            "expectations": [*spec["expectations"], *checks]}
 
 
 def _finite_check(frame) -> str:

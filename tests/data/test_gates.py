@@ -113,8 +113,8 @@ def test_nan_or_infinite_features(spark, lake_dir):
     assert_untouched(manifest, FEATURES)
 
 
-def forecast_rows(q5=5.0):
-    qs = [1.0, 2.0, 3.0, 4.0, q5, 6.0, 7.0, 8.0, 9.0]
+def forecast_rows(q5=5.0, q1=1.0):
+    qs = [q1, 2.0, 3.0, 4.0, q5, 6.0, 7.0, 8.0, 9.0]
     return [("A", "L1", dt.date(2026, 11, 21) + dt.timedelta(days=h - 1), h, *qs, "m/1") for h in (1, 2)]
 
 
@@ -128,6 +128,9 @@ def test_non_monotone_quantiles(spark, lake_dir):
     manifest = lake.publish(good, FORECASTS, DS, gate=gate("demand_forecasts", FORECASTS, DS, FORECAST_PARAMS))
     message = publish_bad(spark, forecast_rows(q5=3.5), FORECAST_SCHEMA, FORECASTS, "demand_forecasts", FORECAST_PARAMS)
     assert "expect_column_pair_values_a_to_be_greater_than_b" in message and "q_0_5" in message
+    # The suite's quantile checks come from the contract's quantile list (its `quantile_columns` block).
+    message = publish_bad(spark, forecast_rows(q1=-1.0), FORECAST_SCHEMA, FORECASTS, "demand_forecasts", FORECAST_PARAMS)
+    assert "expect_column_values_to_be_between" in message and "q_0_1" in message
     assert_untouched(manifest, FORECASTS)
 
 
