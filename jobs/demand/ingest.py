@@ -96,9 +96,21 @@ def plan_window(sales, plan, ds: str, plan_days: int):
 
 
 def catalog_gates(ds: str) -> dict[str, Gate]:
-    """Each raw table's own suite from its catalog entry: what the DAG and the CLI gate with."""
+    """Each raw table's own suite from its catalog entry: what the DAG and the CLI gate with. A user's file
+    may have no rows after ds, so an empty plan is published without its suite (whose checks of the first
+    planned day cannot hold on no rows)."""
     day_after = (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
-    return {"sales": lake.gate_of(RAW_SALES, ds), "plan": lake.gate_of(RAW_PLAN, ds, {"day_after_ds": day_after})}
+    return {"sales": lake.gate_of(RAW_SALES, ds),
+            "plan": _unless_empty(lake.gate_of(RAW_PLAN, ds, {"day_after_ds": day_after}))}
+
+
+def _unless_empty(gate: Gate) -> Gate:
+    def run_gate(staged: Path) -> None:
+        import pyarrow.dataset as pads
+
+        if pads.dataset(str(staged), format="parquet").count_rows():
+            gate(staged)
+    return run_gate
 
 
 def _gate_for(gate: Gate | Mapping[str, Gate] | bool | None, table: Table, ds: str) -> Gate | None:
@@ -223,12 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ds is required (unless --input is given)")
     from echelon.cli import run_reporting
 
-    if args.input:
-        return run_reporting("demand ingest", lambda: ingest_file(
-            args.input, ds=args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True,
-            date_format=args.date_format))
-    return run_reporting("demand ingest", lambda: run(args.ds, history_days=args.history_days,
-                                                      plan_days=args.plan_days, gate=True))
+    def command() -> int:
+        if args.input:
+            ingest_file(args.input, ds=args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True,
+                        date_format=args.date_format)
+        else:
+            run(args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True)
+        return 0
+
+    return run_reporting("demand ingest", command)
 
 
 if __name__ == "__main__":

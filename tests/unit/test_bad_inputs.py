@@ -181,3 +181,8 @@ def test_ingest_of_a_file_goes_through_the_gate(tmp_path, lake_dir, spark, capsy
     err = capsys.readouterr().err
     assert re.search(r"GateFailed: .*raw/demand/sales.*_days_since_prev", err, re.S), err
     assert lake.partitions(RAW_SALES) == [] and lake.partitions(RAW_PLAN) == []
+    # the same file without its gap passes; it has no rows after ds, so its plan is empty (and ungated)
+    full = pd.date_range("2024-01-01", "2024-02-29", freq="D").strftime("%Y-%m-%d")
+    pd.DataFrame({"item_id": "a", "timestamp": full, "target": 1.0}).to_csv(path, index=False)
+    assert ingest.main(["--input", str(path), "--history-days", "60"]) == 0
+    assert lake.read_manifest(RAW_SALES, "2024-02-29")["rows"] == 60 and lake.read_manifest(RAW_PLAN, "2024-02-29")["rows"] == 0

@@ -156,3 +156,28 @@ def test_spark_written_partitions_verify_too(lake_dir, spark):
     manifest = lake.publish(spark.createDataFrame(frame(50)).repartition(3), SALES, DS)
     assert sum(e["rows"] for e in manifest["files"].values()) == 50
     assert lake.read_spark(spark, SALES, DS).count() == 50 and len(lake.read(SALES, DS)) == 50
+
+
+# ---- adopted by the jobs: callouts' day of logs ----------------------------------------------------
+
+def test_a_callouts_day_whose_clicks_fail_their_gate_keeps_the_old_impressions(lake_dir, spark, tmp_path):
+    """Impressions and the catalog pass their gates and are swapped in, then the clicks gate refuses a click
+    for an unknown impression: the whole day is rolled back to what was published before."""
+    from echelon.catalog.callouts import CATALOG, CLICKS, IMPRESSIONS
+    from echelon.expectations.gate import GateFailed
+    from echelon.jobs.callouts import ingest
+
+    def logs(folder, n, clicked):
+        folder.mkdir()
+        pd.DataFrame({"impression_id": [f"i{k}" for k in range(n)], "segment": "s1", "callout_id": "c0",
+                      "layout_id": "h0-b0-i0-r0", "position": 1, "propensity": 0.5,
+                      "shown_at": f"{DS}T10:00:00Z"}).to_csv(folder / "impressions.csv", index=False)
+        pd.DataFrame({"impression_id": clicked, "clicked_at": f"{DS}T11:00:00Z"}).to_csv(folder / "clicks.csv", index=False)
+        return folder
+
+    ingest.run(DS, logs=logs(tmp_path / "good", 3, ["i0"]))
+    before = {str(t): lake.read_manifest(t, DS) for t in (IMPRESSIONS, CATALOG, CLICKS)}
+    with pytest.raises(GateFailed, match="callouts"):
+        ingest.run(DS, logs=logs(tmp_path / "bad", 5, ["i1", "ghost"]))
+    assert {str(t): lake.read_manifest(t, DS) for t in (IMPRESSIONS, CATALOG, CLICKS)} == before
+    assert len(lake.read(IMPRESSIONS, DS)) == 3 and list((lake_dir / "_commits").iterdir()) == []
