@@ -105,10 +105,12 @@ def main(args: argparse.Namespace) -> int:
     airflow("dags", "unpause", args.dag)  # a scheduler only executes backfills of unpaused DAGs
     created = create_retrying_locks(lambda: airflow(*command, check=False, capture_output=True, text=True))
     if created.returncode != 0:
-        raise BackfillError(f"airflow backfill create exited with status {created.returncode} for {args.dag} "
-                            f"({args.start}..{args.end}); its output is above. Airflow keeps one active backfill "
-                            f"per DAG: if another is running, wait until it completes or cancel it in the Airflow "
-                            f"UI (Browse > Backfills), then run this again")
+        refused = BackfillError(f"airflow backfill create exited with status {created.returncode} for {args.dag} "
+                                f"({args.start}..{args.end}); its output is above. Airflow keeps one active backfill "
+                                f"per DAG: if another is running, wait until it completes or cancel it in the "
+                                f"Airflow UI (Browse > Backfills), then run this again")
+        refused.exit_status = 1   # Airflow's state, not the user's input (echelon.cli.exit_status)
+        raise refused
     print(f"Backfill of {args.dag} for data dates {args.start}..{args.end} created ({runs} run(s) at a time); "
           f"a running scheduler (`make airflow`) executes it. Watch it in the Airflow UI or with "
           f"`echelon airflow dags list-runs {args.dag}`.")

@@ -18,13 +18,32 @@ from pathlib import Path
 import pandas as pd
 
 
+class LogFileError(ValueError):
+    """A logs file that cannot be read: empty, not UTF-8, not CSV or parquet; the message names it."""
+
+
 def read_any(folder: Path, name: str) -> pd.DataFrame | None:
     """<folder>/<name>.parquet or .csv as a frame, None when neither exists."""
     for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
-        path = folder / f"{name}{suffix}"
+        path = Path(folder) / f"{name}{suffix}"
         if path.exists():
-            return reader(path)
+            try:
+                return reader(path)
+            except UnicodeDecodeError as error:
+                raise LogFileError(f"{path}: not UTF-8 (byte 0x{error.object[error.start]:02x} at offset "
+                                   f"{error.start}); save the logs as UTF-8") from None
+            except pd.errors.EmptyDataError:
+                raise LogFileError(f"{path}: the file is empty (no header, no rows)") from None
+            except (pd.errors.ParserError, OSError, ValueError) as error:   # pyarrow's errors included
+                raise LogFileError(f"{path}: cannot be read: {str(error).strip().splitlines()[0]}") from None
     return None
+
+
+def require_columns(frame: pd.DataFrame, columns, source: str) -> None:
+    """One error naming every missing column of a logs file (and what it has)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise LogFileError(f"{source}: missing column(s) {missing}; it has {list(frame.columns)}")
 
 
 class TimestampError(ValueError):

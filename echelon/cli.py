@@ -5,8 +5,10 @@ task runs it (STEPS below lists them for --help; each domain's steps module hold
 tools keep their own arguments (`echelon forecast ...`, `echelon callouts ope ...`, ...).
 
 Each subcommand is a thin front to a module that also runs as `python -m <module>`; only the module of
-the chosen subcommand is imported, so `echelon airflow ...` stays fast. The project's own errors print as
-`echelon COMMAND: ErrorType: message` with exit status 1 (ECHELON_TRACEBACK=1 shows the traceback).
+the chosen subcommand is imported, so `echelon airflow ...` stays fast. An error ends the command with one
+line, `echelon COMMAND: ErrorType: message`, never a traceback: exit status 2 for bad input (a ValueError, a
+missing file: the message names the input), 1 for anything else (a lake or registry failure, a bug).
+`--log-level DEBUG` logs the traceback (logger echelon.cli) before that line; ECHELON_TRACEBACK=1 raises it.
 Logging is configured here, once: `--log-level LEVEL` after any command but `airflow` sets it (default INFO)."""
 from __future__ import annotations
 
@@ -107,20 +109,47 @@ def main(argv: list[str] | None = None) -> int:
     # force: a command's own basicConfig (e.g. `python -m` entry points) must not be what decides
     logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
     module = importlib.import_module(COMMANDS[name][0])
-    try:
+
+    def command() -> int:
         if hasattr(module, "add_arguments"):
             parser = argparse.ArgumentParser(prog=f"echelon {name}", description=COMMANDS[name][1])
             module.add_arguments(parser)
             return int(module.main(parser.parse_args(rest)) or 0)
         return int(module.main(rest) or 0)
-    except Exception as error:
-        # The project's own errors (bad input, a closed period, an unreachable service) carry messages
-        # written for the user: print the message, not a traceback. Anything else is a bug: raise it.
-        if not type(error).__module__.startswith("echelon.") or get_settings().traceback:
-            raise
-        print(f"echelon {name}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
 
+    return run_reporting(name, command)
+
+
+log = logging.getLogger(__name__)
+# Bad input: the user can fix it by changing what they passed (exit 2). Everything else exits 1.
+BAD_INPUT = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def exit_status(error: BaseException) -> int:
+    """2 for bad input, else 1; an error may say otherwise with an `exit_status` attribute."""
+    return getattr(error, "exit_status", None) or (2 if isinstance(error, BAD_INPUT) else 1)
+
+
+def one_line(name: str, error: BaseException) -> str:
+    """`echelon NAME: ErrorType: message`; an error that is not the project's own says how to see more."""
+    message = str(error).strip() or repr(error)
+    line = f"echelon {name}: {type(error).__name__}: {message}"
+    if not type(error).__module__.startswith("echelon.") and not isinstance(error, BAD_INPUT):
+        line += " (--log-level DEBUG shows the traceback)"
+    return line
+
+
+def run_reporting(name: str, command) -> int:
+    """Run `command()` and turn any error into one line on stderr and an exit status (see the module
+    docstring); the traceback is logged at DEBUG, or raised with ECHELON_TRACEBACK=1."""
+    try:
+        return int(command() or 0)
+    except Exception as error:
+        if get_settings().traceback:
+            raise
+        log.debug("echelon %s failed", name, exc_info=True)
+        print(one_line(name, error), file=sys.stderr)
+        return exit_status(error)
 
 if __name__ == "__main__":
     sys.exit(main())

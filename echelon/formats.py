@@ -107,7 +107,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise _fail(str(path), "the file is empty (no header, no rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise _fail(str(path), f"cannot be parsed as CSV: {exc}") from None
+        raise _fail(str(path), f"cannot be parsed as CSV: {_encoding_hint(exc)}") from None
     frame.columns = [_normalise(c) for c in frame.columns]
     # Line numbers in the file make sample rows findable: header is line 1.
     frame.insert(0, "line", np.arange(2, len(frame) + 2))
@@ -123,13 +123,60 @@ def _header(path: Path) -> list[str]:
         return [_normalise(c) for c in pd.read_csv(path, nrows=0).columns]
     except pd.errors.EmptyDataError:
         raise _fail(str(path), "the file is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise _fail(str(path), f"cannot be parsed as CSV: {_encoding_hint(exc)}") from None
+
+
+def _encoding_hint(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                "save the file as UTF-8")
+    return str(exc).strip().splitlines()[0]
 
 
 # ----------------------------------------------------------------------------------------------
 # The checks every format shares
 # ----------------------------------------------------------------------------------------------
 
-def _to_canonical(frame: pd.DataFrame, source: str, names: Mapping[str, str]) -> pd.DataFrame:
+# Numeric dates with the day and month in either order: 05/03/2024, 5.3.24, 05-03-2024 (not ISO 2024-03-05).
+_NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2}|\d{4})(?=$|[ T])")
+
+
+def day_month_order(values: pd.Series) -> str | None:
+    """'dayfirst' or 'monthfirst' where the values are numeric dates and some value decides it; 'ambiguous'
+    where every value reads both ways (all days <= 12); None where they are not such dates (ISO, text)."""
+    parts = values.astype(str).str.extract(_NUMERIC_DATE)
+    if parts[0].isna().any():
+        return None
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    if (first > 12).any() and (second <= 12).all():
+        return "dayfirst"
+    if (second > 12).any() and (first <= 12).all():
+        return "monthfirst"
+    if (first <= 12).all() and (second <= 12).all():
+        return "ambiguous"
+    return None   # both orders fail somewhere: the parser reports those rows
+
+
+def parse_timestamps(raw: pd.Series, source: str, column: str, date_format: str | None = None) -> pd.Series:
+    """Parse a timestamp column. Numeric dates whose every day is <= 12 (03/05/2024: March 5 or May 3?) are
+    refused unless `date_format` (e.g. %d/%m/%Y) says which: pandas would silently read them month-first."""
+    if date_format:
+        parsed = pd.to_datetime(raw, format=date_format, errors="coerce")
+        bad = parsed.isna()
+        if bad.any():
+            raise _fail(source, f"'{column}' values that do not match --date-format {date_format!r}, e.g. "
+                        f"{raw[bad].head(3).tolist()} ({int(bad.sum())} value(s))")
+        return parsed
+    order = day_month_order(raw)
+    if order == "ambiguous":
+        raise _fail(source, f"'{column}' dates such as {raw.iloc[0]!r} read both day-first and month-first "
+                    "(every day is <= 12); pass --date-format %d/%m/%Y or %m/%d/%Y (or write ISO 2024-01-31)")
+    return pd.to_datetime(raw, errors="coerce", dayfirst=order == "dayfirst")
+
+
+def _to_canonical(frame: pd.DataFrame, source: str, names: Mapping[str, str],
+                  date_format: str | None = None) -> pd.DataFrame:
     """Validate and convert a frame whose columns are already canonical.
 
     `names` maps canonical column -> the user's column name, so messages speak the user's language;
@@ -162,7 +209,9 @@ def _to_canonical(frame: pd.DataFrame, source: str, names: Mapping[str, str]) ->
         raise _fail(source, f"empty '{user['timestamp']}' (timestamp) values", frame.loc[empty, shown],
                     int(empty.sum()))
     try:
-        parsed = pd.to_datetime(raw_ts, errors="coerce")
+        parsed = parse_timestamps(raw_ts, source, user["timestamp"], date_format)
+    except InputFormatError:
+        raise
     except (ValueError, TypeError) as exc:   # e.g. mixed time zones
         raise _fail(source, f"'{user['timestamp']}' cannot be parsed as timestamps: {exc}",
                     frame[shown]) from None
@@ -241,7 +290,7 @@ def _read_requiring(path: Path, required, columns: str, suggest: bool = False) -
     return frame
 
 
-def read_long(path: str | Path) -> pd.DataFrame:
+def read_long(path: str | Path, date_format: str | None = None) -> pd.DataFrame:
     """The documented long format -> canonical frame."""
     path = Path(path)
     frame = _read_requiring(path, LONG_REQUIRED, "required column(s) {} of the long format (item_id, timestamp, "
@@ -249,15 +298,15 @@ def read_long(path: str | Path) -> pd.DataFrame:
     extra = [c for c in frame.columns if c not in (*LONG_REQUIRED, *LONG_OPTIONAL, "line")]
     if extra:
         log.info("%s: ignoring columns %s (not part of the long format)", path, extra)
-    return _to_canonical(frame, str(path), {})
+    return _to_canonical(frame, str(path), {}, date_format)
 
 
-def read_store_item(path: str | Path) -> pd.DataFrame:
+def read_store_item(path: str | Path, date_format: str | None = None) -> pd.DataFrame:
     """Kaggle "Store Item Demand Forecasting" (`date,store,item,sales`) -> canonical frame."""
     path = Path(path)
     frame = _read_requiring(path, STORE_ITEM_COLUMNS, "column(s) {} of the store-item format (date, store, item, sales)")
     names = {"item_id": "item", "location_id": "store", "timestamp": "date", "target": "sales"}
-    return _to_canonical(frame, str(path), names)
+    return _to_canonical(frame, str(path), names, date_format)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,12 +487,13 @@ def detect_format(path: str | Path) -> str:
                 hint=hint)
 
 
-def read_any(path: str | Path) -> pd.DataFrame:
-    """Read any supported format into the canonical frame (see the module docstring)."""
+def read_any(path: str | Path, date_format: str | None = None) -> pd.DataFrame:
+    """Read any supported format into the canonical frame (see the module docstring). `date_format`
+    (strptime codes) reads the long and store-item formats' dates; M5's calendar is always ISO."""
     kind = detect_format(path)
     log.info("%s: reading as %s format", path, kind)
     if kind == "m5":
         return read_m5(path)
     if kind == "store_item":
-        return read_store_item(path)
-    return read_long(path)
+        return read_store_item(path, date_format)
+    return read_long(path, date_format)

@@ -15,6 +15,20 @@ Publishing a partition (see `publish`):
 A task killed at any point (even SIGKILL) leaves at most debris in _staging/ (or an aside `.ds=...old`
 folder), which is never read. Debris names carry the publisher's pid and host, and every publish deletes
 the debris of publishers on this host that are no longer alive (`sweep_debris`).
+
+Several tables of one task publish together or not at all (`transaction`): each is staged, gated and
+swapped in as above, but its old copy is kept and the swap recorded in a commit record
+(<lake>/_commits/<id>.json, written before the swap). Deleting the record is the commit. While a record
+exists, readers in other processes (`read`, `read_spark`, `exists`, `partitions`, `read_manifest`) see the
+old copies; an error inside the transaction swaps them back, and a killed publisher's record is rolled back
+by the next publish on this host (or by `recover`).
+
+Reads verify: the manifest lists every part file with its size, rows and SHA-256 (written at publish);
+`read` and `read_spark` check them (sizes and parquet footers always, hashes of what pandas reads) and
+raise LakeError naming the table and partition on a missing, extra, truncated or altered file. Staged
+files and folders are fsynced before the swap, and the parent folder after it.
+
+Size: the lake's whole contract (layout, publish, transactions, verified reads, debris) in one module.
 """
 from __future__ import annotations
 
@@ -28,6 +42,7 @@ import re
 import shutil
 import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +52,7 @@ from echelon.catalog.table import Table  # noqa: F401  (lake.Table: the type eve
 from echelon.settings import get_settings
 
 MANIFEST = "_manifest.json"
+COMMITS = "_commits"
 
 
 class LakeError(RuntimeError):
@@ -58,38 +74,125 @@ def parse_ds(ds: str | dt.date) -> str:
 
 
 def partitions(table: Table) -> list[str]:
-    """Published partition dates of a table, sorted."""
+    """Published partition dates of a table, sorted (those of uncommitted transactions excluded)."""
     root = table.root()
     if not root.exists():
         return []
-    return sorted(p.name[3:] for p in root.glob("ds=*") if (p / MANIFEST).exists())
+    found = sorted(p.name[3:] for p in root.glob("ds=*") if (p / MANIFEST).exists())
+    pending = _pending_parts()
+    if pending:
+        found = sorted({ds for ds in found if (str(table), ds) not in pending}
+                       | {ds for (name, ds) in pending if name == str(table) and folder(table, ds) is not None})
+    return found
+
+
+def folder(table: Table, ds: str) -> Path | None:
+    """The folder holding the committed partition (None: not published). Normally table.partition(ds);
+    while another process's transaction over it is uncommitted, the old copy it keeps aside."""
+    target = table.partition(ds)
+    part = _pending_parts().get((str(table), parse_ds(ds)))
+    if part is None or part["owner"] == _owner_tag():
+        return target if (target / MANIFEST).exists() else None
+    aside = Path(part["aside"]) if part["aside"] else None
+    if _manifest_commit(target) == part["commit"]:          # swapped in, not committed: the old copy
+        return aside if aside is not None and (aside / MANIFEST).exists() else None
+    if (target / MANIFEST).exists():                         # not swapped yet
+        return target
+    if aside is not None and (aside / MANIFEST).exists() and _manifest_commit(aside) != part["commit"]:
+        return aside                                         # moved aside, the new one not yet renamed in
+    return None
 
 
 def exists(table: Table, ds: str) -> bool:
-    return (table.partition(ds) / MANIFEST).exists()
+    return folder(table, ds) is not None
 
 
 def read_manifest(table: Table, ds: str) -> dict:
-    path = table.partition(ds) / MANIFEST
-    if not path.exists():
-        raise LakeError(f"{table} has no published partition ds={parse_ds(ds)} (looked in {path.parent})")
-    return json.loads(path.read_text())
+    found = folder(table, ds)
+    if found is None:
+        raise LakeError(f"{table} has no published partition ds={parse_ds(ds)} (looked in {table.partition(ds)})")
+    return json.loads((found / MANIFEST).read_text())
 
 
 def read(table: Table, ds: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read one published partition into pandas, with its `ds` column."""
-    read_manifest(table, ds)  # raises a clear error when the partition is absent
-    frame = pd.read_parquet(table.partition(ds), columns=columns)
+    """Read one published partition into pandas, with its `ds` column, verified against its manifest."""
+    found = verified(table, ds, hashes=True)
+    try:
+        frame = pd.read_parquet(found, columns=columns)
+    except (OSError, ValueError) as error:   # pyarrow's ArrowInvalid is a ValueError
+        raise LakeError(f"{table} ds={parse_ds(ds)}: unreadable parquet in {found}: {error}") from error
     frame.insert(0, "ds", parse_ds(ds))
     return frame
 
 
 def read_spark(spark, table: Table, ds: str):
-    """Read one published partition as a Spark DataFrame, with its `ds` column."""
+    """Read one published partition as a Spark DataFrame, with its `ds` column (files verified first:
+    sizes and parquet footers on the driver; the hashes are `read`'s, the executors read the bytes)."""
     from pyspark.sql import functions as F
 
-    read_manifest(table, ds)
-    return spark.read.parquet(str(table.partition(ds))).withColumn("ds", F.lit(parse_ds(ds)))
+    found = verified(table, ds, hashes=False)
+    return spark.read.parquet(str(found)).withColumn("ds", F.lit(parse_ds(ds)))
+
+
+def file_entries(staged: Path) -> dict[str, dict]:
+    """{relative path: {bytes, rows, sha256}} of every parquet file of a staged partition."""
+    import pyarrow.parquet as pq
+
+    entries = {}
+    for path in sorted(staged.rglob("*.parquet")):
+        entries[str(path.relative_to(staged))] = {"bytes": path.stat().st_size, "sha256": _sha256(path),
+                                                  "rows": pq.read_metadata(path).num_rows}
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Reading a partition hashes its files only up to this size (a second pass over the bytes); a larger one is
+# checked by file sizes and parquet footers only, which still catch a swapped, truncated or missing file.
+HASH_ON_READ_MAX_BYTES = 1 << 30
+
+
+def verified(table: Table, ds: str, hashes: bool = True) -> Path:
+    """The partition's folder after checking its files against the manifest (manifests written before
+    per-file entries existed are checked for their total rows only). Raises LakeError naming the table,
+    the partition and the file."""
+    import pyarrow.parquet as pq
+
+    ds = parse_ds(ds)
+    found = folder(table, ds)
+    if found is None:
+        raise LakeError(f"{table} has no published partition ds={ds} (looked in {table.partition(ds)})")
+    manifest = json.loads((found / MANIFEST).read_text())
+    where = f"{table} ds={ds}"
+    present = {str(p.relative_to(found)): p for p in found.rglob("*.parquet")}
+    expected = manifest.get("files")
+    if expected is not None and set(present) != set(expected):
+        raise LakeError(f"{where}: files differ from the manifest (missing {sorted(set(expected) - set(present))}, "
+                        f"unexpected {sorted(set(present) - set(expected))}) in {found}")
+    rows = 0
+    hashes = hashes and sum(p.stat().st_size for p in present.values()) <= HASH_ON_READ_MAX_BYTES
+    for name, path in sorted(present.items()):
+        entry = (expected or {}).get(name, {})
+        if entry and path.stat().st_size != entry["bytes"]:
+            raise LakeError(f"{where}: {name} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+        try:
+            count = pq.read_metadata(path).num_rows
+        except (OSError, ValueError) as error:
+            raise LakeError(f"{where}: {name} is not readable parquet ({error})") from error
+        if entry and count != entry["rows"]:
+            raise LakeError(f"{where}: {name} has {count} rows, the manifest says {entry['rows']}")
+        if entry and hashes and _sha256(path) != entry["sha256"]:
+            raise LakeError(f"{where}: {name} does not match its checksum in the manifest (altered or corrupt)")
+        rows += count
+    if rows != manifest.get("rows", rows):
+        raise LakeError(f"{where}: {rows} rows in its files, the manifest says {manifest['rows']} ({found})")
+    return found
 
 
 def _is_spark(frame) -> bool:
@@ -175,6 +278,7 @@ def sweep_debris(table: Table, lake: Path | None = None) -> list[Path]:
     """Delete what killed publishers on this host left behind: their _staging/ folders and the table's
     aside `.ds=...old` folders. Never read by anyone; returns what was removed."""
     lake = lake or get_settings().lake
+    recover(lake)
     candidates = [*(lake / "_staging").glob("*@*"), *table.root(lake).glob(".ds=*.old.*@*")]
     removed = [p for p in candidates if not _owner_alive(p.name)]
     for path in removed:
@@ -198,6 +302,43 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under root (children first), so a power cut after the swap cannot leave
+    a renamed partition whose files are empty."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(root)
+
+
+def _stage(frame, table: Table, ds: str, gate, extra: dict | None, params: dict | None,
+           lake: Path, commit: str | None = None) -> tuple[Path, dict]:
+    """Write, gate and describe one partition under _staging/; the staged folder (fsynced) and its manifest."""
+    if gate is True:
+        gate = gate_of(table, ds, params)
+    staging = lake / "_staging" / f"{table.layer}.{table.domain}.{table.name}.{ds}.{uuid.uuid4().hex}.{_owner_tag()}"
+    try:
+        _write_staging(frame, ds, staging)
+        if gate is not None:
+            gate(staging)
+        manifest = {"table": str(table), "ds": ds, **describe(staging), "files": file_entries(staging),
+                    "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "code_version": code_version(), **({"commit": commit} if commit else {}), **(extra or {})}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        _fsync_tree(staging)
+        return staging, manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | bool | None = None,
             extra: dict | None = None, params: dict | None = None) -> dict:
     """Stage, gate, then atomically swap one partition into place. Returns the manifest.
@@ -205,32 +346,153 @@ def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | bool | 
     `gate=True` runs the table's own suite from its catalog entry (with run-time `params`); a callable
     receives the staged folder and raises to stop the publish (see echelon.expectations.gate)."""
     ds = parse_ds(ds)
-    if gate is True:
-        gate = gate_of(table, ds, params)
     settings = get_settings()
     sweep_debris(table, settings.lake)
-    staging = (settings.lake / "_staging" /
-               f"{table.layer}.{table.domain}.{table.name}.{ds}.{uuid.uuid4().hex}.{_owner_tag()}")
+    staging, manifest = _stage(frame, table, ds, gate, extra, params, settings.lake)
     try:
-        _write_staging(frame, ds, staging)
-        if gate is not None:
-            gate(staging)
-        manifest = {"table": str(table), "ds": ds, **describe(staging),
-                    "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "code_version": code_version(), **(extra or {})}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         target = table.partition(ds)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() and _exchange(staging, target):
+            _fsync(target.parent)
             return manifest   # staging now holds the old partition: deleted below
         aside = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}.{_owner_tag()}")
         if target.exists():
             os.rename(target, aside)
         os.rename(staging, target)
+        _fsync(target.parent)
         shutil.rmtree(aside, ignore_errors=True)
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---- transactions: several tables, one commit ---------------------------------------------------------
+
+def _manifest_commit(path: Path) -> str | None:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("commit")
+    except (OSError, ValueError):
+        return None
+
+
+def _commit_records(lake: Path | None = None) -> list[tuple[Path, dict]]:
+    root = (lake or get_settings().lake) / COMMITS
+    records = []
+    for path in sorted(root.glob("*.json")) if root.exists() else []:
+        try:
+            records.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue   # being replaced right now: the next look sees it whole
+    return records
+
+
+def _pending_parts(lake: Path | None = None) -> dict[tuple[str, str], dict]:
+    """(table, ds) -> the uncommitted swap of some transaction (with its commit id and owner)."""
+    return {(part["table"], part["ds"]): {**part, "commit": record["id"], "owner": record["owner"]}
+            for _, record in _commit_records(lake) for part in record["parts"]}
+
+
+def _write_record(path: Path, record: dict) -> None:
+    """Replace the commit record atomically (write aside, fsync, rename, fsync the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(record, indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, path)
+    _fsync(path.parent)
+
+
+def _roll_back(record: dict) -> None:
+    """Put back every old copy a transaction swapped out; drop the partitions it created."""
+    for part in reversed(record["parts"]):
+        target, aside = Path(part["target"]), Path(part["aside"]) if part["aside"] else None
+        if _manifest_commit(target) != record["id"]:
+            continue   # never swapped in
+        if aside is not None and aside.exists() and _exchange(aside, target):
+            shutil.rmtree(aside, ignore_errors=True)
+            continue
+        debris = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}.{_owner_tag()}")
+        os.rename(target, debris)
+        if aside is not None and aside.exists():
+            os.rename(aside, target)
+        shutil.rmtree(debris, ignore_errors=True)
+
+
+def recover(lake: Path | None = None) -> list[str]:
+    """Roll back the transactions of killed publishers on this host; returns their ids."""
+    undone = []
+    for path, record in _commit_records(lake):
+        if not _owner_alive(path.stem):
+            _roll_back(record)
+            path.unlink(missing_ok=True)
+            undone.append(record["id"])
+    return undone
+
+
+class Transaction:
+    """Publishes made through `publish` are swapped in at once but committed together (see `transaction`)."""
+
+    def __init__(self, ds: str, lake: Path):
+        self.ds, self.lake = parse_ds(ds), lake
+        self.id = f"{uuid.uuid4().hex}.{_owner_tag()}"
+        self.path = lake / COMMITS / f"{self.id}.json"
+        self.record = {"id": self.id, "owner": _owner_tag(), "ds": self.ds, "parts": []}
+        self.manifests: dict[str, dict] = {}
+
+    def publish(self, frame, table: Table, gate: Callable[[Path], None] | bool | None = None,
+                extra: dict | None = None, params: dict | None = None) -> dict:
+        sweep_debris(table, self.lake)
+        staging, manifest = _stage(frame, table, self.ds, gate, extra, params, self.lake, commit=self.id)
+        target = table.partition(self.ds, self.lake)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        had_old = (target / MANIFEST).exists()
+        aside = staging if had_old else None   # after the exchange the staged folder holds the old copy
+        self.record["parts"].append({"table": str(table), "ds": self.ds, "target": str(target),
+                                     "aside": str(aside) if aside else None})
+        _write_record(self.path, self.record)   # before the swap: a kill after it is rolled back
+        if had_old and not _exchange(staging, target):   # no atomic exchange here: aside, then in
+            aside = self.lake / "_staging" / f"old.{uuid.uuid4().hex}.{_owner_tag()}"
+            self.record["parts"][-1]["aside"] = str(aside)
+            _write_record(self.path, self.record)
+            os.rename(target, aside)
+            os.rename(staging, target)
+        elif not had_old:
+            if target.exists():
+                shutil.rmtree(target)   # a folder without a manifest: never published
+            os.rename(staging, target)
+        _fsync(target.parent)
+        self.manifests[str(table)] = manifest
+        return manifest
+
+    def commit(self) -> None:
+        self.path.unlink()   # the commit point
+        _fsync(self.path.parent)
+        for part in self.record["parts"]:
+            if part["aside"]:
+                shutil.rmtree(part["aside"], ignore_errors=True)
+
+    def abort(self) -> None:
+        _roll_back(self.record)
+        self.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def transaction(ds: str):
+    """`with lake.transaction(ds) as tx: tx.publish(frame, TABLE, gate=...)` for each table of a task: all
+    of them are committed when the block ends, or none (an error rolls them back; a kill is rolled back by
+    the next publish). Gates of later tables see the earlier ones' new partitions (same process)."""
+    lake = get_settings().lake
+    recover(lake)
+    tx = Transaction(ds, lake)
+    try:
+        yield tx
+    except BaseException:
+        tx.abort()
+        raise
+    tx.commit()
 
 
 def gate_of(table: Table, ds: str, params: dict | None = None) -> Callable[[Path], None]:

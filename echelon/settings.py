@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -198,9 +199,24 @@ class CalloutsSettings(_Section):
                 "traffic": int(self._get("ECHELON_CALLOUTS_TRAFFIC", "5000"))}
 
 
+# Ids that users and DAG params hand in (a damage batch_id, a report key) become folder names: letters,
+# digits, '.', '_', '-' and '=' only, starting with a letter or digit, at most 128 characters, no '..'.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")
+
+
+def safe_id(value, what: str = "id") -> str:
+    """`value` as a string when it is a strict id (SAFE_ID, no '..'); ValueError naming `what` otherwise, so
+    an id such as '../..' can never resolve outside the folder it names a child of."""
+    text = str(value)
+    if not SAFE_ID.fullmatch(text) or ".." in text:
+        raise ValueError(f"{what} {text!r} is not a valid id: use letters, digits, '.', '_', '-' or '=' "
+                         f"(at most 128, starting with a letter or digit, no '..')")
+    return text
+
+
 def report_dir(domain: str, key: str, by: str = "ds") -> Path:
     """The folder of one run's reports: <reports>/<domain>/<by>=<key> (by: ds, or batch for damage)."""
-    return get_settings().reports / domain / f"{by}={key}"
+    return get_settings().reports / domain / f"{by}={safe_id(key, by)}"
 
 
 def get_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -8,7 +8,10 @@ started on loopback from the same settings, used by `make stack` and by tests/st
 
 Every service binds 127.0.0.1 on a free port. Secrets come only from the environment: the Airflow admin
 password is ECHELON_AIRFLOW_ADMIN_PASSWORD (a random one is generated, and written 0600 under the stack's
-folder, when it is unset); the Postgres URL is ECHELON_STACK_POSTGRES_URL.
+folder, when it is unset); the Postgres URL is ECHELON_STACK_POSTGRES_URL. Secret files are created with
+mode 0600 (never written first and chmod'ed after). Spark runs with `spark.authenticate` and a random shared
+secret of this stack, in its 0600 spark-defaults.conf (master, worker and every driver read it; executors get
+it from their worker). Nothing printed carries a password (`describe` redacts URLs).
 
 Size: one supervisor for the whole stack: its roles share start, stop and health checks."""
 from __future__ import annotations
@@ -68,6 +71,20 @@ def redact(url: str) -> str:
         return url
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write a secret file readable by its owner only: created with mode 0600 (os.open), so it is never
+    readable by others, not even between a write and a chmod; an existing file is narrowed to 0600 first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return path
 
 
 def with_database(url: str, database: str, driver: str | None = None) -> str:
@@ -188,6 +205,7 @@ class Stack:
         self.airflow_url = f"http://127.0.0.1:{self.ports['airflow']}"
         self.admin_user = base.get("ECHELON_AIRFLOW_ADMIN_USER", "admin")
         self.admin_password = base.get("ECHELON_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
+        self.spark_secret = secrets.token_urlsafe(24)   # spark.authenticate: this stack's processes only
         self.processes: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}   # role -> argv, to restart a service as it was started
         self._token: str | None = None
@@ -234,12 +252,12 @@ class Stack:
     def _write_configs(self) -> None:
         conf = self.dir / "spark-conf"
         conf.mkdir(parents=True, exist_ok=True)
-        # one core per application so that parallel DAG runs share the worker instead of queueing
-        (conf / "spark-defaults.conf").write_text("spark.cores.max 1\nspark.executor.memory 1g\n")
+        # one core per application so that parallel DAG runs share the worker instead of queueing; every
+        # connection to the master, the worker and the executors authenticated with the stack's secret
+        write_secret(conf / "spark-defaults.conf", "spark.cores.max 1\nspark.executor.memory 1g\n"
+                     f"spark.authenticate true\nspark.authenticate.secret {self.spark_secret}\n")
         passwords = Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-        passwords.parent.mkdir(parents=True, exist_ok=True)
-        passwords.write_text(json.dumps({self.admin_user: self.admin_password}) + "\n")
-        passwords.chmod(0o600)
+        write_secret(passwords, json.dumps({self.admin_user: self.admin_password}) + "\n")
 
     # -- processes -----------------------------------------------------------------------------------
     def _spawn(self, role: str, argv: list[str], mode: str = "wb") -> None:
@@ -418,7 +436,7 @@ class Stack:
             f"MLflow UI    {self.mlflow_url}", f"Spark master {self.spark_url}  (UI {self.spark_ui})",
             f"Postgres     {', '.join(self.databases)} on {redact(self.postgres_url)}",
             f"Lake         {settings.lake}", f"Reports      {settings.reports}", f"Logs         {self.logs}",
-            "Environment for the CLI: " + " ".join(f"{k}={self.env[k]}" for k in (
+            "Environment for the CLI: " + " ".join(f"{k}={redact(self.env[k])}" for k in (
                 "ECHELON_VAR", "AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI",
                 "SPARK_MASTER", "SPARK_CONF_DIR", "ECHELON_AIRFLOW_PORT")),
             f"A world for it: ECHELON_VAR={self.var} echelon world --items 50 --locations 2 --end <ds>, then unpause "

@@ -6,6 +6,7 @@ same evaluation window (`promote`). Scoring always loads @champion.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,16 +84,50 @@ def close_killed_tries(experiment_id: str, tags: dict) -> list[str]:
     return killed
 
 
+class TrackingError(RuntimeError):
+    """The model registry could not answer (server down, store unreadable, refused): never "no champion"."""
+
+
 def alias_version(model_name: str, alias: str):
-    """The model version behind an alias, or None when the alias is not set."""
+    """The model version behind an alias, or None when the registry says the model or alias does not exist.
+
+    Fails closed: any other failure (a tracking server that is down or refuses, a store that cannot be
+    read) raises TrackingError, so a task fails and retries instead of deciding on a registry it could not
+    ask (a failed lookup read as "no champion" would retrain on a scoring night or promote untested).
+    MLflow answers a missing alias with INVALID_PARAMETER_VALUE, the code of other refusals too: that
+    answer counts as absence only once the registered model, read again, has no such alias."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    configure()
+    uri = configure()
+    where = f"MLflow registry {redact(uri)}: looking up {model_name}@{alias} failed"
     try:
-        return MlflowClient().get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
+        client = MlflowClient()
+        try:
+            return client.get_model_version_by_alias(model_name, alias)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            if error.error_code == "INVALID_PARAMETER_VALUE" and alias not in client.get_registered_model(model_name).aliases:
+                return None
+            raise TrackingError(f"{where} ({error.error_code}): {_first_line(error)}") from error
+    except TrackingError:
+        raise
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":   # deleted between the two questions
+            return None
+        raise TrackingError(f"{where} ({error.error_code}): {_first_line(error)}") from error
+    except Exception as error:  # noqa: BLE001  (connection errors, SQLAlchemy errors: any failure to ask)
+        raise TrackingError(f"{where}: {type(error).__name__}: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    return redact((str(error).strip().splitlines() or [""])[0][:300])
+
+
+def redact(uri: str) -> str:
+    """A tracking URI without its password (http://user:secret@host -> http://user:***@host)."""
+    return re.sub(r"(//[^/:@]+:)[^@/]+@", r"\1***@", uri)
 
 
 def set_alias(model_name: str, alias: str, version: str | int) -> None:

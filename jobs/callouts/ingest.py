@@ -119,12 +119,13 @@ def run(ds: str, logs: str | Path | None = None) -> dict:
     if impressions.empty:
         raise IngestError(f"empty day of logs: no impressions for ds={ds}")
     # impressions first: a bad day of logs fails before anything of that date is replaced
-    manifests = {
-        "impressions": lake.publish(impressions, IMPRESSIONS, ds, gate=gates.gate(IMPRESSIONS.suite, IMPRESSIONS, ds)),
-        "catalog": lake.publish(catalog, CATALOG, ds, gate=gates.gate(CATALOG.suite, CATALOG, ds)),
-        "clicks": lake.publish(clicks, CLICKS, ds, gate=gates.gate(CLICKS.suite, CLICKS, ds,
-                                                                   gates.with_impressions(W.WINDOW_DAYS, ds))),
-    }
+    with lake.transaction(ds) as tx:   # the day's tables together or not at all
+        manifests = {
+            "impressions": tx.publish(impressions, IMPRESSIONS, gate=gates.gate(IMPRESSIONS.suite, IMPRESSIONS, ds)),
+            "catalog": tx.publish(catalog, CATALOG, gate=gates.gate(CATALOG.suite, CATALOG, ds)),
+            "clicks": tx.publish(clicks, CLICKS, gate=gates.gate(CLICKS.suite, CLICKS, ds,
+                                                                 gates.with_impressions(W.WINDOW_DAYS, ds))),
+        }
     result = {name: manifest["rows"] for name, manifest in manifests.items()}
     log.info("landed callouts logs for %s from %s: %s", ds, logs or "the synthetic world", result)
     return {"ds": ds, "source": str(logs or "world"), **result}

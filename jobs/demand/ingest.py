@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping
@@ -94,9 +95,30 @@ def plan_window(sales, plan, ds: str, plan_days: int):
     return future.where((F.col("timestamp") > F.lit(day)) & (F.col("timestamp") <= F.lit(last)))
 
 
-def _gate_for(gate: Gate | Mapping[str, Gate] | None, table: Table) -> Gate | None:
-    if gate is None or callable(gate):
-        return gate
+def catalog_gates(ds: str) -> dict[str, Gate]:
+    """Each raw table's own suite from its catalog entry: what the DAG and the CLI gate with. A user's file
+    may have no rows after ds, so an empty plan is published without its suite (whose checks of the first
+    planned day cannot hold on no rows)."""
+    day_after = (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
+    return {"sales": lake.gate_of(RAW_SALES, ds),
+            "plan": _unless_empty(lake.gate_of(RAW_PLAN, ds, {"day_after_ds": day_after}))}
+
+
+def _unless_empty(gate: Gate) -> Gate:
+    def run_gate(staged: Path) -> None:
+        import pyarrow.dataset as pads
+
+        if pads.dataset(str(staged), format="parquet").count_rows():
+            gate(staged)
+    return run_gate
+
+
+def _gate_for(gate: Gate | Mapping[str, Gate] | bool | None, table: Table, ds: str) -> Gate | None:
+    """`gate=True`: the catalog's suites (catalog_gates); a callable: both tables; a mapping: per table."""
+    if gate is True:
+        gate = catalog_gates(ds)
+    if gate is None or gate is False or callable(gate):
+        return gate or None
     return gate.get(table.name)
 
 
@@ -135,10 +157,11 @@ def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[
                           f"a cumulative extract dated {source_ds} must cover every day up to it")
     extra = {"source_ds": source_ds, "history_days": history_days, "plan_days": plan_days,
              "window": [span["first"].isoformat(), ds]}
-    sales_manifest = lake.publish(history, RAW_SALES, ds, gate=_gate_for(gate, RAW_SALES), extra=extra)
-    log(f"ingest: {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows, {span['first']}..{ds}")
-    plan_manifest = lake.publish(plan_window(sales, plan, ds, plan_days), RAW_PLAN, ds,
-                                 gate=_gate_for(gate, RAW_PLAN), extra=extra)
+    with lake.transaction(ds) as tx:   # sales and plan are published together or not at all
+        sales_manifest = tx.publish(history, RAW_SALES, gate=_gate_for(gate, RAW_SALES, ds), extra=extra)
+        log(f"ingest: {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows, {span['first']}..{ds}")
+        plan_manifest = tx.publish(plan_window(sales, plan, ds, plan_days), RAW_PLAN,
+                                   gate=_gate_for(gate, RAW_PLAN, ds), extra=extra)
     log(f"ingest: {RAW_PLAN} ds={ds}: {plan_manifest['rows']:,} rows for the {plan_days} days after ds; "
         f"done in {time.time() - began:.1f}s")
     return {"sales": sales_manifest, "plan": plan_manifest, "source_ds": source_ds}
@@ -148,20 +171,21 @@ def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[
 # A user's own file
 # ----------------------------------------------------------------------------------------------
 
-def read_user_file(path: str | Path) -> pd.DataFrame:
+def read_user_file(path: str | Path, date_format: str | None = None) -> pd.DataFrame:
     """A long-format or Kaggle store-item file -> canonical frame (echelon/formats.py)."""
     from echelon.formats import read_any
 
-    return read_any(path)
+    return read_any(path, date_format)
 
 
 def ingest_file(path: str | Path, ds: str | None = None, history_days: int = DEFAULT_HISTORY_DAYS,
-                gate: Gate | Mapping[str, Gate] | None = None, plan_days: int = PLAN_DAYS, log=print) -> dict:
+                gate: Gate | Mapping[str, Gate] | bool | None = None, plan_days: int = PLAN_DAYS, log=print,
+                date_format: str | None = None) -> dict:
     """Publish raw sales (and plan) for ds from a user's file; ds defaults to its last dated target.
 
     Only the columns the file has are published (the feature job treats absent covariates as
     unknown); a daily file is required, since the raw tables are daily."""
-    frame = read_user_file(path)
+    frame = read_user_file(path, date_format)
     stamps = pd.to_datetime(frame["timestamp"])
     if (stamps != stamps.dt.normalize()).any():
         sample = frame[stamps != stamps.dt.normalize()].head()
@@ -186,30 +210,41 @@ def ingest_file(path: str | Path, ds: str | None = None, history_days: int = DEF
                        & (frame["timestamp"] <= day + dt.timedelta(days=plan_days)), plan_columns]
     extra = {"source_file": str(Path(path).resolve()), "history_days": history_days, "plan_days": plan_days,
              "window": [min(history["timestamp"]).isoformat(), ds]}
-    sales_manifest = lake.publish(history.reset_index(drop=True), RAW_SALES, ds,
-                                  gate=_gate_for(gate, RAW_SALES), extra=extra)
-    plan_manifest = lake.publish(future.reset_index(drop=True), RAW_PLAN, ds,
-                                 gate=_gate_for(gate, RAW_PLAN), extra=extra)
+    with lake.transaction(ds) as tx:
+        sales_manifest = tx.publish(history.reset_index(drop=True), RAW_SALES,
+                                    gate=_gate_for(gate, RAW_SALES, ds), extra=extra)
+        plan_manifest = tx.publish(future.reset_index(drop=True), RAW_PLAN,
+                                   gate=_gate_for(gate, RAW_PLAN, ds), extra=extra)
     log(f"ingest: {path} -> {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows; "
         f"{RAW_PLAN}: {plan_manifest['rows']:,} rows")
     return {"sales": sales_manifest, "plan": plan_manifest, "source_file": str(path)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The CLI: every publish goes through the tables' catalog gates (as the DAG's), bad input exits 2."""
     parser = argparse.ArgumentParser(prog="python -m echelon.jobs.demand.ingest",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--ds", help="partition date YYYY-MM-DD (with --input: defaults to the file's last date)")
     parser.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS)
     parser.add_argument("--plan-days", type=int, default=PLAN_DAYS)
     parser.add_argument("--input", help="ingest this long-format or Kaggle store-item file instead of the source")
+    parser.add_argument("--date-format", help="--input's date format (strptime codes, e.g. %%d/%%m/%%Y): "
+                        "required where its dates read both day-first and month-first")
     args = parser.parse_args(argv)
-    if args.input:
-        ingest_file(args.input, ds=args.ds, history_days=args.history_days, plan_days=args.plan_days)
-    elif not args.ds:
+    if not args.input and not args.ds:
         parser.error("--ds is required (unless --input is given)")
-    else:
-        run(args.ds, history_days=args.history_days, plan_days=args.plan_days)
+    from echelon.cli import run_reporting
+
+    def command() -> int:
+        if args.input:
+            ingest_file(args.input, ds=args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True,
+                        date_format=args.date_format)
+        else:
+            run(args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True)
+        return 0
+
+    return run_reporting("demand ingest", command)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

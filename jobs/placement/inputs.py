@@ -90,6 +90,7 @@ def publish(spark, plan: pd.DataFrame, prices: pd.DataFrame, ds: str, facility_i
 
     params = {"facility_ids": facility_ids}
     validate(spark.createDataFrame(prices), PRICES.suite, str(PRICES), ds, params)
-    plan_manifest = lake.publish(plan, PLAN, ds, gate=True, params=params, extra=extra)
-    prices_manifest = lake.publish(prices, PRICES, ds, gate=True, params=params, extra=extra)
+    with lake.transaction(ds) as tx:   # plan and prices together or not at all
+        plan_manifest = tx.publish(plan, PLAN, gate=True, params=params, extra=extra)
+        prices_manifest = tx.publish(prices, PRICES, gate=True, params=params, extra=extra)
     return plan_manifest, prices_manifest

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon.callout_logs import TimestampError, parse_utc, read_any
+from echelon.callout_logs import LogFileError, TimestampError, parse_utc, read_any, require_columns
 from echelon.catalog.callouts import WINDOW_DAYS
 from echelon.models.callouts import ope, reward
 from echelon.models.callouts.policy import METHODS, serving_table
@@ -44,12 +44,15 @@ def read_logs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if impressions is None:
         raise ope.OPEError(f"no impressions.csv or impressions.parquet in {folder}")
     try:
+        require_columns(impressions, ["impression_id", "shown_at", "propensity", *ACTION], f"{folder}/impressions")
         impressions["shown_at"] = parse_utc(impressions["shown_at"], "shown_at", f"{folder}/impressions")
+        impressions["propensity"] = _propensities(impressions["propensity"], f"{folder}/impressions")
         if clicks is None or clicks.empty:
             clicks = pd.DataFrame({"impression_id": pd.Series(dtype=str),
                                    "clicked_at": pd.Series(dtype="datetime64[us, UTC]")})
+        require_columns(clicks, ["impression_id", "clicked_at"], f"{folder}/clicks")
         clicks["clicked_at"] = parse_utc(clicks["clicked_at"], "clicked_at", f"{folder}/clicks")
-    except TimestampError as error:
+    except (TimestampError, LogFileError) as error:
         raise ope.OPEError(str(error)) from error
     impressions[ACTION] = impressions[ACTION].astype(str)
     _check_clicks(impressions, clicks, folder)
@@ -61,6 +64,17 @@ def read_logs(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if catalog is None:
         catalog = pd.DataFrame({"callout_id": sorted(logs["callout_id"].unique()), "family": "unknown", "value": 0.0})
     return logs, catalog
+
+
+def _propensities(values: pd.Series, source: str) -> pd.Series:
+    """The logged propensities as numbers; text such as 'abc' is named with its rows (the range (0, 1] is
+    ope.check_logs' check)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        raise LogFileError(f"{source}: {int(bad.sum())} non-numeric `propensity` values "
+                           f"(rows {values.index[bad][:3].tolist()}: {values[bad].head(3).tolist()})")
+    return numbers.astype("float64")
 
 
 def _check_clicks(impressions: pd.DataFrame, clicks: pd.DataFrame, folder: Path) -> None:

@@ -187,7 +187,8 @@ def evaluate_and_promote(ds: str) -> dict:
 def batch_info(ds: str, batch_id: str, manifest: str) -> dict:
     if not batch_id or not manifest:
         raise ValueError(f"a batch needs a batch_id and a manifest path, got {batch_id!r} and {manifest!r}")
-    return {"ds": lake.parse_ds(ds), "batch_id": str(batch_id), "manifest": str(Path(manifest).resolve())}
+    return {"ds": lake.parse_ds(ds), "batch_id": settings.safe_id(batch_id, "batch_id"),
+            "manifest": str(Path(manifest).resolve())}
 
 
 def gate_manifest(batch: dict) -> dict:

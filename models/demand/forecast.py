@@ -339,12 +339,33 @@ def forecast_frame(history: pd.DataFrame, *, freq: str, horizon: int,
     return out.sort_values(keys + ["timestamp"], kind="stable").reset_index(drop=True), model, table
 
 
+# The longest horizon a forecast may ask for: ten years of days (a longer one overflowed pandas' timestamps
+# after minutes of work instead of failing at once).
+MAX_HORIZON = 3660
+
+
+def horizon_steps(text: str) -> int:
+    """--horizon: an integer up to MAX_HORIZON (argparse turns the error into exit 2 naming the flag); one
+    below 1 is refused by forecast_frame, which every caller goes through."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, got {text!r}") from None
+    if value > MAX_HORIZON:
+        raise argparse.ArgumentTypeError(f"at most {MAX_HORIZON} steps, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, type=Path,
                         help="long-format CSV/Parquet, a store-item CSV, or an M5 folder/file")
     parser.add_argument("--output", required=True, type=Path, help="CSV to write the forecasts to")
     parser.add_argument("--freq", default="D", help="pandas frequency of the data: D, W, W-MON, h, MS ...")
-    parser.add_argument("--horizon", required=True, type=int, help="steps to forecast per series")
+    parser.add_argument("--horizon", required=True, type=horizon_steps,
+                        help=f"steps to forecast per series (1..{MAX_HORIZON})")
+    parser.add_argument("--date-format", default=None,
+                        help="the input's date format (strptime codes, e.g. %%d/%%m/%%Y); required where its "
+                             "dates read both day-first and month-first (every day <= 12)")
     parser.add_argument("--quantiles", default=",".join(f"{q:g}" for q in QUANTILES),
                         help="comma-separated, e.g. 0.1,0.5,0.9 or 0.1,0.2,...,0.9")
     parser.add_argument("--model", default="auto", choices=("auto", *MODELS),
@@ -387,7 +408,7 @@ def _run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--candidates: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
 
-    history = read_any(args.input)
+    history = read_any(args.input, getattr(args, "date_format", None))
     n_series = history.groupby(SERIES).ngroups
     log.info("%s: %d rows, %d series, %s .. %s", args.input, len(history), n_series,
              history["timestamp"].min(), history["timestamp"].max())

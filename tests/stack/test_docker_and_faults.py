@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
-from echelon.stack import free_port, redact
+from echelon.stack import Stack, free_port, redact, write_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -29,7 +30,7 @@ def test_compose_has_the_topology_with_health_checks_and_named_volumes():
     assert {"postgres", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
             "airflow-triggerer", "spark-master", "spark-worker"} <= set(services)
     for name, service in services.items():
-        if name != "airflow-init":
+        if name not in ("airflow-init", "preflight"):   # one-shot services: they exit when done
             assert "healthcheck" in service, f"{name} has no health check"
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -94,3 +95,52 @@ def test_kill_tree_reaches_descendants_in_other_process_groups():
     root.wait(timeout=10)
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], alive
+
+
+# ---- issue 18: secrets -----------------------------------------------------------------------------
+
+def preflight(values: dict) -> subprocess.CompletedProcess:
+    """compose.yaml's preflight command as its container would run it ($$ is compose's escaped $)."""
+    service = compose("compose.yaml")["services"]["preflight"]
+    script = service["command"][0].replace("$$", "$")
+    return subprocess.run(["sh", "-c", script], env={"PATH": os.environ["PATH"], **values},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_compose_refuses_the_change_me_placeholder():
+    services = compose("compose.yaml")["services"]
+    names = list(services["preflight"]["environment"])
+    assert services["postgres"]["depends_on"]["preflight"] == {"condition": "service_completed_successfully"}
+    assert services["spark-master"]["depends_on"]["preflight"] == {"condition": "service_completed_successfully"}
+    good = {name: f"s3cret-{k}" for k, name in enumerate(names)}
+    assert preflight(good).returncode == 0
+    refused = preflight({**good, "AIRFLOW_FERNET_KEY": "change-me"})
+    assert refused.returncode == 1
+    assert "AIRFLOW_FERNET_KEY is still the placeholder change-me" in refused.stdout
+
+
+def test_secret_files_are_created_0600_and_the_stack_prints_no_password(tmp_path):
+    import stat
+
+    path = write_secret(tmp_path / "deep" / "secret.json", "x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    write_secret(path, "y")                       # an existing file is narrowed again
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "y"
+    stack = Stack(tmp_path / "var", postgres_url="postgresql://postgres:hunter2@127.0.0.1:5432/postgres",
+                  base_env={"PATH": os.environ["PATH"], "ECHELON_AIRFLOW_ADMIN_PASSWORD": "adm1n-pw"})
+    stack._write_configs()
+    text = stack.describe()
+    assert "hunter2" not in text and "adm1n-pw" not in text and "postgres:***@127.0.0.1" in text
+    conf = Path(stack.env["SPARK_CONF_DIR"]) / "spark-defaults.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    assert "spark.authenticate true" in conf.read_text() and stack.spark_secret in conf.read_text()
+
+
+@pytest.mark.parametrize("batch_id", ["../..", "a/b", "..", "", "x" * 200, "a..b", ".hidden"])
+def test_batch_ids_are_strict(batch_id):
+    from echelon.models.damage.steps import batch_info
+
+    with pytest.raises(ValueError, match="batch_id .* is not a valid id"):
+        batch_info("2026-11-20", batch_id or " ", "manifest.csv")
+    assert batch_info("2026-11-20", "batch-2026-11-20.001", "m.csv")["batch_id"] == "batch-2026-11-20.001"

@@ -58,7 +58,7 @@ def test_the_console_command_refuses_an_empty_range_with_a_message_not_a_traceba
 
     out = subprocess.run([str(Path(sys.executable).with_name("echelon")), "backfill", "--dag", "demand_nightly",
                           "--from", "2026-11-05", "--to", "2026-11-04"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1
+    assert out.returncode == 2   # bad input (issue 18: exit 2)
     assert out.stderr.strip() == "echelon backfill: BackfillError: backfill range is empty: --from 2026-11-05 is after --to 2026-11-04"
 
 

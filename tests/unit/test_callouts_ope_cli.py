@@ -121,12 +121,12 @@ def test_a_bad_flag_is_refused_by_name(logs, tmp_path, capsys, flags, problem):
 
 
 def test_an_unknown_policy_or_a_missing_logs_folder_is_refused_by_name(logs, tmp_path, capsys):
-    assert run("--logs", logs[0], "--policy", "greedy", "--output", tmp_path) == 1
+    assert run("--logs", logs[0], "--policy", "greedy", "--output", tmp_path) == 2
     assert "unknown policy 'greedy'" in capsys.readouterr().err
-    assert run("--logs", tmp_path / "nowhere", "--policy", "uniform", "--output", tmp_path) == 1
+    assert run("--logs", tmp_path / "nowhere", "--policy", "uniform", "--output", tmp_path) == 2
     assert "no impressions.csv or impressions.parquet in" in capsys.readouterr().err
     pd.DataFrame({"segment": ["s0"], "callout_id": ["c0"], "weight": [1.0]}).to_csv(tmp_path / "p.csv", index=False)
-    assert run("--logs", logs[0], "--policy", tmp_path / "p.csv", "--output", tmp_path) == 1
+    assert run("--logs", logs[0], "--policy", tmp_path / "p.csv", "--output", tmp_path) == 2
     assert "lacks columns ['layout_id', 'probability']" in capsys.readouterr().err
     assert not (tmp_path / "estimates.csv").exists()
 
@@ -150,6 +150,6 @@ def test_bad_logs_are_refused_by_name(tmp_path, capsys, case, problem):
         impressions.loc[3, "propensity"] = 0.0
     impressions.to_csv(folder / "impressions.csv", index=False)
     clicks.to_csv(folder / "clicks.csv", index=False)
-    assert run("--logs", folder, "--policy", folder / "policy.csv", "--output", tmp_path / "out") == 1
+    assert run("--logs", folder, "--policy", folder / "policy.csv", "--output", tmp_path / "out") == 2
     assert re.search(problem, capsys.readouterr().err)
     assert not (tmp_path / "out" / "estimates.csv").exists()

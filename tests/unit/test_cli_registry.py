@@ -32,8 +32,9 @@ def test_every_domain_takes_its_steps_in_one_shape():
     assert cli.step_argv("capacity", ["clear", "--requests", "r.csv"]) == ["clear", "--requests", "r.csv"]
 
 
-def test_the_unified_shape_reaches_the_domain_step():
+def test_the_unified_shape_reaches_the_domain_step(capsys):
     """`echelon damage gate_manifest --ds D` runs the damage step (which fails on its missing batch, as
-    `echelon damage step gate_manifest --ds D` does), not the damage parser's error for an unknown command."""
-    with pytest.raises(ValueError, match="a batch needs a batch_id and a manifest path"):
-        cli.main(["damage", "gate_manifest", "--ds", "2026-11-20"])
+    `echelon damage step gate_manifest --ds D` does), not the damage parser's error for an unknown command.
+    (Issue 18: the CLI turns every error into one line and an exit status, bad input 2.)"""
+    assert cli.main(["damage", "gate_manifest", "--ds", "2026-11-20"]) == 2
+    assert "ValueError: a batch needs a batch_id and a manifest path" in capsys.readouterr().err
