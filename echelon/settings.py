@@ -86,6 +86,10 @@ class Settings:
     def callouts(self) -> CalloutsSettings:
         return CalloutsSettings(self)
 
+    @property
+    def membership(self) -> MembershipSettings:
+        return MembershipSettings(self)
+
 
 @dataclass(frozen=True)
 class _Section:
@@ -196,6 +200,21 @@ class CalloutsSettings(_Section):
         return {"seed": int(self._get("ECHELON_CALLOUTS_SEED", self.settings.seed)),
                 "start": self._get("ECHELON_CALLOUTS_WORLD_START", "2026-10-01"),
                 "traffic": int(self._get("ECHELON_CALLOUTS_TRAFFIC", "5000"))}
+
+
+class MembershipSettings(_Section):
+    @property
+    def fit_scale(self) -> float:                # ECHELON_MEMBERSHIP_FIT_SCALE: times every PQR stage's steps
+        return float(self._get("ECHELON_MEMBERSHIP_FIT_SCALE", "1.0"))
+
+    @property
+    def scenarios(self) -> Path | None:          # ECHELON_MEMBERSHIP_SCENARIOS: the scenario folder
+        value = self._get("ECHELON_MEMBERSHIP_SCENARIOS")
+        return Path(value) if value else None
+
+    @property
+    def accelerator(self) -> str:                # ECHELON_MEMBERSHIP_ACCELERATOR: cpu (default) | gpu | auto
+        return self._get("ECHELON_MEMBERSHIP_ACCELERATOR", "cpu")
 
 
 def report_dir(domain: str, key: str, by: str = "ds") -> Path:
