@@ -1,7 +1,8 @@
 """From fitted estimators to answers: the identification table (what each segment values, against the
 truth) and the counterfactual shares of each scenario under each method, with the truth beside them.
 
-Methods: `pqr` (re-solved under its reward), `static` (the static logit: its myopic reward, beta = 0),
+Methods: `pqr` (re-solved under its reward), `pqr_exact` (the same P stage, its Q and R stages solved
+exactly on the discrete state space with the estimated transitions, then re-solved), `static` (the static logit: its myopic reward, beta = 0),
 `bc` (behaviour cloning: its policy at the scenario's prices; benefit changes do not reach it). The truth
 comes in as a function (the world lives in jobs/; steps and the benchmark pass it), so everything here is
 pure: data and fitted networks in, frames out.
@@ -16,9 +17,9 @@ import pandas as pd
 
 from echelon.membership_mdp import BENEFITS, SEGMENTS, Dynamics, Space, features, transitions
 from echelon.models.membership import counterfactual as cf
-from echelon.models.membership.pqr import PQR, log_policy, static_reward
+from echelon.models.membership.pqr import PQR, exact_reward, log_policy, static_reward
 
-METHODS = ("pqr", "static", "bc")
+METHODS = ("pqr", "pqr_exact", "static", "bc")
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Setting:
 def world_rewards(model: PQR, setting: Setting) -> dict[str, np.ndarray]:
     space = Space(setting.cells)
     x = features(space.frame())
-    return {"pqr": model.reward(x), "static": static_reward(model, x)}
+    exact = exact_reward(log_policy(model.policy, x), transitions(space, setting.dynamics), setting.beta)
+    return {"pqr": model.reward(x), "pqr_exact": exact, "static": static_reward(model, x)}
 
 
 def identification(model: PQR, setting: Setting, true_reward: np.ndarray | None = None,
@@ -51,7 +53,7 @@ def identification(model: PQR, setting: Setting, true_reward: np.ndarray | None 
     rewards = world_rewards(model, setting)
     alphas, values = {}, {}
     for name, reward in rewards.items():
-        beta = setting.beta if name == "pqr" else 0.0
+        beta = setting.beta if name.startswith("pqr") else 0.0
         alphas[name] = cf.price_sensitivity(reward, space, beta, setting.visits + 1.0)
         values[name] = cf.benefit_values(reward, space, alphas[name], setting.visits + 1.0)
     if true_reward is not None:
@@ -69,10 +71,11 @@ def method_policy(name: str, model: PQR, setting: Setting, scenario: cf.Scenario
     if name == "bc":
         return np.exp(log_policy(model.policy, features(Space([scenario.prices]).frame())))
     x = features(space.frame())
-    base = model.reward(x) if name == "pqr" else static_reward(model, x)
-    beta = setting.beta if name == "pqr" else 0.0
+    base = {"pqr": lambda: model.reward(x), "static": lambda: static_reward(model, x),
+            "pqr_exact": lambda: exact_reward(log_policy(model.policy, x), P, setting.beta)}[name]()
+    beta = setting.beta if name.startswith("pqr") else 0.0
     reward = cf.scenario_reward(base, space, scenario, setting.status_quo, ident["alpha"][name], ident["values"][name], beta)
-    return cf.solve(reward, P, setting.beta) if name == "pqr" else cf.myopic(reward)
+    return cf.solve(reward, P, setting.beta) if name.startswith("pqr") else cf.myopic(reward)
 
 
 def run_scenarios(model: PQR, setting: Setting, scenarios: list[cf.Scenario], ident: dict,

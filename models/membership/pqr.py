@@ -298,7 +298,7 @@ class Affine(nn.Module):
 
 def static_reward(pqr_or_policy, x: np.ndarray) -> np.ndarray:
     """The static logit's reward (beta = 0): the log-odds of each action against the anchor."""
-    net = pqr_or_policy.policy if isinstance(pqr_or_policy, PQR) else pqr_or_policy
+    net = getattr(pqr_or_policy, "policy", pqr_or_policy)
     lp = log_policy(net, x)
     return lp - lp[:, [ANCHOR]]
 
@@ -307,3 +307,17 @@ def log_likelihood(log_pi: np.ndarray, actions: np.ndarray) -> float:
     """Mean log-likelihood per choice."""
     return float(log_pi[np.arange(len(actions)), actions].mean())
 
+
+
+def exact_reward(log_pi: np.ndarray, P: list, beta: float) -> np.ndarray:
+    """The Q and R stages solved exactly on a discrete state space with (estimated) transitions P, from the
+    P stage's log-policy: Q(s,a0) = beta P_a0 [Q(., a0) - log pi(a0|.)] is one sparse linear solve, then
+    r(s,a) = Q(s,a0) + log pi(a|s) - log pi(a0|s) - beta P_a [Q(., a0) - log pi(a0|.)] (the paper's estimator
+    with known transitions; a comparison to the neural Q and R stages)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    n = log_pi.shape[0]
+    q0 = spsolve((sparse.identity(n) - beta * P[ANCHOR]).tocsc(), -beta * (P[ANCHOR] @ log_pi[:, ANCHOR]))
+    future = q0 - log_pi[:, ANCHOR]
+    return np.column_stack([q0 + log_pi[:, a] - log_pi[:, ANCHOR] - beta * (P[a] @ future) for a in range(len(ACTIONS))])

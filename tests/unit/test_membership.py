@@ -58,6 +58,16 @@ def test_the_worlds_identification_answers_itself():
     assert cf.benefit_values(truth, space, alpha) == pytest.approx(world.VALUE, abs=1e-9)
 
 
+def test_pqr_with_known_transitions_recovers_the_true_reward_exactly():
+    """The paper's identification result, on the world: from the true policy and transitions, the Q and R
+    stages solved exactly give back the true reward of every action in every state (anchor: 0)."""
+    space = Space([world.STATUS_QUO])
+    P = transitions(space, world.dynamics())
+    truth = world.true_reward(space)
+    _, _, pi = soft_bellman(truth, P, world.BETA)
+    np.testing.assert_allclose(pqr.exact_reward(np.log(pi), P, world.BETA), truth, atol=1e-6)
+
+
 def test_the_world_is_deterministic_and_every_plan_is_chosen():
     a, b = world.panel(3, 200, 6, "2026-11-30"), world.panel(3, 200, 6, "2026-11-30")
     pd.testing.assert_frame_equal(a, b)
