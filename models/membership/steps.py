@@ -120,13 +120,18 @@ def fit(ds: str) -> dict:
     truth = world.true_reward(space) if world else None
     ident, info = analysis.identification(model, setting, truth, world.VALUE if world else None)
     x_test, a_test = features(test), pqr.action_codes(test["action"])
-    resolved = soft_bellman(model.reward(features(space.frame())), transitions(space, setting.dynamics), setting.beta)[2]
+    P = transitions(space, setting.dynamics)
+    x_space = features(space.frame())
+    resolved = soft_bellman(model.reward(x_space), P, setting.beta)[2]
+    exact = pqr.exact_reward(model.log_policy(x_space), P, setting.beta)
+    resolved_exact = soft_bellman(exact, P, setting.beta)[2]
     index = space.locate(test)
     metrics = {"heldout_ll_pqr": pqr.log_likelihood(np.log(np.clip(resolved[index], 1e-12, None)), a_test),
+               "heldout_ll_pqr_exact": pqr.log_likelihood(np.log(np.clip(resolved_exact[index], 1e-12, None)), a_test),
                "heldout_ll_policy": pqr.log_likelihood(model.log_policy(x_test), a_test),
                "train_rows": len(train), "heldout_rows": len(test)}
     if truth is not None:
-        metrics.update(reward_recovery(model, test, space, truth))
+        metrics.update(reward_recovery(model, test, space, truth, exact))
     out = report_dir(ds)
     out.mkdir(parents=True, exist_ok=True)
     with tracking.run("membership", ds, "fit", model="pqr") as run, tempfile.TemporaryDirectory() as tmp:
@@ -166,15 +171,15 @@ def fit(ds: str) -> dict:
             **{k: round(float(v), 5) for k, v in metrics.items()}}
 
 
-def reward_recovery(model, rows: pd.DataFrame, space: Space, truth: np.ndarray) -> dict:
+def reward_recovery(model, rows: pd.DataFrame, space: Space, truth: np.ndarray, exact: np.ndarray) -> dict:
     """Correlation and relative RMSE of the member actions' estimated reward against the truth, over the
-    states of `rows` (each visit once)."""
+    states of `rows` (each visit once); `exact` is the exact-Q-and-R reward on every state of `space`."""
     from echelon.models.membership.pqr import static_reward
 
     index = space.locate(rows)
     x = features(space.frame().iloc[index])
     out = {}
-    for name, estimate in (("pqr", model.reward(x)), ("static", static_reward(model, x))):
+    for name, estimate in (("pqr", model.reward(x)), ("pqr_exact", exact[index]), ("static", static_reward(model, x))):
         e, t = estimate[:, 1:].ravel(), truth[index][:, 1:].ravel()
         out[f"reward_corr_{name}"] = float(np.corrcoef(e, t)[0, 1])
         out[f"reward_rel_rmse_{name}"] = float(np.sqrt(np.mean((e - t) ** 2) / np.mean(t ** 2)))
