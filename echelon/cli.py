@@ -29,6 +29,7 @@ COMMANDS = {
     "damage": ("echelon.models.damage.steps", "image-batch damage scoring: train, score, world, or one pipeline step"),
     "backfill": ("echelon.backfill", "backfill a DAG over data dates with Airflow's own backfill"),
     "callouts": ("echelon.models.callouts.steps", "nightly benefit callouts: a pipeline step, or simulate/ope/obd tools"),
+    "membership": ("echelon.models.membership.steps", "weekly membership choices: simulate, fit Deep PQR, counterfactual scenarios"),
     "airflow": ("echelon.airflow_env", "run the airflow CLI with the project's Airflow settings"),
     "checksums": ("echelon.checksums", "dump or compare the checksums of every published partition of a lake"),
 }
@@ -43,12 +44,14 @@ STEPS = {
     "capacity": ("world", "base_limits", "requests", "clear", "statements", "simulate", "report"),
     "damage": ("world", "train", "evaluate_and_promote", "gate_manifest", "score", "log_batch"),
     "callouts": ("ingest", "feedback", "train", "evaluate_and_promote", "serve"),
+    "membership": ("simulate", "ingest", "features", "fit", "counterfactual"),
 }
 TOOLS = {
     "placement": ("solve --generate", "simulate --generate"),
     "capacity": ("clear --requests", "period --rounds"),
     "damage": ("train --train", "score --model", "world --output"),
     "callouts": ("simulate", "ope", "obd"),
+    "membership": ("counterfactual --scenario",),
 }
 
 

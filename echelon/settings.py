@@ -87,6 +87,10 @@ class Settings:
     def callouts(self) -> CalloutsSettings:
         return CalloutsSettings(self)
 
+    @property
+    def membership(self) -> MembershipSettings:
+        return MembershipSettings(self)
+
 
 @dataclass(frozen=True)
 class _Section:
@@ -212,6 +216,21 @@ def safe_id(value, what: str = "id") -> str:
         raise ValueError(f"{what} {text!r} is not a valid id: use letters, digits, '.', '_', '-' or '=' "
                          f"(at most 128, starting with a letter or digit, no '..')")
     return text
+
+
+class MembershipSettings(_Section):
+    @property
+    def fit_scale(self) -> float:                # ECHELON_MEMBERSHIP_FIT_SCALE: times every PQR stage's steps
+        return float(self._get("ECHELON_MEMBERSHIP_FIT_SCALE", "1.0"))
+
+    @property
+    def scenarios(self) -> Path | None:          # ECHELON_MEMBERSHIP_SCENARIOS: the scenario folder
+        value = self._get("ECHELON_MEMBERSHIP_SCENARIOS")
+        return Path(value) if value else None
+
+    @property
+    def accelerator(self) -> str:                # ECHELON_MEMBERSHIP_ACCELERATOR: cpu (default) | gpu | auto
+        return self._get("ECHELON_MEMBERSHIP_ACCELERATOR", "cpu")
 
 
 def report_dir(domain: str, key: str, by: str = "ds") -> Path:

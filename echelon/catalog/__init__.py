@@ -9,13 +9,13 @@ one home that neither layer has to import the other for. tests/unit/test_catalog
 """
 from __future__ import annotations
 
-from echelon.catalog import callouts, capacity, damage, demand, network, placement
+from echelon.catalog import callouts, capacity, damage, demand, membership, network, placement
 from echelon.catalog.table import Table
 
 
 def tables() -> list[Table]:
     """Every declared table, in domain order."""
     found = []
-    for module in (demand, network, placement, capacity, damage, callouts):
+    for module in (demand, network, placement, capacity, damage, callouts, membership):
         found += [v for v in vars(module).values() if isinstance(v, Table)]
     return found

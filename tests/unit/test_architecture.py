@@ -74,7 +74,7 @@ def test_the_environment_is_read_only_in_settings():
 
 # Each domain's steps module (read inputs -> pure functions -> publish; what the DAG tasks and the CLI
 # call) is the one place that imports both layers.
-STEPS_MODULES = {f"models/{d}/steps.py" for d in ("demand", "placement", "capacity", "damage", "callouts")}
+STEPS_MODULES = {f"models/{d}/steps.py" for d in ("demand", "placement", "capacity", "damage", "callouts", "membership")}
 # Tools that drive model code against a domain's synthetic world (jobs/<domain>/world.py) join the two layers
 # as a steps module does: `echelon callouts simulate` runs the bandit policies on the shopper world, and
 # damage's demo builds a tiny image world and trains a model on it (for tests and a quick look).

@@ -1,0 +1,323 @@
+"""Deep PQR (Geng, Nassif, Manzanares, Reppen & Sircar, ICML 2020) and its two baselines, in PyTorch Lightning.
+
+Choices follow a dynamic logit, pi(a|s) = exp Q(s,a) / sum_b exp Q(s,b), and the anchor action a0 (not
+being a member) has reward 0 in every state. Three neural stages, each fitted on observed transitions
+(state s, action a, next state s'):
+  P  pi(a|s): a classifier on (s, a);
+  Q  Q(s,a0) by fitted-Q iteration on the transitions that took a0 ONLY:
+       Q(s,a0) <- 0 + beta * [Q(s',a0) - log pi(a0|s')]     (target network refreshed every `q_inner` steps)
+     then Q(s,a) = Q(s,a0) + log pi(a|s) - log pi(a0|s);
+  R  r(s,a) = Q(s,a) - beta * E[Q(s',a0) - log pi(a0|s') | s, a], the expectation a regression on all
+     observed transitions.
+Baselines: the static logit (beta = 0: r(s,a) = log pi(a|s) - log pi(a0|s), the myopic reading of the same
+choices) and behaviour cloning (the P stage alone: a policy, no reward, so no answer to a reward change).
+
+Every stage trains full batch on the distinct rows of the (discrete) state space, weighted by their
+counts: one Lightning epoch of identical batches, `inner` Adam steps per Lightning step.
+
+Size: the three Lightning stages, the fitted model and the baselines that reuse its policy network.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from echelon.membership_mdp import ACTIONS, ANCHOR, STATE_COLUMNS, MembershipError, features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitConfig:
+    beta: float = 0.9
+    hidden: int = 32
+    lr: float = 1e-2
+    p_steps: int = 1500
+    q_iterations: int = 100
+    q_inner: int = 10
+    r_steps: int = 1000
+    seed: int = 0
+    accelerator: str = "cpu"
+    threads: int = 1
+
+    def scaled(self, factor: float) -> "FitConfig":
+        """The same fit with every stage's steps times `factor` (tests and tiny DAG runs)."""
+        return FitConfig(self.beta, self.hidden, self.lr, max(1, int(self.p_steps * factor)),
+                         max(1, int(self.q_iterations * factor)), self.q_inner, max(1, int(self.r_steps * factor)),
+                         self.seed, self.accelerator, self.threads)
+
+
+def mlp(n_in: int, n_out: int, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+
+
+class _Repeat(torch.utils.data.Dataset):
+    """The whole data set as one batch, `steps` times: full-batch training in one Lightning epoch."""
+
+    def __init__(self, tensors: tuple, steps: int):
+        self.tensors, self.steps = tensors, steps
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, i):
+        return self.tensors
+
+
+class _Stage:
+    """What the three stages share: Adam, `inner` gradient steps per Lightning step (manual optimisation:
+    Lightning's per-step overhead dwarfs a full-batch step of these small networks), and the loss of every
+    gradient step kept for the loss curves."""
+    automatic_optimization = False
+    inner = 20
+    planned = 1
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+    def _steps(self, loss_of) -> torch.Tensor:
+        optimizer = self.optimizers()
+        for _ in range(self.inner):
+            # the learning rate decays geometrically to 5% of its start over the stage's planned steps
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr * 0.05 ** min(1.0, len(self.losses) / max(1, self.planned))
+            optimizer.zero_grad()
+            loss = loss_of()
+            self.manual_backward(loss)
+            optimizer.step()
+            self.losses.append(float(loss.detach()))
+        return loss
+
+
+def _lightning():
+    import lightning as L
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return L
+
+
+def _fit(module, tensors: tuple, steps: int, config: "FitConfig") -> None:
+    """Train `module` for about `steps` gradient steps on the full batch `tensors` (on one CPU thread by
+    default: on a loaded 2-core machine, two threads per step ran 2.3x slower)."""
+    L = _lightning()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        trainer = L.Trainer(max_epochs=1, accelerator=config.accelerator, devices=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        module.planned = max(1, steps // module.inner) * module.inner
+        loader = torch.utils.data.DataLoader(_Repeat(tensors, max(1, steps // module.inner)), batch_size=None)
+        trainer.fit(module, loader)
+    finally:
+        torch.set_num_threads(threads)
+    module.net.cpu().eval()
+
+
+def _weighted_mse(prediction, target, weight):
+    return (weight * (prediction - target) ** 2).sum() / weight.sum()
+
+
+def unique_rows(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique rows of the arrays side by side, the index of each input row's unique row, counts): the
+    state space is discrete, so the stages train on each distinct row once, weighted by how often it occurs
+    (the same loss as on every row, at a fraction of the cost)."""
+    joined = np.hstack([np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in arrays])
+    unique, inverse, counts = np.unique(joined, axis=0, return_inverse=True, return_counts=True)
+    return unique, inverse.ravel(), counts.astype(np.float32)
+
+
+def _modules():
+    L = _lightning()
+
+    class PolicyStage(_Stage, L.LightningModule):
+        def __init__(self, n_in, hidden, lr):
+            super().__init__()
+            self.net, self.lr, self.losses = mlp(n_in, len(ACTIONS), hidden), lr, []
+
+        def training_step(self, batch, _):
+            x, counts = batch                      # unique states, (n, 3) choice counts
+            return self._steps(lambda: -(counts * F.log_softmax(self.net(x), dim=-1)).sum() / counts.sum())
+
+    class AnchorQStage(_Stage, L.LightningModule):
+        def __init__(self, n_in, hidden, lr, beta, inner):
+            super().__init__()
+            self.net, self.lr, self.beta, self.inner, self.losses = mlp(n_in, 1, hidden), lr, beta, inner, []
+
+        def training_step(self, batch, _):
+            # one fitted-Q iteration: targets from the previous iteration's network, then `inner` steps
+            x, x_next, log_pi0_next, w = batch
+            with torch.no_grad():
+                y = self.beta * (self.net(x_next).squeeze(-1) - log_pi0_next)   # r(s, a0) = 0: the anchor
+            return self._steps(lambda: _weighted_mse(self.net(x).squeeze(-1), y, w))
+
+    class RegressionStage(_Stage, L.LightningModule):
+        def __init__(self, n_in, hidden, lr):
+            super().__init__()
+            self.net, self.lr, self.losses = mlp(n_in, 1, hidden), lr, []
+
+        def training_step(self, batch, _):
+            x, y, w = batch
+            return self._steps(lambda: _weighted_mse(self.net(x).squeeze(-1), y, w))
+
+    return PolicyStage, AnchorQStage, RegressionStage
+
+
+def action_codes(actions: pd.Series) -> np.ndarray:
+    return pd.Categorical(actions, categories=ACTIONS).codes.astype(np.int64)
+
+
+def next_state(rows: pd.DataFrame) -> pd.DataFrame:
+    """The next-state columns of transitions as a frame of state columns."""
+    return pd.DataFrame({c: rows[f"next_{c}"].to_numpy() for c in STATE_COLUMNS})
+
+
+def _tensor(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a))
+
+
+def fit_policy(x: np.ndarray, actions: np.ndarray, config: FitConfig):
+    """The P stage: pi(a|s) by a neural classifier. Returns (net, per-step losses)."""
+    PolicyStage, _, _ = _modules()
+    states, inverse, _ = unique_rows(x)
+    counts = np.zeros((len(states), len(ACTIONS)), dtype=np.float32)
+    np.add.at(counts, (inverse, actions), 1.0)
+    torch.manual_seed(config.seed)
+    stage = PolicyStage(x.shape[1], config.hidden, config.lr)
+    _fit(stage, (_tensor(states), _tensor(counts)), config.p_steps, config)
+    return stage.net, stage.losses
+
+
+def log_policy(net, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return F.log_softmax(net(_tensor(x)), dim=-1).numpy()
+
+
+def fit_anchor_q(x: np.ndarray, x_next: np.ndarray, log_pi0_next: np.ndarray, actions: np.ndarray,
+                 config: FitConfig):
+    """The Q stage: Q(s, a0) by fitted-Q iteration on the transitions that took the anchor action, and only
+    those (the Bellman equation of a0 holds along a0's own transitions). Returns (net, losses)."""
+    _, AnchorQStage, _ = _modules()
+    anchor = actions == ANCHOR
+    if not anchor.any():
+        raise MembershipError(f"no transition took the anchor action {ACTIONS[ANCHOR]!r}: Q(s, a0) cannot be fitted")
+    torch.manual_seed(config.seed + 1)
+    stage = AnchorQStage(x.shape[1], config.hidden, config.lr, config.beta, config.q_inner)
+    pairs, _, weight = unique_rows(x[anchor], x_next[anchor], log_pi0_next[anchor])
+    n = x.shape[1]
+    tensors = (_tensor(pairs[:, :n]), _tensor(pairs[:, n:2 * n]), _tensor(pairs[:, 2 * n]), _tensor(weight))
+    _fit(stage, tensors, config.q_iterations * config.q_inner, config)
+    return stage.net, stage.losses
+
+
+def with_actions(x: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.eye(len(ACTIONS), dtype=np.float32)[actions]])
+
+
+@dataclass
+class PQR:
+    """A fitted Deep PQR: the three stages' networks and their loss curves."""
+    policy: nn.Module
+    q_anchor: nn.Module
+    expectation: nn.Module
+    beta: float
+    losses: dict = field(default_factory=dict)
+
+    def log_policy(self, x: np.ndarray) -> np.ndarray:
+        return log_policy(self.policy, x)
+
+    def q(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3) Q(s, a) = Q(s, a0) + log pi(a|s) - log pi(a0|s)."""
+        with torch.no_grad():
+            q0 = self.q_anchor(_tensor(x)).squeeze(-1).numpy()
+        lp = self.log_policy(x)
+        return q0[:, None] + lp - lp[:, [ANCHOR]]
+
+    def reward(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3) r(s, a) = Q(s, a) - beta * E[Q(s', a0) - log pi(a0|s') | s, a]; the anchor's column is ~0."""
+        q = self.q(x)
+        with torch.no_grad():
+            future = np.column_stack([
+                self.expectation(_tensor(with_actions(x, np.full(len(x), a)))).squeeze(-1).numpy()
+                for a in range(len(ACTIONS))])
+        return q - self.beta * future
+
+
+def check_identified(rows: pd.DataFrame, where: str) -> None:
+    """The reward is identified only through the anchor: without a single anchor choice, say so and stop."""
+    if not (rows["action"] == ACTIONS[ANCHOR]).any():
+        raise MembershipError(f"{where}: the anchor action {ACTIONS[ANCHOR]!r} never occurs in {len(rows)} choices, "
+                              f"so the reward is not identified; not fitting")
+
+
+def fit_pqr(rows: pd.DataFrame, config: FitConfig, where: str = "transitions") -> PQR:
+    """Fit P, Q and R on transitions (state columns, action, next_* state columns; a row without a next
+    state, a customer's last month, trains the P stage only)."""
+    check_identified(rows, where)
+    x = features(rows)
+    actions = action_codes(rows["action"])
+    policy, p_losses = fit_policy(x, actions, config)
+    has_next = rows["next_plan"].notna().to_numpy()
+    if not has_next.any():
+        raise MembershipError(f"{where}: no row has a next month, so no transition to fit Q and R on")
+    x, actions = x[has_next], actions[has_next]
+    x_next = features(next_state(rows[has_next]))
+    log_pi0_next = log_policy(policy, x_next)[:, ANCHOR]
+    if not (actions == ANCHOR).any():
+        raise MembershipError(f"{where}: the anchor action {ACTIONS[ANCHOR]!r} occurs only in customers' last months, "
+                              f"so no anchor transition identifies Q(s, a0); not fitting")
+    q_net, q_losses = fit_anchor_q(x, x_next, log_pi0_next, actions, config)
+    with torch.no_grad():
+        target = (q_net(_tensor(x_next)).squeeze(-1).numpy() - log_pi0_next).astype(np.float32)
+    _, _, RegressionStage = _modules()
+    torch.manual_seed(config.seed + 2)
+    stage = RegressionStage(x.shape[1] + len(ACTIONS), config.hidden, config.lr)
+    center, scale = float(target.mean()), float(target.std() or 1.0)     # the regression learns a standardised target
+    rows_r, _, weight = unique_rows(with_actions(x, actions), (target - center) / scale)
+    _fit(stage, (_tensor(rows_r[:, :-1]), _tensor(rows_r[:, -1]), _tensor(weight)), config.r_steps, config)
+    return PQR(policy, q_net, Affine(stage.net, center, scale), config.beta,
+               {"P": p_losses, "Q": q_losses, "R": stage.losses})
+
+
+class Affine(nn.Module):
+    """A network trained on a standardised target, answering in the target's own units."""
+
+    def __init__(self, net: nn.Module, center: float, scale: float):
+        super().__init__()
+        self.net, self.center, self.scale = net, center, scale
+
+    def forward(self, x):
+        return self.net(x) * self.scale + self.center
+
+
+def static_reward(pqr_or_policy, x: np.ndarray) -> np.ndarray:
+    """The static logit's reward (beta = 0): the log-odds of each action against the anchor."""
+    net = getattr(pqr_or_policy, "policy", pqr_or_policy)
+    lp = log_policy(net, x)
+    return lp - lp[:, [ANCHOR]]
+
+
+def log_likelihood(log_pi: np.ndarray, actions: np.ndarray) -> float:
+    """Mean log-likelihood per choice."""
+    return float(log_pi[np.arange(len(actions)), actions].mean())
+
+
+
+def exact_reward(log_pi: np.ndarray, P: list, beta: float) -> np.ndarray:
+    """The Q and R stages solved exactly on a discrete state space with (estimated) transitions P, from the
+    P stage's log-policy: Q(s,a0) = beta P_a0 [Q(., a0) - log pi(a0|.)] is one sparse linear solve, then
+    r(s,a) = Q(s,a0) + log pi(a|s) - log pi(a0|s) - beta P_a [Q(., a0) - log pi(a0|.)] (the paper's estimator
+    with known transitions; a comparison to the neural Q and R stages)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    n = log_pi.shape[0]
+    q0 = spsolve((sparse.identity(n) - beta * P[ANCHOR]).tocsc(), -beta * (P[ANCHOR] @ log_pi[:, ANCHOR]))
+    future = q0 - log_pi[:, ANCHOR]
+    return np.column_stack([q0 + log_pi[:, a] - log_pi[:, ANCHOR] - beta * (P[a] @ future) for a in range(len(ACTIONS))])
