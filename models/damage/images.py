@@ -7,6 +7,7 @@ manifest that lacks required columns (or cannot be read) fails as a whole.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ REQUIRED = ["image_id", "path", "item_id"]
 LABELLED = ["label", "damage_type"]
 MODES = {"RGB", "L"}   # colour photos, or greyscale cameras (converted to RGB); others are quarantined
 MIN_SIDE = 32          # smaller images carry too little detail to judge damage
+MAX_PIXELS = 50_000_000   # ~7000x7000: a booth camera's frame is far smaller; a bigger header is a bomb or junk
 
 
 class ManifestError(ValueError):
@@ -52,13 +54,22 @@ def check_image(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return "zero-byte file"
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():     # PIL warns on big headers; the size check below gives the reason
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)        # reads the header only: the declared size, before any decoding
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                return (f"image too large: its header declares {width}x{height} "
+                        f"({width * height:,} pixels, at most {MAX_PIXELS:,})")
             image.verify()                  # structure and checksums, without decoding
         with Image.open(path) as image:     # verify() leaves the file unusable: reopen to decode it all
             mode, size = image.mode, image.size
             image.load()
     except UnidentifiedImageError:
         return "not an image file"
+    except Image.DecompressionBombError as error:   # not an OSError: PIL's own guard, raised by open()
+        return f"image too large (decompression-bomb guard): {error}"
     except (OSError, SyntaxError, ValueError) as error:   # PIL's signals for truncated/corrupt data
         return f"corrupt or truncated image: {error}"
     if mode not in MODES:

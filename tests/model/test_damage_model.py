@@ -14,12 +14,7 @@ from echelon.jobs.damage import world
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The session's tiny world and model (built once, shared with the quarantine and e2e tests)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # the project's setting (ECHELON_TORCH_THREADS): more spin-waits on 2 shared cores
-    yield demo.tiny(tmp_path_factory.getbasetemp() / "damage-tiny")
-    torch.set_num_threads(threads)
+    yield from demo.tiny_one_thread(tmp_path_factory.getbasetemp())
 
 
 def test_training_meets_the_target_rate_on_validation_and_round_trips(tiny, tmp_path):
