@@ -2,7 +2,7 @@
 manifest scored with it (`echelon damage world` is jobs/damage/world.py's own CLI). No lake, no MLflow."""
 from __future__ import annotations
 
-from echelon.models.damage.steps import read_pending, write_pending
+from echelon.models.damage.overrides import read_pending, write_pending
 
 
 def cli_train(args) -> int:
@@ -18,7 +18,9 @@ def cli_train(args) -> int:
     print(f"model saved to {args.output}: {op['rule']} threshold {op['threshold']:.5f}, validation FPR {op['fpr']:.4%} "
           f"(95% upper bound {op['fpr_upper']:.4%} on {op['negatives']} pristine images; {op['needed_negatives']} "
           f"are needed to support {op['target_fpr']:.2%} with zero false positives), recall {op['recall']:.3f}")
-    return 0
+    holdback = evaluation["holdback"]
+    print(holdback["message"])
+    return 0 if holdback["passed"] else 1
 
 
 def cli_score(args) -> int:
