@@ -79,14 +79,15 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def validate(manifest: pd.DataFrame, root: Path | str | None = None,
-             known_items: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate(manifest: pd.DataFrame, root: Path | str | None = None, known_items: set[str] | None = None,
+             recognise: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a manifest into rows to score (with an absolute `file` column) and quarantined rows with a
-    `reason` each. Unknown items are those without a reference gallery (`known_items`)."""
+    `reason` each. Unknown items are those without a reference gallery (`known_items`). With `recognise`,
+    an empty item_id is allowed: the product is then recognised from the image (items.identify)."""
     root = Path(root or manifest.attrs.get("root", ".")).resolve()
     frame = manifest.copy()
     reasons = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    for column in REQUIRED:
+    for column in [c for c in REQUIRED if not (recognise and c == "item_id")]:
         empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
         reasons[empty & reasons.isna()] = f"empty {column}"
     duplicated = frame["image_id"].duplicated(keep=False) & frame["image_id"].notna()
@@ -99,7 +100,7 @@ def validate(manifest: pd.DataFrame, root: Path | str | None = None,
             continue
         if not path.is_relative_to(root):
             reasons[index] = f"path {row['path']!r} points outside the batch folder {root}"
-        elif known_items is not None and str(row["item_id"]) not in known_items:
+        elif known_items is not None and not _blank(row["item_id"]) and str(row["item_id"]) not in known_items:
             reasons[index] = f"unknown item_id {row['item_id']!r}: no reference gallery for it"
         else:
             reasons[index] = check_image(path)
@@ -107,6 +108,10 @@ def validate(manifest: pd.DataFrame, root: Path | str | None = None,
     bad = reasons.notna()
     quarantined = frame[bad].assign(reason=reasons[bad]).drop(columns="file")
     return frame[~bad].reset_index(drop=True), quarantined.reset_index(drop=True)
+
+
+def _blank(value) -> bool:
+    return pd.isna(value) or str(value).strip() == ""
 
 
 def load(path: Path | str, size: int) -> np.ndarray:

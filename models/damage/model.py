@@ -25,6 +25,7 @@ from echelon.models.damage import calibration as cb
 from echelon.models.damage import fusion as fz
 from echelon.models.damage import gallery as gl
 from echelon.models.damage import images as im
+from echelon.models.damage import items
 from echelon.models.damage import supervised as sv
 from echelon.catalog.damage import DAMAGE_TYPES
 
@@ -186,13 +187,16 @@ def score_rows(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame | N
 def score_batch(model: DamageModel, manifest: pd.DataFrame, root=None, refresh: bool = True,
                 overrides: dict[str, gl.Gallery] | None = None, pending: dict[str, list[str]] | None = None,
                 batch_id: str = "batch"):
-    """Validate and score a whole batch. Returns (scores, quarantined, refreshed galleries, held drifts
-    for the next batch: see refresh_drifted)."""
+    """Validate and score a whole batch (products recognised where item_id is empty, a unit's views fused:
+    items.py). Returns (scores, quarantined, refreshed galleries, held drifts: see refresh_drifted)."""
     galleries = {**model.galleries, **(overrides or {})}
     started = time.time()
-    rows, quarantined = im.validate(manifest, root, known_items=set(galleries))
+    rows, quarantined = im.validate(manifest, root, known_items=set(galleries), recognise=True)
+    rows, unready = items.prepare(rows, galleries, model.size)   # products recognised, views checked
+    quarantined = pd.concat([quarantined, unready], ignore_index=True)
     scores, refreshed, pending = score_rows(model, rows, refresh=refresh, galleries=galleries, pending=pending,
                                             batch_id=batch_id)
+    scores = items.apply_units(scores, rows, model.operating.threshold)
     seconds = time.time() - started
     log.info("scored %d images (%d quarantined) in %.1f s, %.0f img/s; %d sidelined", len(scores),
              len(quarantined), seconds, len(scores) / max(seconds, 1e-9), int((scores["decision"] == "sideline").sum()))

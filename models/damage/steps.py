@@ -60,7 +60,10 @@ def signals_with_spark(rows, model_uri: str, partitions: int | None = None):
 
 def score(batch: dict, use_spark: bool = True) -> dict:
     """Validate, score (Spark), refresh drifted galleries, publish damage_scores, write the sideline list."""
+    import pandas as pd
+
     from echelon.models.damage import images as im
+    from echelon.models.damage import items
     from echelon.models.damage import model as md
     from echelon.models.damage.pyfunc import load_damage_model
 
@@ -71,10 +74,13 @@ def score(batch: dict, use_spark: bool = True) -> dict:
     overrides = load_overrides()
     galleries = {**model.galleries, **overrides}
     manifest = im.read_manifest(batch["manifest"])
-    rows, quarantined = im.validate(manifest, known_items=set(galleries))
+    rows, quarantined = im.validate(manifest, known_items=set(galleries), recognise=True)
+    rows, unready = items.prepare(rows, galleries, model.size)   # products recognised, views checked
+    quarantined = pd.concat([quarantined, unready], ignore_index=True)
     signals = signals_with_spark(rows, uri) if use_spark and len(rows) else None
     scores, refreshed, pending = md.score_rows(model, rows, signals=signals, galleries=galleries,
                                                pending=read_pending(pending_path()), batch_id=batch["batch_id"])
+    scores = items.apply_units(scores, rows, model.operating.threshold)
     for gallery in refreshed.values():
         save_override(gallery)
     write_pending(pending_path(), pending)

@@ -10,14 +10,8 @@ import pytest
 
 from echelon.cli import main as echelon
 from echelon.models.damage import calibration as cb
-from echelon.models.damage import demo
 from echelon.models.damage import images as im
 from echelon.models.damage import model as md
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    yield from demo.tiny_one_thread(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

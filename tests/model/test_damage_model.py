@@ -11,12 +11,6 @@ from echelon.models.damage import model as md
 from echelon.jobs.damage import world
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The session's tiny world and model (built once, shared with the quarantine and e2e tests)."""
-    yield from demo.tiny_one_thread(tmp_path_factory.getbasetemp())
-
-
 def test_training_meets_the_target_rate_on_validation_and_round_trips(tiny, tmp_path):
     world_dir, model_dir = tiny
     model = md.DamageModel.load(model_dir)
