@@ -196,7 +196,7 @@ def score_batch(model: DamageModel, manifest: pd.DataFrame, root=None, refresh: 
     quarantined = pd.concat([quarantined, unready], ignore_index=True)
     scores, refreshed, pending = score_rows(model, rows, refresh=refresh, galleries=galleries, pending=pending,
                                             batch_id=batch_id)
-    scores = items.apply_units(scores, rows, model.operating.threshold)
+    scores = items.apply_units(scores, rows, model.operating.threshold).assign(file=rows["file"].to_numpy())
     seconds = time.time() - started
     log.info("scored %d images (%d quarantined) in %.1f s, %.0f img/s; %d sidelined", len(scores),
              len(quarantined), seconds, len(scores) / max(seconds, 1e-9), int((scores["decision"] == "sideline").sum()))

@@ -63,7 +63,7 @@ def score(batch: dict, use_spark: bool = True) -> dict:
     import pandas as pd
 
     from echelon.models.damage import images as im
-    from echelon.models.damage import items
+    from echelon.models.damage import items, maps
     from echelon.models.damage import model as md
     from echelon.models.damage.pyfunc import load_damage_model
 
@@ -87,7 +87,10 @@ def score(batch: dict, use_spark: bool = True) -> dict:
     manifest_out = publish_batch(scores, batch, f"{MODEL_NAME}/{version}")
     folder = report_dir(batch["batch_id"])
     folder.mkdir(parents=True, exist_ok=True)
-    scores[scores["decision"] == "sideline"].to_csv(folder / "sideline.csv", index=False)
+    written = maps.write_maps(scores, dict(zip(rows["image_id"], rows["file"])), {**galleries, **refreshed},
+                              model.size, folder / "maps")
+    scores[scores["decision"] == "sideline"].merge(written, on="image_id", how="left").to_csv(
+        folder / "sideline.csv", index=False)
     quarantined.to_csv(folder / "quarantine.csv", index=False)
     scores.merge(rows[["image_id", "file"]], on="image_id").to_csv(folder / "scores.csv", index=False)
     seconds = time.time() - started
@@ -96,7 +99,8 @@ def score(batch: dict, use_spark: bool = True) -> dict:
                "refreshed": sorted(refreshed), "held": sorted(pending), "seconds": round(seconds, 1),
                "threshold": model.operating.threshold, "threshold_rule": model.operating.rule,
                "valid_fpr_upper": model.operating.fpr_upper, "bound_met": model.operating.bound_met,
-               "images_per_second": round(len(rows) / max(seconds, 1e-9), 1), "partition_rows": manifest_out["rows"]}
+               "images_per_second": round(len(rows) / max(seconds, 1e-9), 1), "partition_rows": manifest_out["rows"],
+               "anomaly_maps": len(written)}
     (folder / "outcome.json").write_text(json.dumps(outcome, indent=2))
     log.info("batch %s: %s", batch["batch_id"], outcome)
     return outcome

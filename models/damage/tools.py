@@ -25,6 +25,7 @@ def cli_train(args) -> int:
 
 def cli_score(args) -> int:
     from echelon.models.damage import images as im
+    from echelon.models.damage import maps
     from echelon.models.damage import model as md
 
     model = md.DamageModel.load(args.model)
@@ -38,6 +39,10 @@ def cli_score(args) -> int:
               f"the gallery follows if the drift lasts {md.PERSIST} batches in a row")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     scores[["image_id", "score", "decision", "damage_type"]].to_csv(args.output, index=False)
+    written = maps.write_maps(scores, dict(zip(scores["image_id"], scores["file"])), {**model.galleries, **refreshed},
+                              model.size, args.output.with_name(args.output.stem + ".maps"))
+    if len(written):
+        print(f"{len(written)} anomaly maps of sidelined images in {args.output.with_name(args.output.stem + '.maps')}")
     if len(quarantined):
         path = args.output.with_name(args.output.stem + ".quarantine.csv")
         quarantined.to_csv(path, index=False)
