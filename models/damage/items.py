@@ -102,7 +102,7 @@ def _mode(path) -> str:
 def fuse_views(scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per unit (rows without a unit_id are units of one view): the maximum of its views' fused scores, the
     view it came from, the number of views, and the decision against the per-view threshold."""
-    frame = scores.copy()
+    frame = scores.reset_index(drop=True)
     units = frame["unit_id"].fillna("").astype(str) if "unit_id" in frame else pd.Series("", index=frame.index)
     frame["unit"] = np.where(units != "", units, "image:" + frame["image_id"].astype(str))
     worst = frame.loc[frame.groupby("unit")["score"].idxmax()]
