@@ -172,6 +172,15 @@ def image_patches(extractor: Extractor, path, side: int = SIDE) -> tuple[torch.T
     return feats.permute(0, 2, 3, 1).reshape(-1, dim).contiguous(), (k, h, w, layout)
 
 
+def interior(features: torch.Tensor, shape: tuple, edge: int = 2) -> torch.Tensor:
+    """The patch vectors at least `edge` cells from every tile border (zero padding and the photo's own
+    border make the outer cells the least familiar ones on pristine parts, see the benchmark's maps)."""
+    k, h, w, _ = shape
+    if edge <= 0:
+        return features
+    return features.reshape(k, h, w, -1)[:, edge:h - edge, edge:w - edge].reshape(-1, features.shape[-1])
+
+
 # ------------------------------------------------------------------------------------------- the bank
 
 def coreset(features: torch.Tensor, size: int, seed: int = 0, project: int | None = PROJECT) -> torch.Tensor:
