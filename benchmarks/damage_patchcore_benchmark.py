@@ -30,6 +30,8 @@ from echelon.models.damage import patchcore as pc
 from echelon.models.damage import plots
 from echelon.models.damage import supervised as sv
 
+from damage_benchmark import conditions  # noqa: E402  (the run conditions, stated the same way)
+
 TILES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic_tile"
 log = logging.getLogger("damage_patchcore_benchmark")
 
@@ -173,12 +175,9 @@ def main() -> int:
     result = run(args.seed, args.steps, args.out, args.bank_size, args.maps, args.pool, args.edge, not args.no_random)
     result["table"].to_csv(args.out / "damage_patchcore.csv", index=False)
     meta = {"command": f"damage_patchcore_benchmark.py --steps {args.steps} --bank-size {args.bank_size} --pool {args.pool} --edge {args.edge}{' --no-random' if args.no_random else ''}", "seed": args.seed,
-            **result["meta"], "seconds": round(time.time() - started), "load_before": round(load, 1),
-            "load_after": round(os.getloadavg()[0], 1), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+            **result["meta"], **conditions(started, load), "torch_threads": torch.get_num_threads()}
     (args.out / "damage_patchcore.json").write_text(json.dumps(meta, indent=2) + "\n")
-    text = report(args.out)
-    (args.out / "damage_patchcore.md").write_text(text)
-    print(text)
+    (args.out / "damage_patchcore.md").write_text(report(args.out))
     return 0
 
 
