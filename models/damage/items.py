@@ -7,7 +7,8 @@ sees, so one view that shows it must be enough (a mean would dilute a defect see
 The price: a pristine item gets k chances to be sidelined, so at most k times the per-view false-positive
 rate (union bound); the threshold stays the per-view one, and the item rate is reported beside it.
 Bad input, each quarantining the unit's rows with a reason: views that name different products, or mix
-greyscale and colour cameras (the models were calibrated per camera type, one kind per item).
+greyscale and colour cameras (the models were calibrated per camera type, one kind per item). An image
+far more (or less) elongated than its batch's median (`check_shapes`) is quarantined as well.
 
 Recognition: an image without an item_id is compared with every product's gallery (gallery.Gallery.z, the
 same patch distance the anomaly score uses); the nearest product wins, with a confidence: the softmax over
@@ -27,6 +28,7 @@ from echelon.models.damage import images as im
 # 85% above the confidence); a product with its gallery removed: median z 2.1-6.3 against the others, with
 # confidence 0.25-0.52 except one look-alike pair (0.91 at z 2.1, the one it is confused with).
 MIN_CONFIDENCE, MAX_Z = 0.8, 3.5
+ASPECT_FACTOR = 3.0   # an image this much more (or less) elongated than its batch's median is quarantined
 
 
 def recognise(galleries: dict[str, gl.Gallery], images: np.ndarray) -> pd.DataFrame:
@@ -94,6 +96,27 @@ def check_views(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows[~bad].reset_index(drop=True), rows[bad].assign(reason=reasons[bad]).reset_index(drop=True)
 
 
+def check_shapes(rows: pd.DataFrame, factor: float = ASPECT_FACTOR) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows whose aspect ratio (longer side / shorter side) is within `factor` of the batch's median; the
+    others quarantined: the scorer squares every image, and a photo far more elongated than its batch is
+    squashed out of recognition (a panorama, a strip, or a frame from another camera set-up)."""
+    if rows.empty:
+        return rows, rows.iloc[:0].assign(reason=pd.Series(dtype=object))
+    rows = rows.reset_index(drop=True)
+    sizes = [_size(f) for f in rows["file"]]
+    aspect = np.array([max(w, h) / min(w, h) for w, h in sizes])
+    median = float(np.median(aspect))
+    odd = (aspect > median * factor) | (aspect < median / factor)
+    reasons = pd.Series([f"aspect {w}x{h} ({a:.1f}:1) far from the batch's median {median:.1f}:1 (more than "
+                         f"{factor:g}x): a different camera set-up?" for (w, h), a in zip(sizes, aspect)], index=rows.index)
+    return rows[~odd].reset_index(drop=True), rows[odd].assign(reason=reasons[odd]).reset_index(drop=True)
+
+
+def _size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
 def _mode(path) -> str:
     with Image.open(path) as image:
         return "greyscale" if image.mode == "L" else "colour"
@@ -113,11 +136,12 @@ def fuse_views(scores: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def prepare(rows: pd.DataFrame, galleries: dict[str, gl.Gallery], size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validated rows -> (rows ready to score: products recognised where the manifest gave none, units whose
-    views agree; the quarantined ones with their reasons)."""
+    """Validated rows -> (rows ready to score: shapes like the batch's, products recognised where the manifest
+    gave none, units whose views agree; the quarantined ones with their reasons)."""
+    rows, odd = check_shapes(rows)
     rows, unknown = identify(rows, galleries, size)
     rows, mixed = check_views(rows)
-    return rows, pd.concat([unknown, mixed], ignore_index=True)
+    return rows, pd.concat([odd, unknown, mixed], ignore_index=True)
 
 
 def apply_units(scores: pd.DataFrame, rows: pd.DataFrame, threshold: float) -> pd.DataFrame:

@@ -76,10 +76,12 @@ def test_bad_view_lists_are_quarantined_with_their_reason(tiny, scored_valid):
     path = lambda r: str(r["file"]).split(str(world_dir) + "/")[1]  # noqa: E731
     grey = world_dir / "images" / "grey-view.png"
     Image.open(a["file"]).convert("L").save(grey)
+    Image.open(a["file"]).resize((400, 64)).save(world_dir / "images" / "strip.png")   # 6.3:1 in a square batch
     manifest = write_units(world_dir, {
         "U-two-products": [("m1", path(a), a["item_id"]), ("m2", path(b), b["item_id"])],
         "U-grey-and-colour": [("g1", path(a), a["item_id"]), ("g2", "images/grey-view.png", a["item_id"])],
         "U-unknown": [("x1", path(a), "NO-SUCH-ITEM")],
+        "U-strip": [("s1", "images/strip.png", a["item_id"])],
         "U-fine": [("f1", path(b), b["item_id"])]}, "bad_units.csv")
     scores, quarantined, _, _ = md.score_batch(model, manifest, refresh=False)
     assert list(scores["image_id"]) == ["f1"]
@@ -87,4 +89,5 @@ def test_bad_view_lists_are_quarantined_with_their_reason(tiny, scored_valid):
     assert "name different products" in reasons["m1"] and "name different products" in reasons["m2"]
     assert "mix greyscale and colour" in reasons["g1"] and "mix greyscale and colour" in reasons["g2"]
     assert "unknown item_id 'NO-SUCH-ITEM'" in reasons["x1"]
+    assert "aspect 400x64 (6.2:1) far from the batch's median 1.0:1" in reasons["s1"]
     assert np.isfinite(scores["score"]).all()
