@@ -159,7 +159,7 @@ def main() -> int:
     parser.add_argument("--bank-size", type=int, default=3000)
     parser.add_argument("--pool", type=int, default=60_000, help="patches thinned at random before the coreset")
     parser.add_argument("--maps", type=int, default=6, help="anomaly-map overlays of the top-scored test images")
-    parser.add_argument("--edge", type=int, default=2, help="tile-border cells left out of banks and scores")
+    parser.add_argument("--edge", type=int, default=0, help="tile-border cells left out of banks and scores")
     parser.add_argument("--no-random", action="store_true", help="skip the randomly initialised extractor")
     parser.add_argument("--report", action="store_true", help="only rebuild damage_patchcore.md from the result files")
     args = parser.parse_args()
