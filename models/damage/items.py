@@ -4,8 +4,10 @@ from its appearance when a manifest row has no `item_id`.
 Views: a manifest may carry a `unit_id` column; rows sharing a unit_id are views of one physical item. The
 item's decision fuses its views by the maximum of their fused scores: damage shows on the side a camera
 sees, so one view that shows it must be enough (a mean would dilute a defect seen by one camera of four).
-The price: a pristine item gets k chances to be sidelined, so at most k times the per-view false-positive
-rate (union bound); the threshold stays the per-view one, and the item rate is reported beside it.
+Every view carries the item's decision, and a view sidelined for another view's defect takes that view's
+damage_type (the published scores keep one vocabulary). The price: a pristine item gets k chances to be
+sidelined, so at most k times the per-view false-positive rate (union bound); the threshold stays the
+per-view one (benchmarks/results/damage_views.json measures both rates).
 Bad input, each quarantining the unit's rows with a reason: views that name different products, or mix
 greyscale and colour cameras (the models were calibrated per camera type, one kind per item). An image
 far more (or less) elongated than its batch's median (`check_shapes`) is quarantined as well.
@@ -146,7 +148,8 @@ def prepare(rows: pd.DataFrame, galleries: dict[str, gl.Gallery], size: int) -> 
 
 def apply_units(scores: pd.DataFrame, rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per-image scores -> the same rows where every view of a unit carries its unit's fused decision (so a
-    sidelined item's views all reach the associate) and `unit_id`, `unit_score`; no unit_id: unchanged."""
+    sidelined item's views all reach the associate; a view sidelined for another's defect takes that view's
+    damage_type) and `unit_id`, `unit_score`; no unit_id: unchanged."""
     if "unit_id" not in rows:
         return scores
     scores = scores.assign(unit_id=rows["unit_id"].to_numpy())
@@ -157,6 +160,7 @@ def apply_units(scores: pd.DataFrame, rows: pd.DataFrame, threshold: float) -> p
     scores["unit_score"] = fused["score"].reindex(key).to_numpy()
     sideline = fused["decision"].reindex(key).to_numpy() == "sideline"
     newly = sideline & (scores["decision"] != "sideline")
+    worst_type = scores.set_index("image_id")["damage_type"].reindex(fused["worst_view"].reindex(key)).to_numpy()
     scores["decision"] = np.where(sideline, "sideline", "pass")
-    scores["damage_type"] = np.where(newly, "other_view", scores["damage_type"])
+    scores["damage_type"] = np.where(newly, worst_type, scores["damage_type"])   # the item's type: its worst view's
     return scores

@@ -22,7 +22,7 @@ def write_maps(scores: pd.DataFrame, files: dict[str, str], galleries: dict[str,
     (the highest scored); returns `image_id, anomaly_map` (the PNG's path)."""
     sidelined = scores[scores["decision"] == "sideline"].nlargest(limit, "score")
     if sidelined.empty:
-        return pd.DataFrame({"image_id": [], "anomaly_map": []})
+        return pd.DataFrame({"image_id": pd.Series(dtype=object), "anomaly_map": pd.Series(dtype=object)})
     paths = [files[i] for i in sidelined["image_id"]]
     amaps = gl.anomaly_maps(galleries, list(sidelined["item_id"]), im.load_many(paths, size))
     vmax = float(np.quantile(amaps.reshape(len(amaps), -1).max(axis=1), 0.95))
