@@ -79,8 +79,10 @@ bench-callouts: env  ## callouts: OPE on ../shared/data/obd and regret/layout se
 	$(BIN)/python benchmarks/callouts_ope_obd.py --out benchmarks/results
 	$(BIN)/python benchmarks/callouts_regret.py --out benchmarks/results
 
-bench-damage: env  ## damage accuracy (synthetic + ../shared/data/magnetic_tile) and throughput; writes benchmarks/results/
+bench-damage: env  ## damage accuracy (synthetic + ../shared/data/magnetic_tile, 224 px patch bank), views, throughput; writes benchmarks/results/
 	$(BIN)/python benchmarks/damage_benchmark.py --quick --out benchmarks/results
+	$(BIN)/python benchmarks/damage_patchcore_benchmark.py --out benchmarks/results
+	$(BIN)/python benchmarks/damage_views_benchmark.py --out benchmarks/results
 
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var

@@ -29,3 +29,17 @@ def tiny(root: Path, seed: int = 7, epochs: int = 3) -> tuple[Path, Path]:
                                 im.read_manifest(world_dir / "valid.csv", labelled=True), epochs=epochs, seed=seed)
             model.save(model_dir)
     return world_dir, model_dir
+
+
+def tiny_one_thread(base: Path):
+    """A generator for a test fixture: the tiny world and model under `base`/damage-tiny (shared by the test
+    modules of one session), with torch on one thread meanwhile (the project's setting, ECHELON_TORCH_THREADS:
+    more threads spin-wait on two shared cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield tiny(Path(base) / "damage-tiny")
+    finally:
+        torch.set_num_threads(threads)

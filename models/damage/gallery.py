@@ -116,6 +116,17 @@ def scores(galleries: dict[str, Gallery], item_ids, images: np.ndarray, chunk: i
     return out
 
 
+def anomaly_maps(galleries: dict[str, Gallery], item_ids, images: np.ndarray) -> np.ndarray:
+    """Per image, each patch's nearest-neighbour distance to its own product's bank, on the patch grid:
+    (n, side, side), where the anomaly score came from (its TOP largest cells)."""
+    features = patch_features(images)
+    side = int(round(features.shape[1] ** 0.5))
+    out = np.zeros((len(images), side, side), dtype=np.float32)
+    for k, item in enumerate(item_ids):
+        out[k] = _distances(features[k], galleries[item].bank).reshape(side, side).numpy()
+    return out
+
+
 def drifted(z_by_item: dict[str, np.ndarray], min_images: int = MIN_IMAGES, z_limit: float = 2.0) -> list[str]:
     """Products whose images in a batch, taken together, no longer look like their gallery.
 

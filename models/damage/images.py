@@ -7,6 +7,7 @@ manifest that lacks required columns (or cannot be read) fails as a whole.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ REQUIRED = ["image_id", "path", "item_id"]
 LABELLED = ["label", "damage_type"]
 MODES = {"RGB", "L"}   # colour photos, or greyscale cameras (converted to RGB); others are quarantined
 MIN_SIDE = 32          # smaller images carry too little detail to judge damage
+MAX_PIXELS = 50_000_000   # ~7000x7000: a booth camera's frame is far smaller; a bigger header is a bomb or junk
 
 
 class ManifestError(ValueError):
@@ -52,13 +54,22 @@ def check_image(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return "zero-byte file"
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():     # PIL warns on big headers; the size check below gives the reason
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)        # reads the header only: the declared size, before any decoding
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                return (f"image too large: its header declares {width}x{height} "
+                        f"({width * height:,} pixels, at most {MAX_PIXELS:,})")
             image.verify()                  # structure and checksums, without decoding
         with Image.open(path) as image:     # verify() leaves the file unusable: reopen to decode it all
             mode, size = image.mode, image.size
             image.load()
     except UnidentifiedImageError:
         return "not an image file"
+    except Image.DecompressionBombError as error:   # not an OSError: PIL's own guard, raised by open()
+        return f"image too large (decompression-bomb guard): {error}"
     except (OSError, SyntaxError, ValueError) as error:   # PIL's signals for truncated/corrupt data
         return f"corrupt or truncated image: {error}"
     if mode not in MODES:
@@ -68,14 +79,15 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def validate(manifest: pd.DataFrame, root: Path | str | None = None,
-             known_items: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate(manifest: pd.DataFrame, root: Path | str | None = None, known_items: set[str] | None = None,
+             recognise: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a manifest into rows to score (with an absolute `file` column) and quarantined rows with a
-    `reason` each. Unknown items are those without a reference gallery (`known_items`)."""
+    `reason` each. Unknown items are those without a reference gallery (`known_items`). With `recognise`,
+    an empty item_id is allowed: the product is then recognised from the image (items.identify)."""
     root = Path(root or manifest.attrs.get("root", ".")).resolve()
     frame = manifest.copy()
     reasons = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    for column in REQUIRED:
+    for column in [c for c in REQUIRED if not (recognise and c == "item_id")]:
         empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
         reasons[empty & reasons.isna()] = f"empty {column}"
     duplicated = frame["image_id"].duplicated(keep=False) & frame["image_id"].notna()
@@ -88,7 +100,7 @@ def validate(manifest: pd.DataFrame, root: Path | str | None = None,
             continue
         if not path.is_relative_to(root):
             reasons[index] = f"path {row['path']!r} points outside the batch folder {root}"
-        elif known_items is not None and str(row["item_id"]) not in known_items:
+        elif known_items is not None and not _blank(row["item_id"]) and str(row["item_id"]) not in known_items:
             reasons[index] = f"unknown item_id {row['item_id']!r}: no reference gallery for it"
         else:
             reasons[index] = check_image(path)
@@ -96,6 +108,10 @@ def validate(manifest: pd.DataFrame, root: Path | str | None = None,
     bad = reasons.notna()
     quarantined = frame[bad].assign(reason=reasons[bad]).drop(columns="file")
     return frame[~bad].reset_index(drop=True), quarantined.reset_index(drop=True)
+
+
+def _blank(value) -> bool:
+    return pd.isna(value) or str(value).strip() == ""
 
 
 def load(path: Path | str, size: int) -> np.ndarray:

@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echelon.models.damage import calibration as cb
 from echelon.models.damage import fusion as fz
 from echelon.models.damage import gallery as gl
 from echelon.models.damage import images as im
+from echelon.models.damage import items
 from echelon.models.damage import supervised as sv
 from echelon.catalog.damage import DAMAGE_TYPES
 
@@ -185,13 +187,16 @@ def score_rows(model: DamageModel, rows: pd.DataFrame, signals: pd.DataFrame | N
 def score_batch(model: DamageModel, manifest: pd.DataFrame, root=None, refresh: bool = True,
                 overrides: dict[str, gl.Gallery] | None = None, pending: dict[str, list[str]] | None = None,
                 batch_id: str = "batch"):
-    """Validate and score a whole batch. Returns (scores, quarantined, refreshed galleries, held drifts
-    for the next batch: see refresh_drifted)."""
+    """Validate and score a whole batch (products recognised where item_id is empty, a unit's views fused:
+    items.py). Returns (scores, quarantined, refreshed galleries, held drifts: see refresh_drifted)."""
     galleries = {**model.galleries, **(overrides or {})}
     started = time.time()
-    rows, quarantined = im.validate(manifest, root, known_items=set(galleries))
+    rows, quarantined = im.validate(manifest, root, known_items=set(galleries), recognise=True)
+    rows, unready = items.prepare(rows, galleries, model.size)   # products recognised, views checked
+    quarantined = pd.concat([quarantined, unready], ignore_index=True)
     scores, refreshed, pending = score_rows(model, rows, refresh=refresh, galleries=galleries, pending=pending,
                                             batch_id=batch_id)
+    scores = items.apply_units(scores, rows, model.operating.threshold).assign(file=rows["file"].to_numpy())
     seconds = time.time() - started
     log.info("scored %d images (%d quarantined) in %.1f s, %.0f img/s; %d sidelined", len(scores),
              len(quarantined), seconds, len(scores) / max(seconds, 1e-9), int((scores["decision"] == "sideline").sum()))
@@ -226,15 +231,6 @@ def gallery_rows(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, quarantined
 
 
-def split(frame: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded split stratified by label: (fit, held out)."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(frame), dtype=bool)
-    for _, idx in frame.groupby("label").indices.items():
-        held[rng.permutation(idx)[: int(round(share * len(idx)))]] = True
-    return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
-
-
 def labelled(manifest, known: set[str], size: int, name: str):
     rows, quarantined = im.validate(manifest, known_items=known)
     if len(quarantined):
@@ -254,8 +250,9 @@ def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_ma
     started = time.time()
     reference_rows, _ = gallery_rows(gallery_manifest)
     rows, images = labelled(train_manifest, set(reference_rows["item_id"]), size, "train")
-    rng_order = split(rows.assign(_i=np.arange(len(rows))), calib_share, seed)
-    fit_rows, calib_rows = rng_order
+    fit_rows, rest = cb.split(rows.assign(_i=np.arange(len(rows))), calib_share, seed)
+    calib_rows, held_rows = cb.split(rest, cb.HOLDBACK_SHARE, seed + 1)   # held back: checks the operating point
+    reference_rows = cb.without(reference_rows, rest)   # calibration and held-back images are in no gallery
     net = sv.fit(images[fit_rows["_i"]], fit_rows["label"], fit_rows["damage_type"], epochs=epochs, seed=seed,
                  width=width)
     galleries = build_galleries(reference_rows, size, net)
@@ -265,6 +262,7 @@ def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_ma
                            calib_rows["label"])
     if valid_manifest is not None:
         valid_rows, valid_images = labelled(valid_manifest, set(galleries), size, "valid")
+        cb.refuse_overlap(valid_rows, reference_rows, "valid")
         valid = placeholder.signals(valid_images, valid_rows["item_id"])
     else:
         valid_rows, valid = calib_rows, calib
@@ -272,11 +270,17 @@ def train(train_manifest: pd.DataFrame, gallery_manifest: pd.DataFrame, valid_ma
                          label=valid_rows["label"].to_numpy(), damage_type=valid_rows["damage_type"].to_numpy(),
                          image_id=valid_rows["image_id"].to_numpy(), item_id=valid_rows["item_id"].to_numpy())
     operating = fz.operating_point(valid["score"], valid["label"], target_fpr, threshold_rule)
+    held = placeholder.signals(images[held_rows["_i"]], held_rows["item_id"])
+    held_scores = fusion.score(held["score_supervised"], held["score_anomaly"], held["supervised_reference"])
+    holdback = cb.holdback_check(held_scores, held_rows["label"], operating.threshold,
+                                 max(operating.target_fpr, operating.fpr_upper), operating.confidence)
+    (log.info if holdback.passed else log.error)("damage model: %s", holdback.message)
     meta = {"seed": seed, "epochs": epochs, "width": width, "train_images": len(fit_rows),
-            "calib_images": len(calib_rows), "valid_images": len(valid), "products": len(galleries),
-            "fit_seconds": round(time.time() - started, 1)}
+            "calib_images": len(calib_rows), "holdback_images": len(held_rows), "valid_images": len(valid),
+            "products": len(galleries), "gallery_images": len(reference_rows),
+            "fit_seconds": round(time.time() - started, 1), "holdback": holdback.to_dict()}
     model = DamageModel(net, galleries, fusion, operating, size, meta)
-    evaluation = {"operating": operating.to_dict(), "valid": valid, **evaluate(valid)}
+    evaluation = {"operating": operating.to_dict(), "holdback": holdback.to_dict(), "valid": valid, **evaluate(valid)}
     log.info("damage model: %s; %s threshold %.4f -> FPR %.4f (95%% upper %.4f, %s the target %g), recall %.3f "
              "on %d pristine + %d damaged (%d pristine needed)", meta, operating.rule, operating.threshold,
              operating.fpr, operating.fpr_upper, "within" if operating.bound_met else "above", operating.target_fpr,

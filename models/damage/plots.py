@@ -1,5 +1,6 @@
 """Plots an analyst looks at in MLflow: ROC and precision-recall per signal, recall vs false-positive
-rate near the operating point (log scale), and a contact sheet of a batch's top-scored images."""
+rate near the operating point (log scale), a contact sheet of a batch's top-scored images, and an image
+with its anomaly map as a heat overlay (what an associate reads beside a sidelined decision)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,3 +73,18 @@ def contact_sheet(scores: pd.DataFrame, files: dict[str, str], path: Path, top: 
         draw.text((x + 2, y + tile + 12), str(row["image_id"])[-14:], fill=(60, 60, 60))
     sheet.save(path)
     return path
+
+
+def save_overlay(image_path, amap: np.ndarray, target: Path, vmax: float | None = None, title: str = "") -> Path:
+    """The image (greyscale) with the anomaly map as a red-yellow heat overlay, written as a PNG."""
+    with Image.open(image_path) as image:
+        grey = image.convert("L")
+    heat = amap / (vmax or float(amap.max()) or 1.0)
+    heat = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize(grey.size, Image.BILINEAR)
+    colour = (matplotlib.colormaps["inferno"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
+    blended = Image.blend(grey.convert("RGB"), Image.fromarray(colour), 0.45)
+    if title:
+        ImageDraw.Draw(blended).text((4, 4), title, fill=(255, 255, 255))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    blended.save(target)
+    return target

@@ -2,7 +2,7 @@
 manifest scored with it (`echelon damage world` is jobs/damage/world.py's own CLI). No lake, no MLflow."""
 from __future__ import annotations
 
-from echelon.models.damage.steps import read_pending, write_pending
+from echelon.models.damage.overrides import read_pending, write_pending
 
 
 def cli_train(args) -> int:
@@ -18,11 +18,14 @@ def cli_train(args) -> int:
     print(f"model saved to {args.output}: {op['rule']} threshold {op['threshold']:.5f}, validation FPR {op['fpr']:.4%} "
           f"(95% upper bound {op['fpr_upper']:.4%} on {op['negatives']} pristine images; {op['needed_negatives']} "
           f"are needed to support {op['target_fpr']:.2%} with zero false positives), recall {op['recall']:.3f}")
-    return 0
+    holdback = evaluation["holdback"]
+    print(holdback["message"])
+    return 0 if holdback["passed"] else 1
 
 
 def cli_score(args) -> int:
     from echelon.models.damage import images as im
+    from echelon.models.damage import maps
     from echelon.models.damage import model as md
 
     model = md.DamageModel.load(args.model)
@@ -36,6 +39,10 @@ def cli_score(args) -> int:
               f"the gallery follows if the drift lasts {md.PERSIST} batches in a row")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     scores[["image_id", "score", "decision", "damage_type"]].to_csv(args.output, index=False)
+    written = maps.write_maps(scores, dict(zip(scores["image_id"], scores["file"])), {**model.galleries, **refreshed},
+                              model.size, args.output.with_name(args.output.stem + ".maps"))
+    if len(written):
+        print(f"{len(written)} anomaly maps of sidelined images in {args.output.with_name(args.output.stem + '.maps')}")
     if len(quarantined):
         path = args.output.with_name(args.output.stem + ".quarantine.csv")
         quarantined.to_csv(path, index=False)

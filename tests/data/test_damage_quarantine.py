@@ -4,6 +4,8 @@ clearly. At the level of the lake (a re-scored batch replaces its rows and keeps
 day, a failed publish loses nothing already published): tests/dag/test_damage_e2e.py, on the partition
 its DAG run published."""
 import shutil
+import struct
+import zlib
 
 import pandas as pd
 import pytest
@@ -17,12 +19,17 @@ from echelon.models.damage import steps
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    import torch
+    yield from demo.tiny_one_thread(tmp_path_factory.getbasetemp())
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # the project's setting (ECHELON_TORCH_THREADS): more spin-waits on 2 shared cores
-    yield demo.tiny(tmp_path_factory.getbasetemp() / "damage-tiny")
-    torch.set_num_threads(threads)
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height RGB pixels, followed by a few bytes of pixel data: what an
+    over-large upload or a decompression bomb looks like before anything is decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture
@@ -48,10 +55,13 @@ def bad_batch(tiny, tmp_path):
     (folder / "img" / "notes.png").write_text("these are not pixels")
     Image.new("CMYK", (64, 64)).save(folder / "img" / "cmyk.jpg")
     Image.new("RGB", (12, 12)).save(folder / "img" / "tiny.png")
+    (folder / "img" / "bomb.png").write_bytes(png_header(40000, 40000))     # beyond PIL's own bomb guard
+    (folder / "img" / "huge.png").write_bytes(png_header(10000, 10000))     # under PIL's guard, over ours
     shutil.copy(world_dir / good.iloc[0]["path"], tmp_path / "outside.png")
     rows += [("zero", "img/zero.png", item), ("truncated", "img/truncated.png", item),
              ("corrupt", "img/corrupt.png", item), ("notes", "img/notes.png", item), ("cmyk", "img/cmyk.jpg", item),
              ("tiny", "img/tiny.png", item), ("escape", "../outside.png", item), ("gone", "img/missing.png", item),
+             ("bomb", "img/bomb.png", item), ("huge", "img/huge.png", item),
              ("stranger", "img/ok0.png", "NO-SUCH-ITEM"), ("twin", "img/ok1.png", item), ("twin", "img/ok2.png", item)]
     manifest = pd.DataFrame(rows, columns=["image_id", "path", "item_id"])
     manifest.to_csv(folder / "manifest.csv", index=False)
@@ -59,7 +69,8 @@ def bad_batch(tiny, tmp_path):
 
 
 EXPECTED = {"zero": "zero-byte", "truncated": "corrupt or truncated", "corrupt": "corrupt or truncated",
-            "notes": "not an image", "cmyk": "colour mode CMYK", "tiny": "too small", "escape": "outside the batch folder",
+            "notes": "not an image", "cmyk": "colour mode CMYK", "tiny": "too small", "bomb": "too large", "huge": "declares 10000x10000",
+            "escape": "outside the batch folder",
             "gone": "missing file", "stranger": "unknown item_id", "twin": "duplicate image_id"}
 
 

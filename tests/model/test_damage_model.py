@@ -11,17 +11,6 @@ from echelon.models.damage import model as md
 from echelon.jobs.damage import world
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The session's tiny world and model (built once, shared with the quarantine and e2e tests)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # the project's setting (ECHELON_TORCH_THREADS): more spin-waits on 2 shared cores
-    yield demo.tiny(tmp_path_factory.getbasetemp() / "damage-tiny")
-    torch.set_num_threads(threads)
-
-
 def test_training_meets_the_target_rate_on_validation_and_round_trips(tiny, tmp_path):
     world_dir, model_dir = tiny
     model = md.DamageModel.load(model_dir)
@@ -54,6 +43,29 @@ def test_console_train_and_score_write_the_documented_formats(tiny, tmp_path, ca
     assert list(scores.columns) == ["image_id", "score", "decision", "damage_type"]
     assert len(scores) == len(pd.read_csv(world_dir / "batch.csv"))
     assert scores["score"].between(0, 1).all() and set(scores["decision"]) <= {"pass", "sideline"}
+    _, model_dir = tiny                                      # the tiny model sidelines part of the validation set
+    assert echelon(["damage", "score", "--model", str(model_dir), "--batch", str(world_dir / "valid.csv"),
+                    "--output", str(tmp_path / "tiny.csv"), "--no-refresh"]) == 0
+    scores = pd.read_csv(tmp_path / "tiny.csv", dtype={"image_id": str})
+    maps = sorted(p.stem for p in (tmp_path / "tiny.maps").glob("*.png"))   # one anomaly map per sidelined image
+    assert maps and maps == sorted(scores.loc[scores["decision"] == "sideline", "image_id"])
+
+
+def test_the_gallery_anomaly_map_peaks_where_a_defect_was_pasted(tiny, tmp_path):
+    from PIL import Image
+
+    from echelon.models.damage import gallery as gl
+
+    world_dir, model_dir = tiny
+    model = md.DamageModel.load(model_dir)
+    row = pd.read_csv(world_dir / "gallery.csv").iloc[0]
+    image = np.asarray(Image.open(world_dir / row["path"]).convert("RGB").resize((64, 64))).copy()
+    image[36:48, 12:24] = (255, 0, 255)                             # a magenta stain, 12 px, lower left
+    Image.fromarray(image).save(tmp_path / "stained.png")
+    amap = gl.anomaly_maps(model.galleries, [row["item_id"]], im.load_many([tmp_path / "stained.png"], 64))[0]
+    r, c = np.unravel_index(np.argmax(amap), amap.shape)
+    # the grid: 64 px -> pooled 32 -> 6-px patches every 2 -> 14x14; the stain covers pooled rows 18-24, cols 6-12
+    assert 6 <= r <= 12 and 1 <= c <= 6, (r, c, amap.round(1))
 
 
 def test_artwork_and_redesigns_are_not_sidelined_above_the_target_rate(tiny, tmp_path):

@@ -1,0 +1,34 @@
+"""Anomaly maps an associate can read: every sidelined image with a heat map of where its anomaly score
+came from (the per-patch nearest-neighbour distances to its product's gallery, gallery.anomaly_maps),
+written as `<folder>/<image_id>.png` beside the decision (the batch report folder, which log_batch puts in
+the MLflow run; or beside the file CLI's scores CSV). The colour scale is shared by the batch's maps (the
+95% quantile of their largest cells), so a hot map means a far patch, not just the image's own maximum."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echelon.models.damage import gallery as gl
+from echelon.models.damage import images as im
+from echelon.models.damage import plots
+
+
+def write_maps(scores: pd.DataFrame, files: dict[str, str], galleries: dict[str, gl.Gallery], size: int,
+               folder: Path, limit: int = 200) -> pd.DataFrame:
+    """Overlays for the sidelined rows of `scores` (`image_id, item_id, score, decision`), at most `limit`
+    (the highest scored); returns `image_id, anomaly_map` (the PNG's path)."""
+    sidelined = scores[scores["decision"] == "sideline"].nlargest(limit, "score")
+    if sidelined.empty:
+        return pd.DataFrame({"image_id": pd.Series(dtype=object), "anomaly_map": pd.Series(dtype=object)})
+    paths = [files[i] for i in sidelined["image_id"]]
+    amaps = gl.anomaly_maps(galleries, list(sidelined["item_id"]), im.load_many(paths, size))
+    vmax = float(np.quantile(amaps.reshape(len(amaps), -1).max(axis=1), 0.95))
+    written = []
+    for row, path, amap in zip(sidelined.itertuples(), paths, amaps):
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", str(row.image_id)) + ".png"
+        written.append(str(plots.save_overlay(path, amap, folder / name, vmax=vmax,
+                                              title=f"{row.item_id} score {row.score:.3f} {row.damage_type}")))
+    return pd.DataFrame({"image_id": list(sidelined["image_id"]), "anomaly_map": written})
