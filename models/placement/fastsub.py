@@ -297,21 +297,17 @@ def tighten(inst: Instance, lam, priced, lower, items, steps: int = 60, chunk_ce
     return lower
 
 
-def close_by_lp(inst: Instance, lam, priced, lower, items, budget_s: float, solver: str = "highs",
-                chunk: int = 64) -> np.ndarray:
+def close_by_lp(inst: Instance, lam, priced, lower, items, budget_s: float, solver: str = "highs") -> np.ndarray:
     """Each item's lower bound [N], those of `items` (widest first) replaced by their exact LP optimum at
-    prices lam, chunk by chunk until `budget_s` seconds are spent."""
-    import time
-
+    prices lam, for as long as `budget_s` seconds allow (`within`)."""
     from echelon.models.placement import lp
 
     lower = lower.copy()
-    began = time.time()
-    for start in range(0, len(items), chunk):
-        if time.time() - began >= budget_s:
-            break
-        idx = np.asarray(items[start:start + chunk])
+
+    def close(idx):
         lower[idx] = lp.solve_items(inst.subset(idx), lam=lam, solver=solver)["priced"]
+
+    within(items, budget_s, close)
     return lower
 
 
@@ -327,8 +323,8 @@ def solve(inst: Instance, lam=None, exact_gap: float | None = None, solver: str 
     more than exact_gap x the priced total is left open, `ascent` supergradient steps on the dual of the
     items with the widest gaps, and the exact LP (lp.solve_items) for the widest that are still open, until
     what stays open is at most that, or, with `lp_budget_s`, until that many seconds of LP are spent
-    (widest first, in chunks of 64 items: what an iteration costs stays bounded however many items are
-    open). Items that are not comonotone always go to the LP (outside the budget).
+    (widest first, in chunks sized by the measured seconds per item: what an iteration costs stays
+    bounded however many items are open). Items that are not comonotone always go to the LP (outside the budget).
     Returns parts, cost [N], priced [N], lower [N] (<= each item's priced optimum), usage [N, C],
     exact [N] (solved by LP)."""
     from echelon.models.placement import lp
@@ -372,17 +368,26 @@ def _close(inst, lam, solver, parts, cost, use, priced, lower, idx) -> None:
     cost[idx], use[idx], priced[idx], lower[idx] = res["cost"], res["usage"], res["priced"], res["priced"]
 
 
-def _close_within(inst, lam, solver, parts, cost, use, priced, lower, wide, budget_s, chunk: int = 64):
-    """`_close` on `wide` (widest first) in chunks of `chunk` items until `budget_s` seconds are spent;
-    returns the items closed."""
+def _close_within(inst, lam, solver, parts, cost, use, priced, lower, wide, budget_s):
+    """`_close` on `wide` (widest first) within `budget_s` seconds (`within`); returns the items closed."""
+    return within(wide, budget_s, lambda idx: _close(inst, lam, solver, parts, cost, use, priced, lower, idx))
+
+
+def within(items, budget_s: float, work, first: int = 4, most: int = 64) -> np.ndarray:
+    """work(chunk) over `items` in order until `budget_s` seconds are spent; returns the items done. Chunks
+    are sized from the seconds per item measured so far (the first has `first` items), so the budget is
+    overrun by at most about one item's time, whatever an item costs."""
     import time
 
-    began = time.time()
-    done = []
-    for start in range(0, len(wide), chunk):
-        if time.time() - began >= budget_s:
+    began, done, start, size = time.time(), [], 0, first
+    while start < len(items):
+        spent = time.time() - began
+        if spent >= budget_s:
             break
-        idx = wide[start:start + chunk]
-        _close(inst, lam, solver, parts, cost, use, priced, lower, idx)
+        if start:
+            size = int(np.clip((budget_s - spent) / max(spent / start, 1e-9), 1, most))
+        idx = np.asarray(items[start:start + size])
+        work(idx)
         done.append(idx)
+        start += len(idx)
     return np.concatenate(done) if done else np.zeros(0, int)

@@ -355,3 +355,13 @@ def test_unreliable_lanes_raise_stock_where_they_lead():
         flow(lagrangian.monolithic(inst).plan), 1e-9)
     fast = lagrangian.solve(shaky, max_iter=60, tol=1e-4, subproblems="fast")
     assert fast.objective == pytest.approx(moved.objective, rel=2e-3)
+
+
+def test_lp_work_within_a_budget_runs_in_measured_chunks():
+    from echelon.models.placement import fastsub
+
+    seen = []
+    done = fastsub.within(np.arange(300), float("inf"), seen.append)
+    assert np.array_equal(done, np.arange(300)) and len(seen[0]) == 4     # a small first chunk, then measured
+    assert max(len(c) for c in seen) <= 64
+    assert len(fastsub.within(np.arange(300), 0.0, seen.append)) == 0     # no budget, no work
