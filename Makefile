@@ -69,8 +69,14 @@ bench-demand: env  ## accuracy (store-item, every frequency, MQ models), LightGB
 	$(BIN)/python benchmarks/demand_mq.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_scale.py --sizes 360 3600 36000 --out benchmarks/results
 
-bench-placement: env  ## decomposition vs monolithic on generated placement instances; writes benchmarks/results/
+PLACEMENT_SHAPES ?= 300x5x4:lm,300x10x10:lm,300x20x4:lm,1000x5x60:l,1000x50x10:l,3000x20x40:lm
+
+bench-placement: env  ## decomposition vs monolithic: growing items, then a shape grid (items x FCs x regions); writes benchmarks/results/
 	$(BIN)/python benchmarks/placement_scaling.py --out benchmarks/results
+	$(BIN)/python benchmarks/placement_scaling.py --name placement_shapes --cases $(PLACEMENT_SHAPES) --tol 5e-3 --limit 600 --out benchmarks/results
+
+bench-placement-sim: env  ## the simulation's evidence: plan vs baselines and lead-time aware vs blind, with intervals and plots
+	$(BIN)/python benchmarks/placement_sim.py --out benchmarks/results
 
 bench-capacity: env  ## capacity clearing speed (10k/100k/1M requests) and the market simulation; writes benchmarks/results/
 	$(BIN)/python benchmarks/capacity_bench.py --out benchmarks/results
@@ -87,4 +93,4 @@ bench-damage: env  ## damage accuracy (synthetic + ../shared/data/magnetic_tile,
 clean-var:  ## delete all local state (lake, reports, Airflow and MLflow stores)
 	rm -rf var
 
-.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-stack bench-demand bench-placement bench-capacity bench-callouts bench-damage clean-var
+.PHONY: help env init world run test airflow mlflow backfill stack test-stack bench-stack bench-demand bench-placement bench-placement-sim bench-capacity bench-callouts bench-damage clean-var

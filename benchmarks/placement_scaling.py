@@ -3,8 +3,13 @@
 Each solve runs in its own process (so peak memory is that solve's own: ru_maxrss), one at a time, on the
 same instance (seed 1), and reports objective, bound, gap, seconds and peak memory; the results table goes
 to benchmarks/results/placement_scaling.{csv,md}. A case is ITEMSxFCSxREGIONS:METHODS, methods among
-lagrangian (l) and monolithic (m). Where the monolithic model is not run, its size (variables, nonzeros)
-and a memory estimate (peak RSS per nonzero of the largest monolithic solve measured in the run) are given.
+lagrangian (l) and monolithic (m). Every row gives the monolithic model's size and memory estimate
+(`lp.monolithic_size`: 0.49 kB per nonzero, measured); a monolithic solve whose estimate exceeds
+`--memory-gb` is not attempted (the row says so). Decomposition rows add the strategy chosen
+(`lagrangian.strategy`), iterations per second over the first and second half of the run and the slowest
+iteration (an iteration must not slow down as the run goes on), and CPU seconds.
+
+    python benchmarks/placement_scaling.py --name placement_shapes --cases 300x5x4:lm,... --tol 5e-3 --limit 600
 
     python benchmarks/placement_scaling.py --cases 2150x8x4:lm,100000x50x10:l --tol 5e-3 --limit 900
 """
@@ -18,46 +23,61 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ONE = """
 import json, resource, sys, time
+import numpy as np
 from echelon.models.placement.instance import generate
 from echelon.models.placement import lagrangian, lp
-items, facilities, regions, method, limit, tol = sys.argv[1:7]
+items, facilities, regions, method, limit, tol, memory = sys.argv[1:8]
 t0 = time.time()
 inst = generate(items=int(items), facilities=int(facilities), regions=int(regions), seed=1)
 built = time.time() - t0
+extra = {}
 if method == "monolithic":
-    r = lagrangian.monolithic(inst, time_limit_s=float(limit))
+    try:
+        r = lagrangian.monolithic(inst, time_limit_s=float(limit), memory_gb=float(memory))
+    except lp.TooLarge as error:
+        print(json.dumps({"status": "not run: " + str(error).split(" and ")[0].split(") ")[-1]}))
+        sys.exit(0)
 else:
+    s = lagrangian.strategy(inst)
+    extra = {"subproblems": s.subproblems, "prices": s.prices}
     r = lagrangian.solve(inst, max_iter=200, tol=float(tol), time_limit_s=float(limit),
                          progress=lambda m: print(m, file=sys.stderr, flush=True))
+    loop = [h for h in r.history if not h.get("recovered")]
+    secs = np.diff([0.0] + [h["seconds"] for h in loop])
+    half = max(1, len(secs) // 2)
+    extra.update({"first_iteration_s": float(secs[1] if len(secs) > 1 else secs[0]),
+                  "iterations_per_s_first_half": float(half / secs[:half].sum()) if len(secs) else None,
+                  "iterations_per_s_second_half": float((len(secs) - half) / secs[half:].sum()) if len(secs) > half else None,
+                  "slowest_iteration_s": float(secs[1:].max()) if len(secs) > 1 else float(secs.max())})
 lp_items = sum(h.get("exact_items", 0) for h in r.history)
+use = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"objective": r.objective, "bound": r.bound, "gap": r.gap, "seconds": r.seconds,
+                  "cpu_seconds": use.ru_utime + use.ru_stime,
                   "build_seconds": built, "iterations": r.iterations, "status": r.status,
-                  "item_lp_solves": lp_items,
+                  "item_lp_solves": lp_items, **extra,
                   "max_capacity_violation": r.max_capacity_violation(inst),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": use.ru_maxrss / 1024}))
 """
 
 
 def size(items, facilities, regions):
-    """Variables, rows and nonzeros of the monolithic LP (lp.Layout and the one-item templates)."""
+    """Variables, rows, nonzeros and estimated memory of the monolithic LP (`lp.monolithic_size`)."""
     from echelon.models.placement import lp
     from echelon.models.placement.instance import generate
 
-    inst = generate(items=2, facilities=facilities, regions=regions, seed=1)
-    lay = lp.layout_of(inst)
-    (mr, _, _, kinds), (ur, _, _, _) = lp.templates(inst)
-    return {"variables": items * lay.n, "rows": items * len(kinds) + lay.resources,
-            "nonzeros": items * (len(mr) + len(ur))}
+    return lp.monolithic_size(generate(items=items, facilities=facilities, regions=regions, seed=1))
 
 
-def one(items, facilities, regions, method, limit, tol):
+def one(items, facilities, regions, method, limit, tol, memory):
     try:
         out = subprocess.run([sys.executable, "-c", ONE, str(items), str(facilities), str(regions), method,
-                              str(limit), str(tol)], capture_output=True, text=True, timeout=limit + 900)
+                              str(limit), str(tol), str(memory)], capture_output=True, text=True,
+                             timeout=limit + 900)
     except subprocess.TimeoutExpired:
         return {"status": f"killed after {limit + 900:.0f} s"}
     if out.returncode:
@@ -72,6 +92,10 @@ def main(argv=None):
     parser.add_argument("--tol", type=float, default=5e-3, help="decomposition's gap target")
     parser.add_argument("--limit", type=float, default=900.0, help="seconds per solve")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default="placement_scaling", help="results file name (csv)")
+    parser.add_argument("--append", action="store_true", help="add the rows to the existing results file")
+    parser.add_argument("--memory-gb", type=float, default=6.0,
+                        help="monolithic solves whose estimated memory exceeds this are not run (said in the row)")
     args = parser.parse_args(argv)
     rows = []
     for case in args.cases.split(","):
@@ -81,12 +105,15 @@ def main(argv=None):
             load = os.getloadavg()
             row = {"items": items, "facilities": facilities, "regions": regions, "method": method,
                    **size(items, facilities, regions), "load_1m_before": round(load[0], 2),
-                   **one(items, facilities, regions, method, args.limit, args.tol),
+                   **one(items, facilities, regions, method, args.limit, args.tol, args.memory_gb),
                    "load_1m_after": round(os.getloadavg()[0], 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows)
-    mono = table[(table["method"] == "monolithic") & table.get("objective", pd.Series(dtype=float)).notna()]
+    if args.append and (args.out / f"{args.name}.csv").exists():
+        table = pd.concat([pd.read_csv(args.out / f"{args.name}.csv"), table], ignore_index=True)
+    objective = table["objective"] if "objective" in table.columns else pd.Series(np.nan, index=table.index)
+    mono = table[(table["method"] == "monolithic") & objective.notna()]
     if len(mono):
         ref = dict(zip(zip(mono["items"], mono["facilities"], mono["regions"]), mono["objective"]))
         table["vs_monolithic"] = [r["objective"] / ref[key] - 1 if (key := (r["items"], r["facilities"], r["regions"]))
@@ -95,11 +122,8 @@ def main(argv=None):
         table["speedup"] = [secs[key] / r["seconds"] if (key := (r["items"], r["facilities"], r["regions"])) in secs
                             and r["method"] == "lagrangian" and pd.notna(r.get("seconds")) else None
                             for _, r in table.iterrows()]
-        big = mono.loc[mono["nonzeros"].idxmax()]
-        per_nz = big["peak_rss_mb"] / big["nonzeros"]
-        table["monolithic_memory_estimate_gb"] = table["nonzeros"] * per_nz / 1024
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "placement_scaling.csv", index=False)
+    table.to_csv(args.out / f"{args.name}.csv", index=False)
     print(table.to_string())
 
 

@@ -59,6 +59,10 @@ def reduced_costs(inst: Instance, lam):
                + (inst.dc_cover[None, :] * (inst.hold_dc[:, None] + lSd[None, :] * inst.cube[:, None]))[:, :, None])
     dstar = dc_unit.argmin(axis=1)                                     # [N, F]
     g = np.take_along_axis(dc_unit, dstar[:, None, :], axis=1)[:, 0, :]
+    # Lead-time safety stock beta_f per unit of expected outflow, held (and priced) like any FC stock:
+    # min a_f x_f with x_f >= max_k sum z_k + beta_f sum_k p_k sum z_k is the same problem with a_f beta_f
+    # added to every unit's cost out of f (and beta_f x outflow added to x afterwards, in _parts).
+    g = g + inst.fc_safety[None, :] * a
     lane = inst.ship_cost[:, :, None] + np.asarray(inst.params.late_penalty)[None, None, :] * ~inst.meets
     return a, g, dstar, lane, lane + (lQf / W)[:, None, None]
 
@@ -223,6 +227,7 @@ def _parts(inst: Instance, x, served, zcost, lost_units, dstar) -> dict:
     dc_out = np.zeros((N, D))
     np.add.at(dc_out, (np.repeat(np.arange(N), F), dstar.ravel()), outflow.ravel())
     transfer = outflow * inst.transfer_cost[dstar, np.arange(F)[None, :]]
+    x = x + inst.fc_safety[None, :] * outflow
     return {"x": x, "y": inst.dc_cover[None, :] * dc_out, "dc_out": dc_out, "transfer": transfer,
             "served": served, "zcost": zcost, "lost_units": lost_units, "lost_cost": inst.lost_penalty * lost_units}
 
@@ -292,6 +297,20 @@ def tighten(inst: Instance, lam, priced, lower, items, steps: int = 60, chunk_ce
     return lower
 
 
+def close_by_lp(inst: Instance, lam, priced, lower, items, budget_s: float, solver: str = "highs") -> np.ndarray:
+    """Each item's lower bound [N], those of `items` (widest first) replaced by their exact LP optimum at
+    prices lam, for as long as `budget_s` seconds allow (`within`)."""
+    from echelon.models.placement import lp
+
+    lower = lower.copy()
+
+    def close(idx):
+        lower[idx] = lp.solve_items(inst.subset(idx), lam=lam, solver=solver)["priced"]
+
+    within(items, budget_s, close)
+    return lower
+
+
 def widest_open(priced, lower, cover: float) -> np.ndarray:
     """The fewest items whose open certificates (priced - lower) hold `cover` of the total open."""
     gap = np.maximum(np.nan_to_num(priced - lower, posinf=0.0), 0.0)
@@ -299,11 +318,13 @@ def widest_open(priced, lower, cover: float) -> np.ndarray:
 
 
 def solve(inst: Instance, lam=None, exact_gap: float | None = None, solver: str = "highs",
-          ascent: int = 20, chunk_cells: int = 1_000_000) -> dict:
+          ascent: int = 20, chunk_cells: int = 1_000_000, lp_budget_s: float | None = None) -> dict:
     """Every item at prices lam: the layered plan and certified bound; then, when `exact_gap` is given and
     more than exact_gap x the priced total is left open, `ascent` supergradient steps on the dual of the
     items with the widest gaps, and the exact LP (lp.solve_items) for the widest that are still open, until
-    what stays open is at most that. Items that are not comonotone always go to the LP.
+    what stays open is at most that, or, with `lp_budget_s`, until that many seconds of LP are spent
+    (widest first, in chunks sized by the measured seconds per item: what an iteration costs stays
+    bounded however many items are open). Items that are not comonotone always go to the LP (outside the budget).
     Returns parts, cost [N], priced [N], lower [N] (<= each item's priced optimum), usage [N, C],
     exact [N] (solved by LP)."""
     from echelon.models.placement import lp
@@ -321,13 +342,52 @@ def solve(inst: Instance, lam=None, exact_gap: float | None = None, solver: str 
                                   priced - lower)
         if ascent and closed().sum() > allowed:
             lower = tighten(inst, lam, priced, lower, _widest(closed(), allowed / 4), ascent, chunk_cells)
-        exact[_widest(closed(), allowed)] = True
-    if exact.any():
-        idx = np.flatnonzero(exact)
-        sub = inst.subset(idx)
-        res = lp.solve_items(sub, lam=lam, solver=solver)
-        sub_parts = lp.parts_from_values(sub, res["values"])
-        for key in parts:
-            parts[key][idx] = sub_parts[key]
-        cost[idx], use[idx], priced[idx], lower[idx] = res["cost"], res["usage"], res["priced"], res["priced"]
+        wide = _widest(closed(), allowed)
+        if lp_budget_s is None:
+            exact[wide] = True
+        else:
+            done = _close_within(inst, lam, solver, parts, cost, use, priced, lower, wide[~exact[wide]], lp_budget_s)
+            _close(inst, lam, solver, parts, cost, use, priced, lower, np.flatnonzero(exact))
+            exact[done] = True
+            return {"parts": parts, "cost": cost, "priced": priced, "lower": lower, "usage": use, "exact": exact}
+    _close(inst, lam, solver, parts, cost, use, priced, lower, np.flatnonzero(exact))
     return {"parts": parts, "cost": cost, "priced": priced, "lower": lower, "usage": use, "exact": exact}
+
+
+def _close(inst, lam, solver, parts, cost, use, priced, lower, idx) -> None:
+    """Items `idx` solved exactly by LP, written into the arrays in place (their bound = their optimum)."""
+    from echelon.models.placement import lp
+
+    if not len(idx):
+        return
+    sub = inst.subset(idx)
+    res = lp.solve_items(sub, lam=lam, solver=solver)
+    sub_parts = lp.parts_from_values(sub, res["values"])
+    for key in parts:
+        parts[key][idx] = sub_parts[key]
+    cost[idx], use[idx], priced[idx], lower[idx] = res["cost"], res["usage"], res["priced"], res["priced"]
+
+
+def _close_within(inst, lam, solver, parts, cost, use, priced, lower, wide, budget_s):
+    """`_close` on `wide` (widest first) within `budget_s` seconds (`within`); returns the items closed."""
+    return within(wide, budget_s, lambda idx: _close(inst, lam, solver, parts, cost, use, priced, lower, idx))
+
+
+def within(items, budget_s: float, work, first: int = 4, most: int = 64) -> np.ndarray:
+    """work(chunk) over `items` in order until `budget_s` seconds are spent; returns the items done. Chunks
+    are sized from the seconds per item measured so far (the first has `first` items), so the budget is
+    overrun by at most about one item's time, whatever an item costs."""
+    import time
+
+    began, done, start, size = time.time(), [], 0, first
+    while start < len(items):
+        spent = time.time() - began
+        if spent >= budget_s:
+            break
+        if start:
+            size = int(np.clip((budget_s - spent) / max(spent / start, 1e-9), 1, most))
+        idx = np.asarray(items[start:start + size])
+        work(idx)
+        done.append(idx)
+        start += len(idx)
+    return np.concatenate(done) if done else np.zeros(0, int)

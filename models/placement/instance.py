@@ -11,6 +11,9 @@ Per item x region, each forecast day's distribution is summarised by a mean (the
 deciles) and a standard deviation ((q_0.9 - q_0.1) / 2.563, exact for a normal); days are summed as
 independent, and the stochastic lead time adds its textbook term:
     mean = sum_t m_t,   var = sum_{t<=W} s_t^2 + (mean / W)^2 * sd(L)^2.
+Lead-time spread per lane also enters the model itself (`fc_safety`): each FC holds z x sd(its refill
+lane's lead time) days of its own outflow on top of what its scenarios need, so a plan on unreliable lanes
+stocks more there or moves demand to FCs on reliable lanes (lp.py, fastsub.py).
 K equiprobable scenarios (sample average approximation) sit at the normal quantiles of levels
 (k - 0.5) / K, the same level in every region of an item (comonotone: a conservative choice that leaves
 regional risk pooling to the dynamic fulfillment). Each scenario splits over speeds by a fixed mix.
@@ -47,6 +50,7 @@ class Params:
     capital_rate: float = 0.25           # annual cost of capital on inventory value
     dc_hold_share: float = 0.6           # DC holding relative to FC holding
     dc_safety_z: float = 1.28            # DC covers vendor lead time mean + z * sd of its refill flow
+    fc_safety_z: float = 1.28            # FC holds z * sd(its refill lane's lead time) days of its outflow
 
     def with_overrides(self, **kw) -> "Params":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -75,6 +79,10 @@ class Instance:
     params: Params = field(default_factory=Params)
     daily_mean: np.ndarray | None = None   # [N, R] expected units/day (for the simulator)
     daily_sd: np.ndarray | None = None     # [N, R]
+    transfer_lead: np.ndarray | None = None      # [D, F] mean DC -> FC lead time, days
+    transfer_lead_sd: np.ndarray | None = None   # [D, F]
+    vendor_lead: np.ndarray | None = None        # [D] mean vendor -> DC lead time, days
+    vendor_lead_sd: np.ndarray | None = None     # [D]
 
     # --- derived sizes and per-item costs ---------------------------------------------------------
     @property
@@ -90,6 +98,17 @@ class Instance:
     @property
     def hold_dc(self) -> np.ndarray:
         return self.params.dc_hold_share * self.hold_fc
+
+    @property
+    def fc_safety(self) -> np.ndarray:
+        """[F] safety stock per unit of window outflow at each FC against its refill lane's lead-time spread:
+        z x sd(L) / W (the textbook z sd(L) x daily rate, the rate being outflow / W). The lane is the FC's
+        cheapest DC's (the one the simulator refills from). Zero without lead-time spreads."""
+        if self.transfer_lead_sd is None or not self.params.fc_safety_z:
+            return np.zeros(len(self.fc_ids))
+        src = self.transfer_cost.argmin(axis=0)
+        sd = np.asarray(self.transfer_lead_sd, float)[src, np.arange(len(self.fc_ids))]
+        return self.params.fc_safety_z * sd / self.window_days
 
     @property
     def lost_penalty(self) -> np.ndarray:
@@ -120,7 +139,8 @@ class Instance:
         """Everything but the items: what every Spark task needs (small, pickled once per job)."""
         return {k: getattr(self, k) for k in ("fc_ids", "dc_ids", "region_ids", "prob", "window_days",
                                               "ship_cost", "meets", "transfer_cost", "dc_cover", "fc_storage",
-                                              "fc_flow", "dc_storage", "dc_flow", "params")}
+                                              "fc_flow", "dc_storage", "dc_flow", "params", "transfer_lead",
+                                              "transfer_lead_sd", "vendor_lead", "vendor_lead_sd")}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -189,8 +209,13 @@ def from_tables(summary: pd.DataFrame, items: pd.DataFrame, facilities: pd.DataF
     d_of = {d: i for i, d in enumerate(dc_ids)}
     tl = transfer_lanes[transfer_lanes["from_facility_id"].isin(dc_ids) & transfer_lanes["to_facility_id"].isin(fc_ids)]
     transfer = np.full((D, F), 1e4)
-    transfer[tl["from_facility_id"].map(d_of).to_numpy(), tl["to_facility_id"].map(f_of).to_numpy()] = \
-        tl["cost_per_unit"].to_numpy(dtype=float)
+    lane_at = (tl["from_facility_id"].map(d_of).to_numpy(), tl["to_facility_id"].map(f_of).to_numpy())
+    transfer[lane_at] = tl["cost_per_unit"].to_numpy(dtype=float)
+    lead, lead_sd = np.full((D, F), float(window - params.review_days)), np.zeros((D, F))
+    if "lead_time_mean_days" in tl.columns:
+        lead[lane_at] = tl["lead_time_mean_days"].fillna(window - params.review_days).to_numpy(dtype=float)
+    if "lead_time_std_days" in tl.columns:
+        lead_sd[lane_at] = tl["lead_time_std_days"].fillna(0.0).to_numpy(dtype=float)
     vendor_lt = dcs["vendor_lead_time_mean_days"].fillna(0.0).to_numpy(dtype=float)
     vendor_sd = dcs["vendor_lead_time_std_days"].fillna(0.0).to_numpy(dtype=float)
     dc_cover = (vendor_lt + params.dc_safety_z * vendor_sd) / window
@@ -212,7 +237,8 @@ def from_tables(summary: pd.DataFrame, items: pd.DataFrame, facilities: pd.DataF
         fc_flow=fcs["flow_capacity_units_per_day"].to_numpy(dtype=float),
         dc_storage=dcs["storage_capacity_cuft"].to_numpy(dtype=float),
         dc_flow=dcs["flow_capacity_units_per_day"].to_numpy(dtype=float), params=params,
-        daily_mean=mean / window, daily_sd=sd / np.sqrt(window))
+        daily_mean=mean / window, daily_sd=sd / np.sqrt(window), transfer_lead=lead, transfer_lead_sd=lead_sd,
+        vendor_lead=vendor_lt, vendor_lead_sd=vendor_sd)
 
 
 def check_network(facilities: pd.DataFrame, delivery_lanes: pd.DataFrame, transfer_lanes: pd.DataFrame) -> None:

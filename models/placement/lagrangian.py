@@ -127,9 +127,54 @@ def _master(costs: list, uses: list, cap: np.ndarray, solver: str):
     return objective, alpha.reshape(J, G), np.maximum(0.0, -duals[:C])
 
 
-def auto_subproblems(items: int, lp_items: int = 500) -> str:
-    """Small instances: every item's LP is cheap, and exact columns need fewer iterations; else fast."""
-    return "lp" if items <= lp_items else "fast"
+@dataclass(frozen=True)
+class Strategy:
+    """How `solve` attacks an instance, chosen from its properties (`strategy`), with the reason."""
+    subproblems: str        # "lp": every item's exact LP; "fast": fastsub's NumPy plan and certificate
+    prices: str             # "kelley": the restricted master's duals; "smoothed": a sample's smoothed dual
+    sample_items: int       # items in the price sample (smoothed prices)
+    reason: str
+
+
+# Measured on the 2-core machine (benchmarks/results/placement_scaling.md): an item LP costs ~1e-5 s per
+# cell (F x R x S x K), so up to ~250,000 cells in all every item's LP takes a few seconds an iteration.
+LP_CELLS = 250_000
+# Kelley's cutting planes need iterations in proportion to the capacities they price; below this many
+# priced capacities (8 FCs + 1 DC: 18) they converged in 17-30 iterations, above it (20 FCs: 48; 50 FCs:
+# 120) they crawl from the zero-price bound while the smoothed dual's quasi-Newton search does not.
+KELLEY_CAPACITIES = 30
+# A smoothed-dual evaluation of this many cells (item x F x R x S x K) takes ~0.5 s on a loaded 2-core
+# machine; the price search makes ~200 of them.
+SAMPLE_CELLS = 10_000_000
+
+
+def strategy(inst: Instance, subproblems: str = "auto", prices: str = "auto") -> Strategy:
+    """The subproblem method and the price method from what the instance needs (not from an item count):
+    - subproblems: "lp" when all item LPs together are small (items x cells per item <= LP_CELLS), else
+      "fast" (the NumPy plan with a certificate, items left open closed by LP within a time budget);
+    - prices: "smoothed" when many capacities are priced (2 (FCs + DCs) > KELLEY_CAPACITIES) and the
+      subproblems are fast, else Kelley's cutting planes;
+    - the price sample: as many items as fit SAMPLE_CELLS cells (all items when they fit).
+    `prices="warm"` (never chosen by itself): Kelley's cutting planes started and centred at the sample's
+    smoothed prices; on 3,000 x 20 x 40 its bound stayed at the start's for 10+ iterations (measured)."""
+    N, F, D, R, K = inst.shape
+    cells = F * R * len(inst.params.speed_mix) * K
+    C = len(inst.capacity)
+    why = []
+    if subproblems == "auto":
+        subproblems = "lp" if N * cells <= LP_CELLS else "fast"
+        why.append(f"{N} items x {cells} cells {'<=' if subproblems == 'lp' else '>'} {LP_CELLS:,}: {subproblems} "
+                   "subproblems")
+    if prices == "auto":
+        prices = "smoothed" if subproblems == "fast" and C > KELLEY_CAPACITIES else "kelley"
+        why.append(f"{C} priced capacities {'>' if C > KELLEY_CAPACITIES else '<='} {KELLEY_CAPACITIES}: "
+                   f"{prices} prices")
+    sample = int(min(N, max(500, SAMPLE_CELLS // max(cells, 1))))
+    return Strategy(subproblems, prices, sample, "; ".join(why))
+
+
+def auto_subproblems(inst: Instance) -> str:
+    return strategy(inst).subproblems
 
 
 def price_scale(inst: Instance) -> np.ndarray:
@@ -225,8 +270,9 @@ def _combine(store: dict, alpha: np.ndarray, group: np.ndarray) -> dict:
 def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, groups: int | None = None,
           time_limit_s: float | None = None, solver: str = "highs", progress=None,
           subproblems: str = "auto", stabilise: float | None = None, keep: int | None = None,
-          lp_recovery_items: int = 500, smooth_items: int = 20_000, sample_items: int = 4_000,
-          temperature: float = 0.002, memory_gb: float = 6.0, ascent: int = 100) -> Result:
+          lp_recovery_items: int = 500, prices: str = "auto", sample_items: int | None = None,
+          temperature: float = 0.002, memory_gb: float = 6.0, ascent: int = 100,
+          lp_share: float = 1.0, price_evaluations: int = 50) -> Result:
     """Prices from the restricted master (Kelley's cutting planes on L, i.e. Dantzig-Wolfe), item
     subproblems at those prices, until the master's upper bound and the best dual bound meet.
 
@@ -237,11 +283,15 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
 
     Stabilised (Wentges): prices are asked at centre + stabilise x (master's prices - centre), the centre
     being the prices of the best bound so far, which damps Kelley's swings between extreme prices
-    (default 0.5 with fast subproblems, 1.0 = plain Kelley with LP ones). `subproblems="auto"`: LP up to
-    `lp_recovery_items` items, fast above.
+    (default 0.5 with fast subproblems, 1.0 = plain Kelley with LP ones). With fast subproblems the item
+    LPs of an iteration get at most `lp_share` x the first iteration's seconds (widest certificates first),
+    so an iteration does not slow down as more certificates open near the target (a 3,000 x 20 x 40
+    instance went from 1-3 s to 120-150 s an iteration without it); after the loop the best prices'
+    open certificates get supergradient steps, then LPs for up to 4 iterations' budget.
 
-    From `smooth_items` items on (fast subproblems), where many capacities are priced and cutting planes
-    move them too slowly, the prices come from a `sample_items` sample instead of the master: first the
+    Which subproblems and which prices: `strategy` (from the instance's properties, not its item count).
+    With smoothed prices (fast subproblems, many priced capacities, where cutting planes move them too
+    slowly), the prices come from a `sample_items` sample instead of the master: first the
     prices that maximise the sample's smoothed dual (`smooth_prices`), then, each iteration, the sample's
     prices corrected for its sampling error against all items' smoothed usage at the current prices
     (`corrected_sample_prices`). Every iteration adds, beside each item's exact response (the bound), its
@@ -256,8 +306,9 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     from echelon.models.placement import fastsub
     from echelon.models.placement.parallel import LocalSolver
 
-    if subproblems == "auto":
-        subproblems = auto_subproblems(len(inst.item_ids), lp_recovery_items)
+    plan = strategy(inst, subproblems, prices)
+    subproblems = plan.subproblems
+    sample_items = sample_items or plan.sample_items
     if stabilise is None:
         stabilise = 0.5 if subproblems == "fast" else 1.0
     subsolve = subsolve or LocalSolver(inst, solver, subproblems)
@@ -265,7 +316,9 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     began = time.time()
     cap = inst.capacity
     N = len(inst.item_ids)
-    smooth = subproblems == "fast" and N >= smooth_items
+    smooth = subproblems == "fast" and plan.prices == "smoothed"
+    progress(f"placement lagrangian: {plan.reason}")
+    lp_budget = [None]              # seconds of item LPs allowed per iteration: lp_share x the fast solve's
     # Items pooled into groups, one convex combination per group: 256 by default; ~100 items per group on
     # the smoothed path, where the master's finer mixing of near-feasible columns is what closes the gap.
     groups = groups or (min(2048, max(256, N // 100)) if smooth else 256)
@@ -278,7 +331,8 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
         """Every item's plan at prices lam: exact (with its bound), or smoothed at temperature `soft` (the
         exact one, passed in or solved, for the items that are not comonotone)."""
         if exact is None and not (soft and comonotone.all()):
-            exact = subsolve(lam, with_plan=True, exact_gap=target)
+            exact = subsolve(lam, with_plan=True, exact_gap=target, **({"lp_budget_s": lp_budget[0]}
+                                                                       if lp_budget[0] is not None else {}))
         if not soft:
             return exact
         _, parts = fastsub.smoothed(inst, lam, soft)
@@ -300,9 +354,10 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     keep = keep or max(2, int(memory_gb * 1e9 // (8 * N * sum(np.prod(np.shape(v)[1:]) for v in store[0].values()))))
     costs, uses, recipes = [np.bincount(group, weights=lost_all, minlength=G)], [np.zeros((G, len(cap)))], [None]
     lam = np.zeros(len(cap))
-    if smooth:
+    if smooth or plan.prices == "warm":
+        # (warm: Kelley's cutting planes, started and centred at the sample's smoothed prices)
         part = sample(inst, sample_items)
-        lam = smooth_prices(part, progress=progress)
+        lam = smooth_prices(part, progress=progress, evaluations=price_evaluations)
         progress(f"placement lagrangian: prices from a {min(N, sample_items)}-item sample, {time.time() - began:.1f}s")
     best_bound, best_lam, master_lam = -np.inf, lam, lam
     history, status, it = [], "iteration_limit", 0
@@ -315,6 +370,11 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
             target = max(tol / 2, min(gap, 1.0) / 3) * abs(upper) / max(priced_total, 1e-9)
         sub = column(lam, target, None)
         made = [time.time() - started]                       # seconds per column made this iteration
+        if subproblems == "fast" and lp_budget[0] is None:
+            # The first iteration closes nothing by LP (no target yet): its time is the fast solve's, and
+            # item LPs may take at most lp_share x that per iteration from now on (an iteration then costs
+            # at most ~(1 + lp_share) x the first, however many certificates are open).
+            lp_budget[0] = max(0.5, lp_share * made[0])
         priced_total = float(sub["priced"].sum())
         bound = float(sub["lower"].sum() - lam @ cap)
         if bound > best_bound:
@@ -355,11 +415,19 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
         else:
             lam = best_lam + stabilise * (master_lam - best_lam)
 
-    if smooth and gap > tol:
+    if subproblems == "fast" and gap > tol:
         # The bound's open certificates, widest first (those holding 95% of what is open), raised by
-        # supergradient steps on their duals at the best prices: cheap, and still a certified bound.
+        # supergradient steps on their duals at the best prices: cheap, and still a certified bound; then
+        # the widest still open solved exactly by LP, for as long as the loop allowed one iteration's LPs
+        # (x4) and the time limit leaves (the plan's recovery is reserved).
         priced, lower = best_sub["priced"], best_sub["lower"]
         lower = fastsub.tighten(inst, best_lam, priced, lower, fastsub.widest_open(priced, lower, 0.95), ascent)
+        budget = 4 * (lp_budget[0] or 0.0)
+        if time_limit_s:
+            budget = min(budget, time_limit_s - (time.time() - began) - 2 * max(made))
+        if budget > 0:
+            lower = fastsub.close_by_lp(inst, best_lam, priced, lower, fastsub.widest_open(priced, lower, 0.95),
+                                        budget, solver)
         best_bound = max(best_bound, float(lower.sum() - best_lam @ cap))
         progress(f"placement lagrangian: bound {best_bound:,.2f} after tightening open certificates, "
                  f"{time.time() - began:.1f}s")
@@ -392,10 +460,12 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
                   plan=plan, history=history, solver=solver, bound_prices=best_lam)
 
 
-def monolithic(inst: Instance, solver: str = "highs", time_limit_s: float | None = None) -> Result:
-    """The reference: the whole LP in one solve; duals of the capacity rows are the shadow prices."""
+def monolithic(inst: Instance, solver: str = "highs", time_limit_s: float | None = None,
+               memory_gb: float | None = None) -> Result:
+    """The reference: the whole LP in one solve; duals of the capacity rows are the shadow prices. Raises
+    lp.TooLarge before building a model whose estimated memory exceeds `memory_gb` (default: available)."""
     began = time.time()
-    out = lp.solve_monolithic(inst, solver, time_limit_s)
+    out = lp.solve_monolithic(inst, solver, time_limit_s, memory_gb)
     plan = lp.plan_parts(inst, out["values"])
     plan.update({"cost": (lp.costs(inst) * out["values"]).sum(axis=1), "usage": out["usage"]})
     return Result(method="monolithic", objective=out["objective"], bound=out["objective"], gap=0.0,

@@ -77,7 +77,7 @@ def layout_of(inst: Instance) -> Layout:
 
 
 @lru_cache(maxsize=16)
-def _template(lay: Layout, prob: tuple, cover: tuple, window: int):
+def _template(lay: Layout, prob: tuple, cover: tuple, window: int, safety: tuple = ()):
     """The one-item constraint matrix (rows, cols, coefs, row kinds) and the usage matrix
     (rows, cols, coefs, multiply-by-cube flag), both sorted row-major."""
     F, D, R, S, K = lay.F, lay.D, lay.R, lay.S, lay.K
@@ -95,6 +95,12 @@ def _template(lay: Layout, prob: tuple, cover: tuple, window: int):
     rows += [base + f * K + k, base + np.arange(F * K)]
     cols += [zcol, lay.ox + np.repeat(np.arange(F), K)]
     coefs += [np.ones(zcol.size), -np.ones(F * K)]
+    if any(safety):
+        # lead-time safety stock: + beta_f sum_d w_df (the FC's expected refill flow) in every stock row
+        sd_, sf_, sk_ = (a.ravel() for a in np.meshgrid(np.arange(D), np.arange(F), np.arange(K), indexing="ij"))
+        rows += [base + sf_ * K + sk_]
+        cols += [lay.ow + sd_ * F + sf_]
+        coefs += [np.asarray(safety, float)[sf_]]
     # refill rows
     base2 = base + F * K
     dd, ff = (a.ravel() for a in np.meshgrid(np.arange(D), np.arange(F), indexing="ij"))
@@ -123,7 +129,8 @@ def _template(lay: Layout, prob: tuple, cover: tuple, window: int):
 
 
 def templates(inst: Instance):
-    return _template(layout_of(inst), tuple(inst.prob), tuple(inst.dc_cover), inst.window_days)
+    return _template(layout_of(inst), tuple(inst.prob), tuple(inst.dc_cover), inst.window_days,
+                     tuple(inst.fc_safety))
 
 
 def costs(inst: Instance) -> np.ndarray:
@@ -283,9 +290,60 @@ def solve_items(inst: Instance, lam: np.ndarray | None = None, caps: np.ndarray 
     return {"values": values, "cost": true_cost, "priced": priced, "usage": use, "solver_seconds": seconds}
 
 
-def solve_monolithic(inst: Instance, solver: str = "highs", time_limit_s: float | None = None) -> dict:
+# Peak RSS per nonzero of a monolithic solve through MathOpt/HiGHS, measured on the 2,150 x 8 x 4 instance
+# (2,098 MB for its nonzeros; benchmarks/results/placement_scaling.md): the proto, HiGHS' copy and its
+# factorisation. 3,000 x 20 x 40 at this rate: ~77 GB (it was killed at 16 GB beside another job).
+KB_PER_NONZERO = 0.49
+
+
+class TooLarge(SolveError):
+    """The monolithic model would not fit in memory: said before it is built."""
+
+
+def monolithic_size(inst: Instance) -> dict:
+    """Variables, rows, nonzeros and the estimated peak memory (GB) of the monolithic model, from the
+    one-item templates (nothing is built)."""
+    lay = layout_of(inst)
+    (mr, _, _, kinds), (ur, _, _, _) = templates(inst)
+    N = len(inst.item_ids)
+    nonzeros = N * (len(mr) + len(ur))
+    return {"variables": N * lay.n, "rows": N * len(kinds) + lay.resources, "nonzeros": nonzeros,
+            "memory_gb": nonzeros * KB_PER_NONZERO / 1024 ** 2}
+
+
+def available_memory_gb() -> float:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping), in GB."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 1024 ** 3
+
+
+def check_fits(inst: Instance, memory_gb: float | None = None) -> dict:
+    """The monolithic model's size; raises TooLarge (one line: the size, the estimate, the memory) when its
+    estimated peak exceeds `memory_gb` (default: the memory available now)."""
+    size = monolithic_size(inst)
+    limit = available_memory_gb() if memory_gb is None else memory_gb
+    if size["memory_gb"] > limit:
+        N, F, D, R, K = inst.shape
+        raise TooLarge(f"the monolithic model of {N} items x {F} FCs x {R} regions ({size['variables']:,} variables, "
+                       f"{size['nonzeros']:,} nonzeros) needs ~{size['memory_gb']:.1f} GB ({KB_PER_NONZERO} kB per "
+                       f"nonzero, measured) and {limit:.1f} GB is available: not building it; use the decomposition")
+    return size
+
+
+def solve_monolithic(inst: Instance, solver: str = "highs", time_limit_s: float | None = None,
+                     memory_gb: float | None = None) -> dict:
     """The reference: every item and every capacity in one LP. Shadow prices are the coupling rows' duals
-    (MathOpt's sign convention for a binding <= row of a minimisation is negative: flip it)."""
+    (MathOpt's sign convention for a binding <= row of a minimisation is negative: flip it). Says up front
+    (TooLarge) when the model would not fit in `memory_gb` (default: the memory available)."""
+    check_fits(inst, memory_gb)
     model, size = build(inst, coupled=True)
     objective, v, duals, seconds = solve_proto(model, solver, time_limit_s)
     lay = layout_of(inst)

@@ -23,7 +23,7 @@ METHODS = ("fast", "lp")
 
 
 def solve_block(inst: Instance, lam, caps=None, solver: str = "highs", with_plan: bool = False,
-                method: str = "fast", exact_gap: float | None = None) -> dict:
+                method: str = "fast", exact_gap: float | None = None, lp_budget_s: float | None = None) -> dict:
     """Solve the items of `inst` at prices `lam` (or within per-item capacity shares `caps`, by LP); per
     item: true cost, priced cost, a lower bound on the priced optimum, usage [C] (+ the plan's parts)."""
     if method not in METHODS:
@@ -31,7 +31,7 @@ def solve_block(inst: Instance, lam, caps=None, solver: str = "highs", with_plan
     if method == "fast" and caps is None:
         from echelon.models.placement import fastsub
 
-        out = fastsub.solve(inst, lam, exact_gap=exact_gap, solver=solver)
+        out = fastsub.solve(inst, lam, exact_gap=exact_gap, solver=solver, lp_budget_s=lp_budget_s)
         result = {k: out[k] for k in ("cost", "priced", "lower", "usage", "exact")}
         parts = out["parts"]
     else:
@@ -48,8 +48,9 @@ class LocalSolver:
     def __init__(self, inst: Instance, solver: str = "highs", method: str = "fast"):
         self.inst, self.solver, self.method = inst, solver, method
 
-    def __call__(self, lam, caps=None, with_plan: bool = False, exact_gap: float | None = None) -> dict:
-        return solve_block(self.inst, lam, caps, self.solver, with_plan, self.method, exact_gap)
+    def __call__(self, lam, caps=None, with_plan: bool = False, exact_gap: float | None = None,
+                 lp_budget_s: float | None = None) -> dict:
+        return solve_block(self.inst, lam, caps, self.solver, with_plan, self.method, exact_gap, lp_budget_s)
 
 
 def item_rows(inst: Instance, caps=None) -> pd.DataFrame:
@@ -70,7 +71,7 @@ OUT_SCHEMA = ("item_id string, cost double, priced double, lower double, exact b
               + ", ".join(f"{k} array<double>" for k in PLAN_KEYS[:-2]) + ", lost_units double, lost_cost double")
 
 
-def _executor_fn(network: dict, lam, solver: str, with_plan: bool, method: str, exact_gap):
+def _executor_fn(network: dict, lam, solver: str, with_plan: bool, method: str, exact_gap, lp_budget_s=None):
     """The function each Spark task runs over its partition (all of it at once, as `solve_block`)."""
     def run(batches):
         frame = pd.concat(list(batches), ignore_index=True)
@@ -81,7 +82,7 @@ def _executor_fn(network: dict, lam, solver: str, with_plan: bool, method: str, 
                         price=frame["price"].to_numpy(),
                         demand=np.stack(frame["demand"].to_numpy()).reshape(len(frame), R, K), **network)
         caps = np.stack(frame["caps"].to_numpy()) if "caps" in frame.columns else None
-        res = solve_block(inst, lam, caps, solver, with_plan, method, exact_gap)
+        res = solve_block(inst, lam, caps, solver, with_plan, method, exact_gap, lp_budget_s)
         empty = [np.zeros(0)] * len(frame)
         out = pd.DataFrame({"item_id": frame["item_id"], "cost": res["cost"], "priced": res["priced"],
                             "lower": res["lower"], "exact": res["exact"], "usage": list(res["usage"])})
@@ -107,11 +108,13 @@ class SparkSolver:
         frame = self.spark.createDataFrame(item_rows(self.inst, caps), schema=_schema(caps is not None))
         return frame.repartition(self.partitions, "item_id")
 
-    def __call__(self, lam, caps=None, with_plan: bool = False, exact_gap: float | None = None) -> dict:
+    def __call__(self, lam, caps=None, with_plan: bool = False, exact_gap: float | None = None,
+                 lp_budget_s: float | None = None) -> dict:
+        """(`lp_budget_s` is per executor task here: each partition closes its own widest items.)"""
         t0 = time.time()
         rows = self.rows if caps is None else self._frame(caps)
         fn = _executor_fn(self.inst.network_arrays(), None if lam is None else np.asarray(lam), self.solver,
-                          with_plan, self.method, exact_gap)
+                          with_plan, self.method, exact_gap, lp_budget_s)
         got = rows.mapInPandas(fn, schema=OUT_SCHEMA).toPandas()
         if len(got) != len(self.inst.item_ids):
             raise lp.SolveError(f"Spark returned {len(got)} item solutions for {len(self.inst.item_ids)} items")

@@ -76,16 +76,24 @@ def utilisation(prices, path: Path) -> Path:
 
 
 def simulation(comparison, path: Path) -> Path:
-    """Shipping cost, on-time share and lost sales for the optimised plan and the baselines."""
+    """Shipping cost, on-time share, lost sales and holding for the optimised plan and the baselines:
+    `comparison` one row per policy, or the long summary of `simulate.summarise` (then with 95% intervals)."""
     plt = _plt()
     metrics = [("shipping_cost", "shipping cost ($)"), ("on_time_share", "orders meeting their promise"),
-               ("lost_units", "lost sales (units)"), ("holding_cost", "holding cost ($)")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(13, 3.5))
-    colours = ["tab:green", "tab:gray", "tab:purple"]
+               ("lost_units", "lost sales (units)"), ("holding_cost", "holding cost on hand ($)"),
+               ("total_cost", "total cost ($)")]
+    long = "metric" in comparison.columns
+    policies = list(dict.fromkeys(comparison["policy"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(16, 3.6))
+    colours = ["tab:green", "tab:gray", "tab:purple", "tab:orange", "tab:blue", "tab:red"]
     for ax, (key, label) in zip(axes, metrics):
-        ax.bar(comparison["policy"], comparison[key], color=colours[:len(comparison)])
+        if long:
+            part = comparison[comparison["metric"] == key].set_index("policy").reindex(policies)
+            ax.bar(policies, part["mean"], yerr=part["half_width"], capsize=4, color=colours[:len(policies)])
+        else:
+            ax.bar(policies, comparison[key], color=colours[:len(policies)])
         ax.set_title(label, fontsize=9)
-        ax.tick_params(axis="x", rotation=20, labelsize=8)
+        ax.tick_params(axis="x", rotation=25, labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,26 +1,46 @@
-"""A network simulator: replay daily demand through the FCs with a dynamic fulfillment policy.
+"""A network simulator: replay daily demand through DCs and FCs with a dynamic fulfillment policy.
 
-Each day, for every item: demand per region (gamma-Poisson with the forecast's daily mean and spread)
-splits over speeds by the mix; orders are served same-day first, each from the cheapest FC that keeps
-its promise and has stock and outbound flow left today, then from the cheapest FC that has stock (late),
-else lost. FC flow capacity is shared by all items (when a day's requests exceed it, each item gets its
-pro-rata share). Every `review_days` each FC orders up to its target from its cheapest DC; refills
-arrive after a random lead time (lognormal around the lane's mean). DCs are an ample source here.
+Two stocked tiers. Each day, for every item:
+1. arrivals: DC->FC transfers land at the FC; vendor receipts land at the DC, as far as the DC's storage
+   (cubic feet) has room: the rest is refused (a DC cannot receive into space it does not have);
+2. demand per region (gamma-Poisson with the forecast's daily mean and spread) splits over speeds by the
+   mix; orders are served same-day first, each from the cheapest FC that keeps its promise and has stock
+   and outbound flow left today, then from the cheapest FC that has stock (late), else lost. FC flow
+   capacity is shared by all items (pro rata when a day's requests exceed it);
+3. every `review_days`: each FC orders up to its target from its cheapest DC, which ships what it has,
+   within its outbound flow over the review period (dc_flow x review_days, pro rata when exceeded); the
+   transfer lands after a random lead time (lognormal with the lane's mean and sd). Each DC then orders up
+   to its own level from its vendor (lognormal with the DC's vendor lead-time mean and sd).
+FC storage is not enforced: its overruns are measured (facility-days over capacity, the largest excess).
 
-Accounting is exact per item x FC: initial stock + received = shipped + final stock.
+Ledger, per item, facility and day: opening + arrived = shipped + refused + closing (FC: shipped to
+customers; DC: transferred to FCs; refused: DC receipts that did not fit). Demand = shipped + lost.
 
-Policies compared (same demand draws, same seed):
-- optimised: the plan's FC targets;
-- newsvendor: per FC, the critical-fractile target of the regions it serves first, capacities ignored;
-- proportional: the optimised plan's total units per item, split over FCs by the demand they serve first.
+Costs. Shipping: lane cost per unit shipped to a customer; late: the promise's penalty per late unit;
+transfer: per unit sent DC->FC; lost: the lost-sale penalty. Holding two ways: `holding_cost` on the
+units on hand each day (what a finance ledger sees); `reserved_holding_cost` on each facility's target,
+the plan's own convention (its objective charges h x the target for the window, the space the capacity
+rows reserve). `plan_cost` adds the reserved holding to shipping, late, transfer and lost: with one
+scenario, deterministic demand and lead times it equals the plan's objective per window (a test).
+
+Policies (`policies`), each a pair (FC targets [N, F], DC levels [N, D]):
+- optimised: the plan's FC targets; DC level = the plan's DC stock y (safety over the vendor lead time)
+  plus a review period of its refill flow (order-up-to: rate x (review + lead) + safety);
+- newsvendor: each FC stocked to its own (home) regions' critical-fractile window demand, capacity ignored;
+- cheapest: each region's stock all at its cheapest FC (transfer + lane cost), at the critical fractile;
+- proportional: the optimised plan's units per item split over FCs by the demand each serves first.
+Baselines' DC levels follow the same order-up-to rule from their FCs' expected daily flow.
+
+Size: one simulator with two tiers, its ledger, the baselines and the replication summary.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
-from echelon.models.placement.instance import Instance
+from echelon.models.placement.instance import SPEEDS, Instance
 
 
 def home_fc(inst: Instance) -> np.ndarray:
@@ -29,22 +49,37 @@ def home_fc(inst: Instance) -> np.ndarray:
     return best_speed_cost.argmin(axis=0)
 
 
-def newsvendor_targets(inst: Instance) -> np.ndarray:
-    """[N, F] independent single-echelon newsvendor targets: each FC covers its home regions' window
-    demand at the critical fractile (underage: lost sale less shipping; overage: holding)."""
+def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
+    """[N, F] each FC covers the window demand of the regions `assign` [R] gives it, at the critical
+    fractile (underage: lost sale less shipping; overage: holding); capacities ignored."""
     N, F, D, R, K = inst.shape
-    home = home_fc(inst)
     mean = inst.daily_mean * inst.window_days
     var = (inst.daily_sd ** 2) * inst.window_days
-    ship = inst.ship_cost[home, np.arange(R)].mean()
+    ship = inst.ship_cost[assign, np.arange(R)].mean()
     under = np.maximum(inst.lost_penalty - ship, 1e-9)
-    fractile = under / (under + inst.hold_fc)
+    z = norm.ppf(under / (under + inst.hold_fc))
     out = np.zeros((N, F))
     for f in range(F):
-        regions = home == f
+        regions = assign == f
         m, v = mean[:, regions].sum(axis=1), var[:, regions].sum(axis=1)
-        out[:, f] = np.maximum(0.0, m + norm.ppf(fractile) * np.sqrt(v))
+        out[:, f] = np.maximum(0.0, m + z * np.sqrt(v))
     return out
+
+
+def newsvendor_targets(inst: Instance) -> np.ndarray:
+    """[N, F] independent single-echelon newsvendor targets for each FC's home regions."""
+    return _fractile_targets(inst, home_fc(inst))
+
+
+def cheapest_fc(inst: Instance) -> np.ndarray:
+    """[R] each region's cheapest FC per unit landed: its refill transfer (from its cheapest DC) plus the
+    delivery lane, promises ignored."""
+    return (inst.ship_cost + inst.transfer_cost.min(axis=0)[:, None]).argmin(axis=0)
+
+
+def cheapest_targets(inst: Instance) -> np.ndarray:
+    """[N, F] all of a region's stock at its cheapest FC (`cheapest_fc`), at the critical fractile."""
+    return _fractile_targets(inst, cheapest_fc(inst))
 
 
 def proportional_targets(inst: Instance, total_units: np.ndarray) -> np.ndarray:
@@ -56,7 +91,67 @@ def proportional_targets(inst: Instance, total_units: np.ndarray) -> np.ndarray:
     return total_units[:, None] * share
 
 
-def _daily_demand(inst: Instance, days: int, rng) -> np.ndarray:
+def source_dc(inst: Instance) -> np.ndarray:
+    """[F] the DC that refills each FC: the cheapest transfer lane."""
+    return inst.transfer_cost.argmin(axis=0)
+
+
+def dc_levels(inst: Instance, fc_daily_flow: np.ndarray, y: np.ndarray | None = None):
+    """DC order-up-to levels [N, D] from each FC's expected daily outflow [N, F] and the stock the plan
+    reserves at the DC [N, D]: y, the plan's (lead time + safety of flow), when given, else the same rule
+    (vendor lead mean + z x sd) x rate; the level adds a review period of flow."""
+    N, F, D, R, K = inst.shape
+    rate = np.zeros((N, D))
+    np.add.at(rate.T, source_dc(inst), fc_daily_flow.T)
+    vendor, vendor_sd = _vendor(inst)
+    if y is None:
+        y = rate * (vendor + inst.params.dc_safety_z * vendor_sd)[None, :]
+    return y + rate * inst.params.review_days, y
+
+
+def policies(inst: Instance, plan: dict) -> dict:
+    """The optimised plan and the baselines as {name: (FC targets [N, F], DC levels [N, D], DC reserved
+    stock [N, D])}; `plan` is a Result.plan (x, y, served) or the published targets (x, y)."""
+    W = inst.window_days
+    # Each FC's expected daily outflow: what the plan serves from it (a published plan has only its
+    # targets: then the target over the window, the order-up-to level's own rate).
+    flow = plan["served"].sum(axis=2) / W if "served" in plan else plan["x"] / W
+    optimised = (plan["x"], *dc_levels(inst, flow, plan.get("y")))
+    out = {"optimised": optimised}
+    home = home_fc(inst)
+    for name, targets in (("newsvendor", newsvendor_targets(inst)), ("cheapest", cheapest_targets(inst)),
+                          ("proportional", proportional_targets(inst, plan["x"].sum(axis=1)))):
+        assign = home if name != "cheapest" else cheapest_fc(inst)
+        flow = np.zeros_like(targets)
+        np.add.at(flow.T, assign, inst.daily_mean.T)
+        out[name] = (targets, *dc_levels(inst, flow))
+    return out
+
+
+def _vendor(inst: Instance):
+    D = len(inst.dc_ids)
+    mean = inst.vendor_lead if inst.vendor_lead is not None else np.full(D, 14.0)
+    sd = inst.vendor_lead_sd if inst.vendor_lead_sd is not None else np.zeros(D)
+    return np.asarray(mean, float), np.asarray(sd, float)
+
+
+def _transfer(inst: Instance):
+    D, F = inst.transfer_cost.shape
+    mean = inst.transfer_lead if inst.transfer_lead is not None else \
+        np.full((D, F), max(1.0, inst.window_days - inst.params.review_days))
+    sd = inst.transfer_lead_sd if inst.transfer_lead_sd is not None else np.zeros((D, F))
+    return np.asarray(mean, float), np.asarray(sd, float)
+
+
+def _lead(rng, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Whole days >= 1: lognormal with that mean and sd (exactly the mean, rounded, where sd is 0)."""
+    mean = np.maximum(np.asarray(mean, float), 1e-9)
+    sigma2 = np.log1p((np.asarray(sd, float) / mean) ** 2)
+    draw = mean * np.exp(np.sqrt(sigma2) * rng.standard_normal(mean.shape) - sigma2 / 2)
+    return np.maximum(1, np.round(draw)).astype(int)
+
+
+def daily_demand(inst: Instance, days: int, rng) -> np.ndarray:
     """[T, N, R] integer demand: gamma-Poisson with the daily mean and (at least Poisson) variance."""
     m = np.maximum(inst.daily_mean, 0.0)
     v = np.maximum(inst.daily_sd ** 2, m + 1e-9)
@@ -65,101 +160,212 @@ def _daily_demand(inst: Instance, days: int, rng) -> np.ndarray:
     return rng.poisson(rate)
 
 
-def simulate(inst: Instance, targets: np.ndarray, days: int = 28, seed: int = 0, demand=None) -> dict:
-    """Replay `days` of demand against FC targets [N, F]; return the metrics and the stock ledger."""
+def _scale_to(amount: np.ndarray, limit: float, integer: bool) -> np.ndarray:
+    """`amount` (all >= 0) scaled down pro rata so that it sums to at most `limit`."""
+    total = amount.sum()
+    if total <= limit:
+        return amount
+    scaled = amount * (max(limit, 0.0) / total)
+    return np.floor(scaled) if integer else scaled
+
+
+def simulate(inst: Instance, targets: np.ndarray, levels: np.ndarray | None = None,
+             reserved: np.ndarray | None = None, days: int = 28, seed: int = 0, demand=None,
+             lead_times: str = "random", integer: bool = True, ledger: bool = False) -> dict:
+    """Replay `days` of demand against FC targets [N, F] and DC levels [N, D] (`reserved` [N, D]: the DC
+    stock the reserved holding is charged on, default the levels); the metrics (and, with
+    `ledger`, the per-day stock ledger of every facility: arrays [T, N, F] and [T, N, D]).
+    `lead_times="mean"` uses every lane's mean lead time; `integer=False` keeps fractional units (with a
+    fractional `demand` [T, N, R], split over speeds exactly by the mix: the deterministic check)."""
     N, F, D, R, K = inst.shape
     p = inst.params
+    S = len(p.speed_mix)
+    W = inst.window_days
     rng = np.random.default_rng([seed, 11])
-    demand = _daily_demand(inst, days, rng) if demand is None else demand
+    demand = daily_demand(inst, days, rng) if demand is None else np.asarray(demand)
     lead_rng = np.random.default_rng([seed, 12])
-    source = inst.transfer_cost.argmin(axis=0)                      # [F] each FC's cheapest DC
-    transfer = inst.transfer_cost[source, np.arange(F)]
-    mean_lead = max(1.0, inst.window_days - p.review_days)
-    targets = np.round(np.maximum(targets, 0.0))
-    stock = targets.copy()
-    initial = stock.copy()
-    pipeline = np.zeros((days + 64, N, F))
-    received = np.zeros((N, F))
-    shipped = np.zeros((N, F))
-    ship_cost = late_units = on_time = lost = lost_cost = holding = transfer_cost = 0.0
-    storage_use = np.zeros((days, F))
-    flow_use = np.zeros((days, F))
-    speeds = len(p.speed_mix)
-    # Candidate FCs per (region, speed): promise keepers by lane cost, then the rest (late) by cost.
+    src = source_dc(inst)
+    t_mean, t_sd = _transfer(inst)
+    v_mean, v_sd = _vendor(inst)
+    if lead_times == "mean":
+        t_sd, v_sd = np.zeros_like(t_sd), np.zeros_like(v_sd)
+    lane_lead, lane_sd = t_mean[src, np.arange(F)], t_sd[src, np.arange(F)]
+    transfer_unit = inst.transfer_cost[src, np.arange(F)]
+    rnd = np.round if integer else (lambda a: a)
+    down = np.floor if integer else (lambda a: a)          # pro-rata shares: never more than there is
+    targets = rnd(np.maximum(np.asarray(targets, float), 0.0))
+    if levels is None:
+        levels, reserved = dc_levels(inst, targets / W)
+    levels = rnd(np.maximum(np.asarray(levels, float), 0.0))
+    reserved = levels if reserved is None else np.asarray(reserved, float)
+    stock, dc = targets.copy(), levels.copy()
+    horizon = days + int(np.ceil(max(lane_lead.max(initial=1) + 6 * lane_sd.max(initial=0),
+                                      v_mean.max(initial=1) + 6 * v_sd.max(initial=0)))) + 2
+    fc_pipe, dc_pipe = np.zeros((horizon, N, F)), np.zeros((horizon, N, D))
+    fc_mask = src[None, :] == np.arange(D)[:, None]                    # [D, F] FCs each DC refills
+    tot = {k: 0.0 for k in ("ship", "late_cost", "transfer", "lost", "lost_cost", "hold", "reserved",
+                            "refused", "units_held")}
+    on_time, by_speed = np.zeros(S), np.zeros(S)
+    storage_fc, storage_dc = np.zeros((days, F)), np.zeros((days, D))
+    dc_empty = np.zeros((days, D))
+    book = {k: [] for k in ("fc_open", "fc_in", "fc_out", "fc_close", "dc_open", "dc_in", "dc_out",
+                            "dc_refused", "dc_close", "demand", "served", "lost")} if ledger else None
     order = {}
     for r in range(R):
-        for s in range(speeds):
+        for s in range(S):
             keep = inst.meets[:, r, s]
-            key = inst.ship_cost[:, r] + np.where(keep, 0.0, 1e6)
-            order[r, s] = np.argsort(key, kind="stable")
+            order[r, s] = np.argsort(inst.ship_cost[:, r] + np.where(keep, 0.0, 1e6), kind="stable")
+    reserved_day = (float((targets * inst.hold_fc[:, None]).sum()) + float((reserved * inst.hold_dc[:, None]).sum())) / W
+    mix = np.asarray(p.speed_mix, float)
     for t in range(days):
-        arriving = pipeline[t]
-        stock += arriving
-        received += arriving
+        fc_open, dc_open = stock.copy(), dc.copy()
+        stock += fc_pipe[t]
+        room = np.maximum(inst.dc_storage - (dc * inst.cube[:, None]).sum(axis=0), 0.0)      # [D] cuft
+        arriving = dc_pipe[t]
+        fits = np.stack([_scale_to(arriving[:, d] * inst.cube, room[d], False) for d in range(D)], axis=1)
+        took = down(np.where(inst.cube[:, None] > 0, fits / np.maximum(inst.cube[:, None], 1e-12), arriving))
+        took = np.minimum(took, arriving)
+        dc += took
+        tot["refused"] += float((arriving - took).sum())
         flow_left = inst.fc_flow.astype(float).copy()
-        today = demand[t]                                             # [N, R]
-        split = np.zeros((N, R, speeds), dtype=np.int64)
-        rest = today.astype(np.int64)
-        for s in range(speeds - 1):
-            split[:, :, s] = rng.binomial(rest, min(1.0, p.speed_mix[s] / max(1e-12, sum(p.speed_mix[s:]))))
-            rest = rest - split[:, :, s]
-        split[:, :, -1] = rest
-        for s in range(speeds):
+        today = demand[t]
+        if integer:
+            split = np.zeros((N, R, S), dtype=np.int64)
+            rest = today.astype(np.int64)
+            for s in range(S - 1):
+                split[:, :, s] = rng.binomial(rest, min(1.0, mix[s] / max(1e-12, mix[s:].sum())))
+                rest = rest - split[:, :, s]
+            split[:, :, -1] = rest
+        else:
+            split = today[:, :, None] * mix[None, None, :]
+        shipped_today = np.zeros((N, F))
+        lost_today = np.zeros(N)
+        for s in range(S):
             for r in range(R):
                 need = split[:, r, s].astype(float)
+                by_speed[s] += need.sum()
                 for f in order[r, s]:
                     if not need.any():
                         break
                     take = np.minimum(need, stock[:, f])
                     asked = take.sum()
                     if asked > flow_left[f]:
-                        take = np.floor(take * flow_left[f] / asked)
+                        take = np.minimum(take, down(take * (max(flow_left[f], 0.0) / asked)))
+                    units = float(take.sum())
                     stock[:, f] -= take
-                    shipped[:, f] += take
-                    need -= take
-                    flow_left[f] -= take.sum()
-                    ship_cost += float(take.sum() * inst.ship_cost[f, r])
+                    shipped_today[:, f] += take
+                    need = need - take
+                    flow_left[f] -= units
+                    tot["ship"] += units * inst.ship_cost[f, r]
                     if inst.meets[f, r, s]:
-                        on_time += float(take.sum())
+                        on_time[s] += units
                     else:
-                        late_units += float(take.sum())
-                        ship_cost += float(take.sum() * p.late_penalty[s])
-                lost += float(need.sum())
-                lost_cost += float((need * inst.lost_penalty).sum())
-        flow_use[t] = inst.fc_flow - flow_left
-        storage_use[t] = (stock * inst.cube[:, None]).sum(axis=0)
-        holding += float((stock * (inst.hold_fc / inst.window_days)[:, None]).sum())
+                        tot["late_cost"] += units * p.late_penalty[s]
+                tot["lost"] += float(need.sum())
+                tot["lost_cost"] += float((need * inst.lost_penalty).sum())
+                lost_today += need
+        dc_sent = np.zeros((N, D))
         if (t + 1) % p.review_days == 0:
-            position = stock + pipeline[t + 1:].sum(axis=0)
-            order_qty = np.maximum(0.0, targets - position)
-            lead = np.maximum(1, np.round(lead_rng.lognormal(np.log(mean_lead), 0.3, F))).astype(int)
-            for f in range(F):
-                pipeline[t + lead[f], :, f] += order_qty[:, f]
-            transfer_cost += float((order_qty * transfer[None, :]).sum())
+            position = stock + fc_pipe[t + 1:].sum(axis=0)
+            want = np.maximum(0.0, targets - position)                 # [N, F]
+            lead = _lead(lead_rng, lane_lead, lane_sd)
+            for d in range(D):
+                fcs = np.flatnonzero(fc_mask[d])
+                if not len(fcs):
+                    continue
+                ask = want[:, fcs]
+                have = dc[:, d]
+                # The DC's stock per item, shared pro rata among its FCs' requests; then its outbound flow.
+                asked = ask.sum(axis=1)
+                give = np.where(asked[:, None] > have[:, None],
+                                down(ask * (have / np.maximum(asked, 1e-12))[:, None]), ask)
+                give = _scale_to(give, inst.dc_flow[d] * p.review_days, integer)
+                for j, f in enumerate(fcs):
+                    fc_pipe[t + lead[f], :, f] += give[:, j]
+                dc[:, d] -= give.sum(axis=1)
+                dc_sent[:, d] = give.sum(axis=1)
+                tot["transfer"] += float((give * transfer_unit[fcs][None, :]).sum())
+            dc_position = dc + dc_pipe[t + 1:].sum(axis=0)
+            vendor = _lead(lead_rng, v_mean, v_sd)
+            buy = np.maximum(0.0, levels - dc_position)
+            for d in range(D):
+                dc_pipe[t + vendor[d], :, d] += buy[:, d]
+        storage_fc[t] = (stock * inst.cube[:, None]).sum(axis=0)
+        storage_dc[t] = (dc * inst.cube[:, None]).sum(axis=0)
+        dc_empty[t] = ((dc <= 0) & (levels > 0)).sum(axis=0)
+        tot["hold"] += float((stock * (inst.hold_fc / W)[:, None]).sum() + (dc * (inst.hold_dc / W)[:, None]).sum())
+        tot["units_held"] += float(stock.sum() + dc.sum())
+        tot["reserved"] += reserved_day
+        if ledger:
+            for key, value in (("fc_open", fc_open), ("fc_in", fc_pipe[t]), ("fc_out", shipped_today),
+                               ("fc_close", stock.copy()), ("dc_open", dc_open), ("dc_in", took),
+                               ("dc_out", dc_sent), ("dc_refused", arriving - took), ("dc_close", dc.copy()),
+                               ("demand", today.sum(axis=1).astype(float)), ("served", shipped_today.sum(axis=1)),
+                               ("lost", lost_today)):
+                book[key].append(np.array(value, float))
+    return _metrics(inst, tot, on_time, by_speed, storage_fc, storage_dc, dc_empty, demand, levels, book)
+
+
+def _metrics(inst, tot, on_time, by_speed, storage_fc, storage_dc, dc_empty, demand, levels, book) -> dict:
+    W = inst.window_days
     total = float(demand.sum())
-    cap_storage = np.maximum(inst.fc_storage, 1e-9)
-    return {
-        "shipping_cost": ship_cost,
-        "shipping_cost_per_unit": ship_cost / max(on_time + late_units, 1.0),
-        "total_cost": ship_cost + transfer_cost + holding + lost_cost, "transfer_cost": transfer_cost, "holding_cost": holding,
-        "lost_units": lost, "lost_cost": lost_cost,
-        "demand_units": total, "on_time_units": on_time, "late_units": late_units,
-        "on_time_share": on_time / total if total else 1.0,
-        "storage_utilisation_mean": float((storage_use / cap_storage).mean()),
-        "storage_utilisation_max": float((storage_use / cap_storage).max()),
-        "flow_utilisation_mean": float((flow_use / np.maximum(inst.fc_flow, 1e-9)).mean()),
-        "ledger": {"initial": initial, "received": received, "shipped": shipped, "final": stock},
+    served = float(on_time.sum()) + (total - tot["lost"] - float(on_time.sum()))
+    over = storage_fc - inst.fc_storage[None, :]
+    out = {
+        "shipping_cost": tot["ship"], "shipping_cost_per_unit": tot["ship"] / max(served, 1.0),
+        "late_cost": tot["late_cost"], "transfer_cost": tot["transfer"], "holding_cost": tot["hold"],
+        "lost_units": tot["lost"], "lost_cost": tot["lost_cost"], "demand_units": total,
+        "on_time_share": float(on_time.sum()) / total if total else 1.0,
+        **{f"on_time_{name}": float(on_time[s] / by_speed[s]) if by_speed[s] else 1.0 for s, name in enumerate(SPEEDS)},
+        "units_held_mean": tot["units_held"] / len(storage_fc),
+        "total_cost": tot["ship"] + tot["late_cost"] + tot["transfer"] + tot["hold"] + tot["lost_cost"],
+        "reserved_holding_cost": tot["reserved"],
+        "fc_storage_overrun_days": int((over > 1e-9).sum()),
+        "fc_storage_overrun_max": float(np.max(over / np.maximum(inst.fc_storage, 1e-9), initial=0.0).clip(0)),
+        "dc_storage_utilisation_max": float(np.max(storage_dc / np.maximum(inst.dc_storage, 1e-9), initial=0.0)),
+        "dc_refused_units": tot["refused"], "dc_stockout_item_days": int(dc_empty.sum()),
     }
+    out["plan_cost"] = (out["shipping_cost"] + out["late_cost"] + out["transfer_cost"] + out["lost_cost"]
+                        + out["reserved_holding_cost"])
+    out["overrun_days_by_fc"] = dict(zip(inst.fc_ids, (over > 1e-9).sum(axis=0).tolist()))
+    if book is not None:
+        out["ledger"] = {k: np.stack(v) for k, v in book.items()}
+    return out
 
 
-def compare(inst: Instance, optimised: np.ndarray, days: int = 28, seed: int = 0) -> pd.DataFrame:
-    """The three policies on the same demand draws: one row per policy."""
-    demand = _daily_demand(inst, days, np.random.default_rng([seed, 11]))
-    policies = {"optimised": optimised, "newsvendor": newsvendor_targets(inst),
-                "proportional": proportional_targets(inst, optimised.sum(axis=1))}
+def replicate(inst: Instance, policies: dict, days: int = 56, replications: int = 10, seed: int = 0,
+              lead_times: str = "random") -> pd.DataFrame:
+    """Every policy on the same demand and lead-time draws (common random numbers), `replications` times:
+    one row per policy and replication (scalar metrics)."""
     rows = []
-    for name, targets in policies.items():
-        out = simulate(inst, targets, days, seed, demand=demand)
-        out.pop("ledger")
-        rows.append({"policy": name, "target_units": float(np.round(targets).sum()), **out})
+    for rep in range(replications):
+        demand = daily_demand(inst, days, np.random.default_rng([seed, rep, 11]))
+        for name, (targets, levels, reserved) in policies.items():
+            out = simulate(inst, targets, levels, reserved, days, seed=seed * 1000 + rep, demand=demand,
+                           lead_times=lead_times)
+            rows.append({"policy": name, "replication": rep, "target_units": float(np.round(targets).sum()),
+                         **{k: v for k, v in out.items() if np.isscalar(v)}})
     return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Mean and a `level` t-interval half-width over replications, per policy and metric (long format:
+    policy, metric, mean, half_width, low, high, replications)."""
+    metrics = [c for c in runs.columns if c not in ("policy", "replication")]
+    rows = []
+    for policy, group in runs.groupby("policy", sort=False):
+        n = len(group)
+        q = student_t.ppf(0.5 + level / 2, max(n - 1, 1))
+        for m in metrics:
+            values = group[m].astype(float)
+            half = float(q * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            rows.append({"policy": policy, "metric": m, "mean": float(values.mean()), "half_width": half,
+                         "low": float(values.mean()) - half, "high": float(values.mean()) + half,
+                         "replications": n})
+    return pd.DataFrame(rows)
+
+
+def compare(inst: Instance, plan: dict, days: int = 28, seed: int = 0, replications: int = 1) -> pd.DataFrame:
+    """The policies on the same draws: one row per policy, metrics averaged over the replications."""
+    runs = replicate(inst, policies(inst, plan), days, replications, seed)
+    return runs.drop(columns="replication").groupby("policy", sort=False, as_index=False).mean()

@@ -39,7 +39,7 @@ def solve_instance(inst: Instance, method: str = "lagrangian", engine: str = "lo
         from echelon.spark import get_spark
 
         subsolve = SparkSolver(inst, spark or get_spark("placement-solve"), solver=solver,
-                               method=lagrangian.auto_subproblems(len(inst.item_ids)))
+                               method=lagrangian.auto_subproblems(inst))
         try:
             return lagrangian.solve(inst, subsolve, max_iter=max_iter, tol=tol, time_limit_s=time_limit_s,
                                     solver=solver)

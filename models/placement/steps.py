@@ -99,11 +99,11 @@ def simulate(ds: str, days: int = 28) -> dict:
 
     inst = build_instance(ds)
     plan = lake.read(PLAN, ds)
-    fc_plan = plan[plan["speed"] != "replenishment"].groupby(["item_id", "facility_id"])["target_units"].sum()
-    targets = (fc_plan.unstack(fill_value=0.0).reindex(index=inst.item_ids, columns=inst.fc_ids, fill_value=0.0)
-               .to_numpy())
+    by_facility = plan.groupby(["item_id", "facility_id"])["target_units"].sum().unstack(fill_value=0.0)
+    targets = by_facility.reindex(index=inst.item_ids, columns=inst.fc_ids, fill_value=0.0).to_numpy()
+    dc_targets = by_facility.reindex(index=inst.item_ids, columns=inst.dc_ids, fill_value=0.0).to_numpy()
     seed = int(ds.replace("-", ""))              # a seed from the date: re-runs replay the same days
-    comparison = sim.compare(inst, targets, days=days, seed=seed)
+    comparison = sim.compare(inst, {"x": targets, "y": dc_targets}, days=days, seed=seed)
     folder = report_dir(ds)
     folder.mkdir(parents=True, exist_ok=True)
     comparison.to_csv(folder / "simulation.csv", index=False)
@@ -170,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
             from echelon.models.placement.lagrangian import solve as lagrangian_solve
 
             inst = generate(**spec)
-            comparison = sim.compare(inst, lagrangian_solve(inst).plan["x"], days=args.days)
+            comparison = sim.compare(inst, lagrangian_solve(inst).plan, days=args.days)
             output.mkdir(parents=True, exist_ok=True)
             comparison.to_csv(output / "simulation.csv", index=False)
             result = comparison.set_index("policy").round(4).to_dict("index")

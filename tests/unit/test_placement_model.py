@@ -1,11 +1,11 @@
 """The placement model's known answers: newsvendor, decomposition = monolithic, prices, capacities,
-bad generator specs, and the simulator's stock accounting."""
+bad generator specs (the simulator's tests: test_placement_sim.py)."""
 import json
 
 import numpy as np
 import pytest
 
-from echelon.models.placement import lagrangian, lp, simulate
+from echelon.models.placement import lagrangian, lp
 from echelon.models.placement.instance import Instance, Params, generate, parse_generate
 
 
@@ -101,21 +101,6 @@ def test_generated_solve_writes_plan_and_summary(tmp_path):
     assert written["bound"] <= written["objective"] + 1e-6 and written["max_capacity_violation"] <= 1e-7
     assert (tmp_path / "plan.parquet").exists() and (tmp_path / "convergence.png").exists()
     assert summary["method"] == "lagrangian"
-
-
-def test_simulator_stock_balances_and_optimised_plan_beats_baselines():
-    inst = generate(items=40, facilities=5, regions=3, seed=5)
-    plan = lagrangian.solve(inst, max_iter=40, tol=1e-3).plan["x"]
-    out = simulate.simulate(inst, plan, days=21, seed=1)
-    ledger = out["ledger"]
-    assert np.allclose(ledger["initial"] + ledger["received"], ledger["shipped"] + ledger["final"])
-    assert (ledger["final"] >= 0).all()
-    assert out["on_time_units"] + out["late_units"] + out["lost_units"] == pytest.approx(out["demand_units"])
-    table = simulate.compare(inst, plan, days=21, seed=1).set_index("policy")
-    best = table.loc["optimised"]
-    for baseline in ("newsvendor", "proportional"):
-        assert best["shipping_cost_per_unit"] < table.loc[baseline, "shipping_cost_per_unit"]
-        assert best["on_time_share"] >= table.loc[baseline, "on_time_share"]
 
 
 # --- the fast subproblem solver (fastsub): certified bound, exact where it claims, LP where needed -----
@@ -245,7 +230,7 @@ def test_a_sample_scales_every_capacity_by_its_share_of_items():
 
 def test_large_instance_path_gives_valid_bounds_and_a_feasible_plan(pair):
     inst, mono, _ = pair
-    dec = lagrangian.solve(inst, max_iter=30, tol=1e-3, subproblems="fast", smooth_items=0,
+    dec = lagrangian.solve(inst, max_iter=30, tol=1e-3, subproblems="fast", prices="smoothed",
                            sample_items=len(inst.item_ids) // 2)
     assert dec.bound <= mono.objective * (1 + 1e-7) <= dec.objective * (1 + 1e-7)
     assert dec.max_capacity_violation(inst) <= 1e-7
@@ -256,7 +241,7 @@ def test_sample_prices_start_far_above_the_zero_price_bound_where_capacity_binds
     # several FCs per region (close substitutes) and tight capacity: the case cutting planes start badly
     inst = generate(items=1200, facilities=12, regions=3, seed=33, tightness=0.5)
     zero = lagrangian.solve(inst, max_iter=1, subproblems="fast")
-    warm = lagrangian.solve(inst, max_iter=3, tol=1e-3, subproblems="fast", smooth_items=0, sample_items=400)
+    warm = lagrangian.solve(inst, max_iter=3, tol=1e-3, subproblems="fast", prices="smoothed", sample_items=400)
     assert warm.history[0]["bound"] > zero.history[0]["bound"] * 1.05
     assert warm.max_capacity_violation(inst) <= 1e-7
     assert warm.bound <= warm.objective
@@ -297,3 +282,86 @@ def test_tightened_certificates_rise_and_stay_below_each_items_optimum():
         assert (lower <= exact + 1e-7 * np.maximum(1.0, np.abs(exact))).all()
         raised += lower.sum() - fast["lower"].sum()
     assert raised > 0                                           # some certificate was open, and rose
+
+
+# --- any network shape: the strategy, the known optimum across shapes, bounded LP work, memory -----------
+
+@pytest.mark.parametrize("n,f,r,seed", [(30, 2, 6, 41), (30, 9, 2, 42), (16, 6, 9, 43)])
+def test_decomposition_reaches_the_monolithic_optimum_across_network_shapes(n, f, r, seed):
+    inst = generate(items=n, facilities=f, regions=r, seed=seed, tightness=0.6)
+    mono = lagrangian.monolithic(inst)
+    dec = lagrangian.solve(inst, max_iter=80, tol=1e-3)
+    assert dec.bound <= mono.objective * (1 + 1e-7) <= dec.objective * (1 + 1e-7)
+    assert dec.objective <= mono.objective * 1.005                    # within 0.5% of the optimum
+    assert dec.max_capacity_violation(inst) <= 1e-7
+
+
+def test_wide_network_on_the_smoothed_path_brackets_the_optimum():
+    inst = generate(items=40, facilities=16, regions=4, seed=44, tightness=0.6)
+    assert len(inst.capacity) > lagrangian.KELLEY_CAPACITIES
+    assert lagrangian.strategy(inst, subproblems="fast").prices == "smoothed"
+    mono = lagrangian.monolithic(inst)
+    dec = lagrangian.solve(inst, max_iter=40, tol=1e-3, subproblems="fast")
+    assert dec.bound <= mono.objective * (1 + 1e-7) <= dec.objective * (1 + 1e-7)
+    assert dec.objective <= mono.objective * 1.01
+    assert dec.max_capacity_violation(inst) <= 1e-7
+
+
+def test_strategy_follows_the_network_not_the_item_count():
+    narrow = generate(items=50, facilities=4, regions=3, seed=1)
+    wide = generate(items=200, facilities=40, regions=3, seed=1)
+    assert lagrangian.strategy(narrow).subproblems == "lp" and lagrangian.strategy(narrow).prices == "kelley"
+    # 200 items on a network with 2 x (40 + 8) priced capacities: fast items, smoothed prices
+    many = lagrangian.strategy(wide)
+    assert len(wide.capacity) > lagrangian.KELLEY_CAPACITIES
+    assert (many.subproblems, many.prices) == ("fast", "smoothed") and "priced capacities" in many.reason
+    # many items on a narrow network: fast items, still cutting planes
+    assert lagrangian.strategy(generate(items=2000, facilities=4, regions=3, seed=1)).prices == "kelley"
+
+
+def test_lp_budget_bounds_the_item_lps_an_iteration_runs():
+    from echelon.models.placement import fastsub
+
+    inst = generate(items=60, facilities=6, regions=5, seed=45)
+    lam = _random_prices(inst, 3, scale=0.5)
+    free = fastsub.solve(inst, lam, exact_gap=0.0, ascent=0)
+    capped = fastsub.solve(inst, lam, exact_gap=0.0, ascent=0, lp_budget_s=0.0)
+    assert free["exact"].sum() > 0                                   # the case has open certificates
+    assert capped["exact"].sum() == (~fastsub.comonotone_order(inst)[2]).sum()   # only what must go to LP
+    assert (capped["lower"] <= free["lower"] + 1e-7).all()           # less closed, still a valid bound
+
+
+def test_monolithic_says_up_front_when_it_will_not_fit():
+    inst = generate(items=200, facilities=20, regions=40, seed=1)
+    size = lp.monolithic_size(inst)
+    assert size["nonzeros"] > 0 and size["memory_gb"] == pytest.approx(size["nonzeros"] * lp.KB_PER_NONZERO / 1024 ** 2)
+    with pytest.raises(lp.TooLarge, match=r"needs ~[\d.]+ GB .* 0\.5 GB is available"):
+        lagrangian.monolithic(inst, memory_gb=0.5)
+
+
+def test_unreliable_lanes_raise_stock_where_they_lead():
+    from dataclasses import replace
+
+    inst = generate(items=40, facilities=4, regions=3, seed=46)
+    base = lagrangian.monolithic(inst).plan["x"]
+    shaky_sd = inst.transfer_lead_sd.copy()
+    shaky_sd[:, 0] *= 6.0                                            # the lanes into FC 0 become unreliable
+    shaky = replace(inst, transfer_lead_sd=shaky_sd)
+    assert shaky.fc_safety[0] > inst.fc_safety[0] and np.allclose(shaky.fc_safety[1:], inst.fc_safety[1:])
+    moved = lagrangian.monolithic(shaky)
+    # FC 0 holds more stock per unit it ships (its safety term), and the fast subproblems agree with the LP
+    flow = lambda plan: plan["served"].sum(axis=2)[:, 0].sum()
+    assert moved.plan["x"][:, 0].sum() / max(flow(moved.plan), 1e-9) > base[:, 0].sum() / max(
+        flow(lagrangian.monolithic(inst).plan), 1e-9)
+    fast = lagrangian.solve(shaky, max_iter=60, tol=1e-4, subproblems="fast")
+    assert fast.objective == pytest.approx(moved.objective, rel=2e-3)
+
+
+def test_lp_work_within_a_budget_runs_in_measured_chunks():
+    from echelon.models.placement import fastsub
+
+    seen = []
+    done = fastsub.within(np.arange(300), float("inf"), seen.append)
+    assert np.array_equal(done, np.arange(300)) and len(seen[0]) == 4     # a small first chunk, then measured
+    assert max(len(c) for c in seen) <= 64
+    assert len(fastsub.within(np.arange(300), 0.0, seen.append)) == 0     # no budget, no work

@@ -1,0 +1,84 @@
+"""The placement simulator: units conserved per facility and day, the plan's cost reproduced when nothing
+is random, a DC that runs dry when its capacity is below demand, and the baselines on the same draws."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from echelon.models.placement import lagrangian, simulate
+from echelon.models.placement.instance import Params, generate
+
+
+def test_units_are_conserved_per_facility_and_day():
+    inst = generate(items=30, facilities=4, regions=3, seed=5)
+    plan = lagrangian.solve(inst, max_iter=30, tol=1e-3).plan
+    targets, levels, reserved = simulate.policies(inst, plan)["optimised"]
+    out = simulate.simulate(inst, targets, levels, reserved, days=35, seed=2, ledger=True)
+    book = out["ledger"]
+    # per item, facility and day: opening + arrived = shipped + refused + closing
+    assert np.allclose(book["fc_open"] + book["fc_in"], book["fc_out"] + book["fc_close"])
+    assert np.allclose(book["dc_open"] + book["dc_in"], book["dc_out"] + book["dc_close"])
+    assert np.allclose(book["fc_open"][1:], book["fc_close"][:-1]) and np.allclose(book["dc_open"][1:], book["dc_close"][:-1])
+    assert (book["fc_close"] >= 0).all() and (book["dc_close"] >= 0).all() and (book["dc_refused"] >= 0).all()
+    # per item and day: demand = served + lost
+    assert np.allclose(book["demand"], book["served"] + book["lost"])
+    assert out["lost_units"] == pytest.approx(book["lost"].sum())
+    assert book["dc_out"].sum() > 0 and book["fc_in"].sum() > 0          # both tiers moved stock
+
+
+def _deterministic(items=6, facilities=1, regions=2, seed=3):
+    """One scenario at the mean, ample capacity, lead times without spread (window = review + transfer),
+    lost sales dear enough that the plan serves every order (so the greedy fulfillment cannot route them
+    differently from the plan)."""
+    inst = generate(items=items, facilities=facilities, regions=regions, seed=seed, tightness=100.0,
+                    params=Params(scenarios=1, lost_sale_fixed=1000.0))
+    D, F = inst.transfer_cost.shape
+    lead = float(inst.window_days - inst.params.review_days)
+    return replace(inst, transfer_lead=np.full((D, F), lead), transfer_lead_sd=np.zeros((D, F)),
+                   vendor_lead_sd=np.zeros(D), dc_flow=inst.dc_flow * 100, dc_storage=inst.dc_storage * 100)
+
+
+def test_deterministic_simulation_costs_what_the_plan_expects():
+    inst = _deterministic()
+    result = lagrangian.monolithic(inst)
+    targets, levels, reserved = simulate.policies(inst, result.plan)["optimised"]
+    days = 4 * inst.params.review_days                       # whole review periods: refills = sales
+    demand = np.broadcast_to(inst.daily_mean, (days,) + inst.daily_mean.shape)
+    out = simulate.simulate(inst, targets, levels, reserved, days=days, demand=demand, lead_times="mean",
+                            integer=False)
+    assert result.plan["lost_units"].sum() == pytest.approx(0.0, abs=1e-9) and out["lost_units"] == pytest.approx(0.0)
+    assert out["plan_cost"] / days * inst.window_days == pytest.approx(result.objective, rel=1e-9)
+
+
+def test_dc_runs_out_when_its_capacity_is_below_demand():
+    inst = _deterministic(items=8, facilities=2, regions=2)
+    plan = lagrangian.monolithic(inst).plan
+    targets, levels, reserved = simulate.policies(inst, plan)["optimised"]
+    days = 8 * inst.params.review_days
+    demand = np.broadcast_to(inst.daily_mean, (days,) + inst.daily_mean.shape)
+    run = lambda i: simulate.simulate(i, targets, levels, reserved, days=days, demand=demand, lead_times="mean",
+                                      integer=False)
+    ample = run(inst)
+    assert ample["dc_stockout_item_days"] == 0 and ample["dc_refused_units"] == 0
+    # DC space for a fifth of the stock its level needs: receipts are refused, the DC runs dry, sales are lost
+    need = (levels * inst.cube[:, None]).sum(axis=0)
+    short = run(replace(inst, dc_storage=0.2 * need))
+    assert short["dc_refused_units"] > 0 and short["dc_stockout_item_days"] > 0
+    assert short["lost_units"] > ample["lost_units"] + 1.0
+
+
+def test_replications_give_intervals_and_baselines_share_the_draws():
+    inst = generate(items=40, facilities=5, regions=3, seed=5)
+    plan = lagrangian.solve(inst, max_iter=40, tol=1e-3).plan
+    pols = simulate.policies(inst, plan)
+    assert set(pols) == {"optimised", "newsvendor", "cheapest", "proportional"}
+    runs = simulate.replicate(inst, pols, days=21, replications=3, seed=1)
+    assert len(runs) == 12
+    # common random numbers: every policy saw the same demand in a replication
+    assert runs.groupby("replication")["demand_units"].nunique().eq(1).all()
+    table = simulate.summarise(runs)
+    row = table[(table["policy"] == "optimised") & (table["metric"] == "shipping_cost")].iloc[0]
+    assert row["low"] <= row["mean"] <= row["high"] and row["half_width"] > 0 and row["replications"] == 3
+    # the proportional baseline holds the plan's units; the cheapest-FC baseline stocks one FC per region
+    assert np.allclose(pols["proportional"][0].sum(axis=1), plan["x"].sum(axis=1))
+    assert (pols["cheapest"][0] > 0).any(axis=0).sum() <= len(inst.region_ids)
