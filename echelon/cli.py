@@ -92,6 +92,20 @@ def split_log_level(argv: list[str]) -> tuple[str, list[str]]:
     return str(known.log_level).upper(), rest
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """A stderr handler that writes to sys.stderr as it is when each record is logged, not as it was when
+    the command started: a caller that swaps stderr (a test's capture, a tool) and closes it afterwards must
+    not leave the root logger writing into a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     # force: a command's own basicConfig (e.g. `python -m` entry points) must not be what decides
-    logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    logging.basicConfig(level=level, format=LOG_FORMAT, force=True, handlers=[CurrentStderrHandler()])
     module = importlib.import_module(COMMANDS[name][0])
 
     def command() -> int:

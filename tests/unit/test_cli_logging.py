@@ -41,3 +41,22 @@ def test_log_level_given_to_another_command_and_a_bad_level():
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "echelon demand: --log-level: unknown level 'LOUD'; choose DEBUG, INFO, WARNING or ERROR")
+
+
+def test_log_lines_follow_stderr_after_the_caller_swaps_and_closes_it(tiny_csv, monkeypatch):
+    """In one process (a test session, a tool calling main()), a command's log handler must write to the
+    stderr of the moment: the one it started with may be closed by then ('--- Logging error ---')."""
+    import io
+    import logging
+
+    from echelon.cli import main
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    assert main(["forecast", "--input", str(tiny_csv), "--output", str(tiny_csv.with_suffix(".out")),
+                 "--horizon", "0", "--model", "seasonal_naive"]) == 2
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("echelon.test").warning("after the swap")
+    assert "after the swap" in second.getvalue() and "Logging error" not in second.getvalue()
