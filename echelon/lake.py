@@ -12,11 +12,9 @@ Publishing a partition (see `publish`):
      folder is renamed aside and the staged one renamed into place. A reader sees the old partition or
      the new one, never a half-written one.
 
-Incremental partitions (publish's `segment_by` and `carry`): a partition can be written as segments, files
-named `<segment>-part-...` (the segment column itself is not stored), and a later partition can carry files
-of an earlier one as hard links instead of rewriting their rows. The manifest then records each file's rows
-and row-hash sum (`files`), so the carried files are not read again: only the new rows are written, gated
-and hashed. The checksum is the same as for the same rows written in one piece.
+Incremental partitions: publish writes files `<segment>-part-...` per value of `segment_by` (Spark), `carry`
+hard-links files of an earlier partition, with their rows and row-hash sums from its manifest (`files`), so
+only the new rows are written, gated and hashed; the checksum equals that of the rows written in one piece.
 
 A task killed at any point (even SIGKILL) leaves at most debris in _staging/ (or an aside `.ds=...old`
 folder), which is never read. Debris names carry the publisher's pid and host, and every publish deletes
@@ -108,8 +106,6 @@ def _write_segments(frame, staging: Path, segment_by: str) -> None:
     frame.write.mode("overwrite").partitionBy(segment_by).parquet(str(staging / "_segments"))
     for folder in (staging / "_segments").glob(f"{segment_by}=*"):
         value = folder.name.split("=", 1)[1]
-        if not re.fullmatch(r"[A-Za-z0-9_]+", value):
-            raise LakeError(f"segment value {value!r} of {segment_by} is not a plain name")
         for part in folder.glob("*.parquet"):
             os.rename(part, staging / f"{value}-{part.name}")
     shutil.rmtree(staging / "_segments")
@@ -126,13 +122,10 @@ def _write_staging(frame, ds: str, staging: Path, segment_by: str | None = None)
                 raise LakeError(f"rows for another date in partition ds={ds}: {[r.asDict() for r in wrong]}")
             frame = frame.drop("ds")
         if segment_by:
-            staging.mkdir(parents=True)
             _write_segments(frame, staging, segment_by)
         else:
             frame.write.mode("overwrite").parquet(str(staging))
     else:
-        if segment_by:
-            raise LakeError("segment_by needs a Spark frame")
         if "ds" in frame.columns:
             wrong = frame[frame["ds"].astype(str) != ds]
             if len(wrong):
@@ -174,9 +167,8 @@ def describe(folder: Path, batch_rows: int = 65_536, known: dict | None = None, 
     The checksum is the sum (mod 2^64) of one hash per row (pandas' row hash, integers and booleans as
     nullable dtypes), so the same rows give the same checksum whatever the file split, row order or
     batch size. Read batch by batch: memory stays bounded by one batch whatever the partition's size
-    (a 36,000-series feature partition is ~25 GB in pandas).
-    known: {file name: [rows, sum]} of files already hashed (carried from an earlier partition): not read.
-    per_file: also return `files`, every file's [rows, sum] (what a later partition's `known` takes)."""
+    (a 36,000-series feature partition is ~25 GB in pandas). known: {file name: [rows, sum]} of files not
+    to read again (carried); per_file: also return `files`, each file's [rows, sum]."""
     import pyarrow.dataset as pads
 
     dataset = pads.dataset(str(folder), format="parquet")
@@ -246,10 +238,8 @@ def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | bool | 
 
     `gate=True` runs the table's own suite from its catalog entry (with run-time `params`); a callable
     receives the staged folder and raises to stop the publish (see echelon.expectations.gate).
-    segment_by (Spark frames): write one set of files per value of this column (see the module docstring);
-    the manifest then lists every file's rows and row-hash sum (`files`).
-    carry: {file name: (path of a published file, its [rows, sum])} hard-linked into the partition after
-    the gate ran on the new rows (the carried rows were gated when first published) and not read again."""
+    segment_by, carry ({file name: (published file, [rows, sum])}): see the module docstring; carried files
+    are linked after the gate ran on the new rows (they were gated when first published)."""
     ds = parse_ds(ds)
     if gate is True:
         gate = gate_of(table, ds, params)

@@ -6,6 +6,9 @@ model version is a true out-of-sample number; the registered model is that same 
 conditions on each series' recent history at prediction time, so its weights being `horizon` days older
 costs little). The champion, fit at an earlier origin, is scored on the same window from the same
 origin: neither model has seen the window, and @champion moves only if the challenger's wQL is lower.
+
+Size: training and evaluation share the sampled, bucketed reading of the feature partition (sample_items,
+item_buckets, read_items); the reading could move to its own module if a third user appears.
 """
 from __future__ import annotations
 
@@ -346,7 +349,9 @@ def evaluate_in_buckets(ds: str, origin: pd.Timestamp, horizon: int, models: dic
     """Every model's forecasts of the window after `origin` on the series a training night reads, read and
     scored bucket by bucket (whole items, about bucket_rows feature rows each). Kept per bucket: the
     forecasts, the actuals, the history's series_summary and each series' last FAN_CONTEXT days, all a
-    few rows per series. models: role -> (version, loaded pyfunc or None).
+    few rows per series. models: role -> (version, loaded pyfunc or None). Metrics pooled from the
+    buckets equal those of one pass (metrics.series_summary); a model that pools across series when it
+    predicts (the seasonal naive's interval calibration) pools within a bucket, as nightly scoring does.
     Returns {"forecasts": {role: frame}, "actuals", "summary", "history" (the fan charts' tails)}."""
     from echelon.progress import track
 
