@@ -183,11 +183,27 @@ def write(out: Path, rows: list[dict], history_rows: list[dict], runs: list[dict
              table.reset_index().to_markdown(index=False, floatfmt=".1f"), "",
              "Every step, one row per size:", "", frame.to_markdown(index=False), ""]
     if history_rows:
-        lines += ["## Feature cost against history length (smallest size, same ds)", "",
+        lines += ["## Feature cost against history length (same world and ds, shorter raw histories)", "",
                   pd.DataFrame(history_rows).to_markdown(index=False), ""]
     path = out / "demand_scale.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def merge(out: Path, others: list[Path]) -> int:
+    """Add other runs' rows, history rows and run lines to the results in `out`, and rewrite them."""
+    saved = out / "demand_scale.json"
+    results = json.loads(saved.read_text())
+    for other in others:
+        if not other.exists():
+            print(f"--merge: {other} does not exist", file=sys.stderr)
+            return 2
+        extra = json.loads(other.read_text())
+        for key in ("rows", "history_rows", "runs"):
+            results[key] = results.get(key, []) + extra.get(key, [])
+    saved.write_text(json.dumps(results, indent=1))
+    print(write(out, results["rows"], results["history_rows"], results["runs"]).read_text())
+    return 0
 
 
 def loopback_cluster(workdir: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -247,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep each size's lake here (default: a temporary folder, removed); lets a rerun "
                              "with --steps skip the world")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="only rewrite the results (--out) with the rows of these other runs' demand_scale.json "
+                             "added (e.g. a history comparison run with its own --out)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ds", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--history-days-child", type=int, default=YEARS_DAYS, help=argparse.SUPPRESS)
@@ -256,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         result = child(args.child, args.ds, args.history_days_child)
         print(json.dumps(result, default=str)[:2000])
         return 0
+    if args.merge:
+        return merge(args.out, args.merge)
     if any(s < args.locations for s in args.sizes):
         print(f"--sizes: every size must be at least --locations ({args.locations}), got {args.sizes}", file=sys.stderr)
         return 2
