@@ -12,13 +12,14 @@ Each step runs in its own subprocess; its peak memory is the largest resident se
 tree (Python + the Spark JVM, sampled with psutil every 0.2 s). The table gives, per step, the slope
 of log(seconds) against log(series) between consecutive sizes (1 = linear).
 
-Ingest keeps the whole history (history_days = the world's days) so that the raw partition of ds
-extends that of ds - 1 by one day, which is what lets the feature step reuse yesterday's rows (with
-ingest's default trailing 730-day window the oldest day drops out every night and the feature step
-does a full build: see jobs/demand/features.py).
+Ingest keeps the whole history (history_days = the world's days). Its window start moves on a 91-day
+grid (jobs/demand/ingest.py), so the raw partition of ds extends that of ds - 1 by one day and the
+feature step of ds is incremental (it carries yesterday's rows, anchors and fingerprint: see
+jobs/demand/features.py).
 
-`--history-days` adds, at the smallest size, the feature steps over shorter raw histories ending at the
-same ds: the full build grows with the history, the incremental night should not.
+`--history-days` adds, at `--history-size` (default the smallest size), the feature steps over shorter raw
+histories ending at the same ds, on the same world (its source tables hard-linked, not regenerated): the
+full build grows with the history, the incremental night should not.
 
 Candidates and their settings come from the environment, as in the DAG: ECHELON_DEMAND_CANDIDATES,
 ECHELON_DEMAND_MODEL_PARAMS.
@@ -114,6 +115,11 @@ def run_size(series: int, locations: int, steps: list[str], workdir: Path, env: 
              history_days: int = YEARS_DAYS, tag: str = "", on_step=lambda row: None,
              clean: bool = True) -> list[dict]:
     var = workdir / f"var_{series}{tag}"
+    world = workdir / f"var_{series}" / "lake"
+    if tag and "world" not in steps and world.exists() and not var.exists():   # the same world, linked
+        (var / "lake").mkdir(parents=True)
+        for layer in ("source", "reference"):
+            subprocess.run(["cp", "-al", str(world / layer), str(var / "lake" / layer)], check=True)
     env = {**env, "ECHELON_VAR": str(var)}
     logfile = workdir / f"log_{series}{tag}.txt"
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
@@ -171,17 +177,33 @@ def write(out: Path, rows: list[dict], history_rows: list[dict], runs: list[dict
              "`features_full_prev` is the first (full) build for ds - 1, `features_incremental` the nightly step "
              "for ds on top of it, `features_full` the same ds rebuilt from the whole history; equal `checksum`s "
              "mean the same content bit for bit. The incremental night computes windows over 400 days + the new "
-             "day per series whatever the history's length, but still scans the raw history once (fingerprint), "
-             "copies the kept rows and publishes the whole partition (checksum, gate): that part grows with the "
-             "history.", "",
+             "day per series, carries yesterday's rows as hard links (with their hash sums), its anchors and the "
+             "raw fingerprint, and writes, gates and hashes only the new rows; it still reads the raw partition "
+             "with a date filter (the late-rows check and the 400-day window).", "",
              table.reset_index().to_markdown(index=False, floatfmt=".1f"), "",
              "Every step, one row per size:", "", frame.to_markdown(index=False), ""]
     if history_rows:
-        lines += ["## Feature cost against history length (smallest size, same ds)", "",
+        lines += ["## Feature cost against history length (same world and ds, shorter raw histories)", "",
                   pd.DataFrame(history_rows).to_markdown(index=False), ""]
     path = out / "demand_scale.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def merge(out: Path, others: list[Path]) -> int:
+    """Add other runs' rows, history rows and run lines to the results in `out`, and rewrite them."""
+    saved = out / "demand_scale.json"
+    results = json.loads(saved.read_text())
+    for other in others:
+        if not other.exists():
+            print(f"--merge: {other} does not exist", file=sys.stderr)
+            return 2
+        extra = json.loads(other.read_text())
+        for key in ("rows", "history_rows", "runs"):
+            results[key] = results.get(key, []) + extra.get(key, [])
+    saved.write_text(json.dumps(results, indent=1))
+    print(write(out, results["rows"], results["history_rows"], results["runs"]).read_text())
+    return 0
 
 
 def loopback_cluster(workdir: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -227,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--locations", type=int, default=3)
     parser.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
     parser.add_argument("--history-days", type=int, nargs="*", default=[],
-                        help="shorter raw histories for the feature steps at the smallest size")
+                        help="shorter raw histories for the feature steps at --history-size")
+    parser.add_argument("--history-size", type=int, default=None,
+                        help="series of the history-length comparison (default: the smallest size)")
+    parser.add_argument("--history-steps", nargs="+", choices=STEPS,
+                        default=["ingest", "features_full_prev", "features_incremental", "features_full"],
+                        help="steps of the history-length comparison (with world unless --workdir holds it)")
     parser.add_argument("--master", default=None,
                         help="Spark master for every step (spark://host:port), or `loopback` to start one here")
     parser.add_argument("--keep", action="store_true",
@@ -236,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep each size's lake here (default: a temporary folder, removed); lets a rerun "
                              "with --steps skip the world")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="only rewrite the results (--out) with the rows of these other runs' demand_scale.json "
+                             "added (e.g. a history comparison run with its own --out)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ds", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--history-days-child", type=int, default=YEARS_DAYS, help=argparse.SUPPRESS)
@@ -245,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         result = child(args.child, args.ds, args.history_days_child)
         print(json.dumps(result, default=str)[:2000])
         return 0
+    if args.merge:
+        return merge(args.out, args.merge)
     if any(s < args.locations for s in args.sizes):
         print(f"--sizes: every size must be at least --locations ({args.locations}), got {args.sizes}", file=sys.stderr)
         return 2
@@ -277,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 history_rows = [] if args.history_days else kept["history_rows"]
                 runs = kept.get("runs", [])
             runs.append(meta)
-            feature_steps = ["world", "ingest", "features_full_prev", "features_incremental", "features_full"]
+            history_size = args.history_size or min(args.sizes)
             def save(row=None):
                 if row is not None:
                     rows.append(row)
@@ -287,10 +319,13 @@ def main(argv: list[str] | None = None) -> int:
 
             for series in sorted(args.sizes):
                 run_size(series, args.locations, args.steps, workdir, env, on_step=save, clean=not args.workdir)
-                if series == min(args.sizes):   # the history-length comparison, at the smallest size
+                if series == history_size:   # the history-length comparison, on the same world
                     for days in args.history_days:
-                        history_rows += [r for r in run_size(series, args.locations, feature_steps, workdir, env,
-                                                             history_days=days, tag=f"_h{days}")
+                        world = (workdir / f"var_{series}" / "lake").exists()
+                        steps = [s for s in args.history_steps if s != "world" or not world]
+                        history_rows += [r for r in run_size(series, args.locations,
+                                                             steps if world else ["world", *steps], workdir, env,
+                                                             history_days=days, tag=f"_h{days}", clean=not args.workdir)
                                          if r["step"].startswith("features")]
                     if history_rows:
                         history_rows += [r for r in rows if r["step"].startswith("features")]

@@ -85,6 +85,25 @@ def _check_keys(sdf, source: str) -> None:
             f"{source}: duplicate (item_id, location_id, timestamp) rows, e.g. {[r.asDict() for r in dups]}")
 
 
+RAW_COLUMNS = ["item_id", "location_id", "date", "target", "in_stock", "price", "promo", "category"]
+
+
+def raw_fingerprint(history) -> dict:
+    """Per date of a normalised history (_normalise): "rows:sum of row hashes" (exact, order-free), and the
+    count of null categories. Equal fingerprints for a date: the same rows that day (up to a 64-bit hash
+    clash). Computed by the ingest when it publishes a raw partition (kept in its manifest), so the nightly
+    feature job compares histories without reading them."""
+    from pyspark.sql import functions as F
+
+    row_hash = F.xxhash64(*[F.col(c) for c in RAW_COLUMNS]).cast("decimal(38,0)")
+    rows = (history.groupBy("date")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum(row_hash).alias("h"),
+                 F.sum(F.col("category").isNull().cast("long")).alias("null_categories"))
+            .collect())
+    return {"dates": {r["date"].isoformat(): f"{r['n']}:{r['h']}" for r in rows},
+            "null_categories": int(sum(r["null_categories"] for r in rows))}
+
+
 def build_features(spark, history_sdf, future_sdf=None, items_sdf=None, horizon: int = 0,
                    validate: bool = True, source: str = "history"):
     """Pure transform: canonical history (Spark DataFrame) -> feature rows (Spark DataFrame, lazy).

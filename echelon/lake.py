@@ -12,6 +12,10 @@ Publishing a partition (see `publish`):
      folder is renamed aside and the staged one renamed into place. A reader sees the old partition or
      the new one, never a half-written one.
 
+Incremental partitions: publish writes files `<segment>-part-...` per value of `segment_by` (Spark), `carry`
+hard-links files of an earlier partition, with their rows and row-hash sums from its manifest (`row_sums`), so
+only the new rows are written, gated and hashed; the checksum equals that of the rows written in one piece.
+
 A task killed at any point (even SIGKILL) leaves at most debris in _staging/ (or an aside `.ds=...old`
 folder), which is never read. Debris names carry the publisher's pid and host, and every publish deletes
 the debris of publishers on this host that are no longer alive (`sweep_debris`).
@@ -28,7 +32,8 @@ Reads verify: the manifest lists every part file with its size, rows and SHA-256
 raise LakeError naming the table and partition on a missing, extra, truncated or altered file. Staged
 files and folders are fsynced before the swap, and the parent folder after it.
 
-Size: the lake's whole contract (layout, publish, transactions, verified reads, debris) in one module.
+Size: the lake's whole contract (layout, publish with segments and carried files, transactions, verified
+reads, debris) in one module; a publish is one sequence (stage, segment, gate, carry, describe, swap, sweep).
 """
 from __future__ import annotations
 
@@ -199,7 +204,29 @@ def _is_spark(frame) -> bool:
     return type(frame).__module__.startswith("pyspark")
 
 
-def _write_staging(frame, ds: str, staging: Path) -> None:
+SEGMENT_WRITES = {"spark.sql.optimizer.plannedWrite.enabled": "false", "spark.sql.maxConcurrentOutputFileWriters": "4"}
+
+
+def _write_segments(frame, staging: Path, segment_by: str) -> None:
+    """Spark: write the frame's rows as files `<segment value>-<part file>` directly under staging, one
+    set per value of the column segment_by (which is not stored)."""
+    conf = frame.sparkSession.conf    # a writer per segment at once, instead of a sort of every row by segment
+    saved = {key: conf.get(key, None) for key in SEGMENT_WRITES}
+    for key, value in SEGMENT_WRITES.items():
+        conf.set(key, value)
+    try:
+        frame.write.mode("overwrite").partitionBy(segment_by).parquet(str(staging / "_segments"))
+    finally:
+        for key, value in saved.items():
+            conf.unset(key) if value is None else conf.set(key, value)
+    for folder in (staging / "_segments").glob(f"{segment_by}=*"):
+        value = folder.name.split("=", 1)[1]
+        for part in folder.glob("*.parquet"):
+            os.rename(part, staging / f"{value}-{part.name}")
+    shutil.rmtree(staging / "_segments")
+
+
+def _write_staging(frame, ds: str, staging: Path, segment_by: str | None = None) -> None:
     """Write the frame's rows (without `ds`) as parquet under staging; reject rows of another date."""
     if _is_spark(frame):
         from pyspark.sql import functions as F
@@ -209,7 +236,10 @@ def _write_staging(frame, ds: str, staging: Path) -> None:
             if wrong:
                 raise LakeError(f"rows for another date in partition ds={ds}: {[r.asDict() for r in wrong]}")
             frame = frame.drop("ds")
-        frame.write.mode("overwrite").parquet(str(staging))
+        if segment_by:
+            _write_segments(frame, staging, segment_by)
+        else:
+            frame.write.mode("overwrite").parquet(str(staging))
     else:
         if "ds" in frame.columns:
             wrong = frame[frame["ds"].astype(str) != ds]
@@ -232,26 +262,41 @@ def _nullable(arrow_type):
     return None
 
 
-def describe(folder: Path, batch_rows: int = 65_536) -> dict:
+def _hash_sum(path: Path, batch_rows: int) -> tuple[int, int]:
+    """Rows and the sum (mod 2^64) of the row hashes of one parquet file, read batch by batch."""
+    import pyarrow.parquet as pq
+
+    rows, total = 0, 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        if batch.num_rows:
+            frame = batch.to_pandas(types_mapper=_nullable)
+            hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
+            total = (total + int(hashes.sum(dtype="uint64"))) % 2**64
+            rows += batch.num_rows
+    return rows, total
+
+
+def describe(folder: Path, batch_rows: int = 65_536, known: dict | None = None, per_file: bool = False) -> dict:
     """Rows, schema and an order-independent checksum of a folder of parquet files.
 
     The checksum is the sum (mod 2^64) of one hash per row (pandas' row hash, integers and booleans as
     nullable dtypes), so the same rows give the same checksum whatever the file split, row order or
     batch size. Read batch by batch: memory stays bounded by one batch whatever the partition's size
-    (a 36,000-series feature partition is ~25 GB in pandas)."""
+    (a 36,000-series feature partition is ~25 GB in pandas). known: {file name: [rows, sum]} of files not
+    to read again (carried); per_file: also return `row_sums`, each file's [rows, sum]."""
     import pyarrow.dataset as pads
 
     dataset = pads.dataset(str(folder), format="parquet")
-    rows, checksum = 0, 0
-    for batch in dataset.to_batches(batch_size=batch_rows):
-        if batch.num_rows:
-            frame = batch.to_pandas(types_mapper=_nullable)
-            hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
-            checksum = (checksum + int(hashes.sum(dtype="uint64"))) % 2**64
-            rows += batch.num_rows
+    known = known or {}
+    rows, checksum, files = 0, 0, {}
+    for path in sorted(dataset.files):
+        name = Path(path).name
+        files[name] = list(known[name]) if name in known else list(_hash_sum(Path(path), batch_rows))
+        rows += files[name][0]
+        checksum = (checksum + files[name][1]) % 2**64
     schema = {field.name: str(field.type) for field in dataset.schema}
     digest = hashlib.sha256(f"{checksum}:{json.dumps(schema, sort_keys=True)}".encode()).hexdigest()
-    return {"rows": rows, "schema": schema, "checksum": digest}
+    return {"rows": rows, "schema": schema, "checksum": digest, **({"row_sums": files} if per_file else {})}
 
 
 def _owner_tag() -> str:
@@ -319,16 +364,25 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _stage(frame, table: Table, ds: str, gate, extra: dict | None, params: dict | None,
-           lake: Path, commit: str | None = None) -> tuple[Path, dict]:
-    """Write, gate and describe one partition under _staging/; the staged folder (fsynced) and its manifest."""
+           lake: Path, commit: str | None = None, segment_by: str | None = None,
+           carry: dict[str, tuple[Path, list]] | None = None) -> tuple[Path, dict]:
+    """Write, gate and describe one partition under _staging/; the staged folder (fsynced) and its manifest.
+    Carried files are hard-linked after the gate ran on the new rows (they were gated when first published)."""
     if gate is True:
         gate = gate_of(table, ds, params)
     staging = lake / "_staging" / f"{table.layer}.{table.domain}.{table.name}.{ds}.{uuid.uuid4().hex}.{_owner_tag()}"
     try:
-        _write_staging(frame, ds, staging)
+        _write_staging(frame, ds, staging, segment_by)
         if gate is not None:
             gate(staging)
-        manifest = {"table": str(table), "ds": ds, **describe(staging), "files": file_entries(staging),
+        carry = carry or {}
+        for name, (source, _) in carry.items():
+            if (staging / name).exists():
+                raise LakeError(f"carried file {name} clashes with a new file of {table} ds={ds}")
+            os.link(source, staging / name)
+        known = {name: sums for name, (_, sums) in carry.items()}
+        described = describe(staging, known=known, per_file=bool(segment_by or carry))
+        manifest = {"table": str(table), "ds": ds, **described, "files": file_entries(staging),
                     "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "code_version": code_version(), **({"commit": commit} if commit else {}), **(extra or {})}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -340,15 +394,19 @@ def _stage(frame, table: Table, ds: str, gate, extra: dict | None, params: dict 
 
 
 def publish(frame, table: Table, ds: str, gate: Callable[[Path], None] | bool | None = None,
-            extra: dict | None = None, params: dict | None = None) -> dict:
+            extra: dict | None = None, params: dict | None = None, segment_by: str | None = None,
+            carry: dict[str, tuple[Path, list]] | None = None) -> dict:
     """Stage, gate, then atomically swap one partition into place. Returns the manifest.
 
     `gate=True` runs the table's own suite from its catalog entry (with run-time `params`); a callable
-    receives the staged folder and raises to stop the publish (see echelon.expectations.gate)."""
+    receives the staged folder and raises to stop the publish (see echelon.expectations.gate).
+    segment_by, carry ({file name: (published file, [rows, sum])}): see the module docstring; carried files
+    are linked after the gate ran on the new rows (they were gated when first published)."""
     ds = parse_ds(ds)
     settings = get_settings()
     sweep_debris(table, settings.lake)
-    staging, manifest = _stage(frame, table, ds, gate, extra, params, settings.lake)
+    staging, manifest = _stage(frame, table, ds, gate, extra, params, settings.lake, segment_by=segment_by,
+                               carry=carry)
     try:
         target = table.partition(ds)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -32,3 +32,6 @@ RAW_PLAN = Table("raw", "demand", "plan", suite="demand_raw_plan")
 FEATURES = Table("features", "demand", "sales_features", suite="demand_features")
 FORECASTS = Table("published", "demand", "forecasts", suite="demand_forecasts",
                   columns=("item_id", "location_id", "target_date", "horizon", *qcols(), "model_version"))
+# The feature job's carried state (jobs/demand/features.py): per series, the raw rows that anchor the
+# unbounded window frames before the lookback window of partition ds. Read by the next night only.
+FEATURE_ANCHORS = Table("features", "demand", "sales_anchors")

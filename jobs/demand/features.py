@@ -5,32 +5,44 @@ reads the lake, builds them (incrementally where it can) and publishes.
 
 CLI: python -m echelon.jobs.demand.features --ds 2026-11-20 [--horizon 28] [--full]
 reads raw/demand/sales (and raw/demand/plan, the future known covariates, when published) for ds and
-publishes features/demand/sales_features for ds.
+publishes features/demand/sales_features for ds (and its carried state, features/demand/sales_anchors).
 
 Incremental nights. A published row depends only on raw rows up to its own date, so when an earlier
 feature partition (prev, within MAX_GAP_DAYS) was built by the same code from exactly today's raw rows
-dated <= prev (checked per date: row count and an exact sum of row hashes, kept in each manifest as
-`raw_fingerprint`), its rows dated <= prev are today's rows too. Only the rows after prev (the new days
-and the forecast horizon) are computed, from the last LOOKBACK_DAYS of raw history plus a few anchor rows
-per series from before it (its first sale, last known price, last row, largest category: the only
-values a row reads from further back). The partition is then prev's rows + the new ones: the same
-content as a full build, so readers do not change. A restated or missing past day, a slid raw window
-(ingest's trailing history_days dropped its oldest day), a null category (filled from the item's later
-rows), other code, or no usable prev partition: a full build, and the manifest says why.
-Cost: the windows run over LOOKBACK_DAYS + new days per series, whatever the history's length; the raw
-fingerprint scan, the copy of prev's rows and the publish (checksum, gate) still read the whole history.
+dated <= prev (checked per date: row count and an exact sum of row hashes, the `raw_fingerprint` that the
+ingest records in the raw manifest and each feature manifest copies), its rows dated <= prev are today's
+rows too. Only the rows after prev (the new days and the forecast horizon) are computed, from the raw rows
+of the last LOOKBACK_DAYS plus a few anchor rows per series from before them (its first sale, last known
+price, last row, largest category: the only values a row reads from further back).
+
+What a night carries from prev, so that its cost follows the new days and not the history's length:
+- the feature rows: a partition is written in two segments of files (lake.publish `segment_by`), `hist-*`
+  (rows dated <= its ds) and `tail-*` (the forecast horizon after it). The next night hard-links prev's
+  `hist-*` files into its partition (lake.publish `carry`), with their row counts and hash sums from prev's
+  manifest, and writes, gates and hashes only its new rows.
+- the anchors: sales_anchors ds holds, per series, the raw rows that anchor everything dated up to
+  ds - LOOKBACK_DAYS; the next night derives its own from them and the raw days that left its window.
+- the raw fingerprint: read from the manifests, not from the data.
+A restated or missing past day, a moved raw window (the ingest's start moves every WINDOW_STEP_DAYS), a
+null category (filled from the item's later rows), other code, or no usable prev partition: a full build,
+and the manifest says why. The raw partition is still read with a date filter (Spark reads the footers of
+every file and skips nothing smaller than a row group), and a partition with many carried file sets is
+rebuilt in full (MAX_CARRIED_NIGHTS) to keep the file count bounded.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import json
 import logging
 import time
 from typing import Callable
 
 from echelon import lake
-from echelon.catalog.demand import FEATURES, RAW_PLAN as PLAN, RAW_SALES as SALES
-from echelon.demand_features import KEYS, FeatureInputError, _normalise, _timestamp_column, build_features
+from echelon.catalog.demand import FEATURE_ANCHORS as ANCHORS, FEATURES, RAW_PLAN as PLAN, RAW_SALES as SALES
+from echelon.demand_features import (KEYS, RAW_COLUMNS, FeatureInputError, _normalise, _timestamp_column,
+                                     build_features, raw_fingerprint)
 from echelon.spark import get_spark
 
 log = logging.getLogger(__name__)
@@ -41,21 +53,20 @@ DEFAULT_HORIZON = 28
 LOOKBACK_DAYS = 400
 # An incremental night may catch up at most this many days after the last partition; more: a full build.
 MAX_GAP_DAYS = 28
-RAW_COLUMNS = ["item_id", "location_id", "date", "target", "in_stock", "price", "promo", "category"]
+# Incremental nights in a row before a full build compacts the partition's files (each night adds a few).
+MAX_CARRIED_NIGHTS = 120
+SEGMENT = "_segment"         # hist: rows dated <= ds; tail: the forecast horizon after it
+NEW_FILES = 2                # files per segment an incremental night writes
 
 
-def raw_fingerprint(history) -> dict:
-    """Per date of a normalised history: "rows:sum of row hashes" (exact, order-free), and the count of
-    null categories. Equal fingerprints for a date: the same rows that day (up to a 64-bit hash clash)."""
-    from pyspark.sql import functions as F
+def digest(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
-    row_hash = F.xxhash64(*[F.col(c) for c in RAW_COLUMNS]).cast("decimal(38,0)")
-    rows = (history.groupBy("date")
-            .agg(F.count(F.lit(1)).alias("n"), F.sum(row_hash).alias("h"),
-                 F.sum(F.col("category").isNull().cast("long")).alias("null_categories"))
-            .collect())
-    return {"dates": {r["date"].isoformat(): f"{r['n']}:{r['h']}" for r in rows},
-            "null_categories": int(sum(r["null_categories"] for r in rows))}
+
+def history_fingerprint(history, ds: str) -> dict:
+    """The raw fingerprint of sales ds: from its manifest when the ingest recorded one, else computed."""
+    recorded = lake.read_manifest(SALES, ds).get("raw_fingerprint")
+    return recorded if recorded is not None else raw_fingerprint(history)
 
 
 def incremental_base(ds: str, fingerprint: dict) -> tuple[str | None, str]:
@@ -71,6 +82,13 @@ def incremental_base(ds: str, fingerprint: dict) -> tuple[str | None, str]:
         return None, f"ds={prev} has no raw fingerprint"
     if manifest.get("code_version") != lake.code_version():
         return None, f"ds={prev} was built by code {manifest.get('code_version')}, this is {lake.code_version()}"
+    if "row_sums" not in manifest:
+        return None, f"ds={prev} lists no files (built before segmented partitions)"
+    if manifest.get("carried_nights", 0) >= MAX_CARRIED_NIGHTS:
+        return None, f"ds={prev} carries {manifest['carried_nights']} nights of files: compacting"
+    if not lake.exists(ANCHORS, prev) or lake.read_manifest(ANCHORS, prev).get("raw_digest") != digest(
+            manifest["raw_fingerprint"]):
+        return None, f"{ANCHORS} has no partition ds={prev} built from the same raw history"
     if fingerprint["null_categories"]:
         return None, f"{fingerprint['null_categories']} raw rows have no category (filled from later rows)"
     before = manifest["raw_fingerprint"]["dates"]
@@ -82,21 +100,25 @@ def incremental_base(ds: str, fingerprint: dict) -> tuple[str | None, str]:
     return prev, f"rows dated <= {prev} reused from ds={prev}"
 
 
-def _recent_history(history, prev: str):
-    """Raw rows the rows after prev can read: the last LOOKBACK_DAYS before prev and later, plus per
-    series the older rows that carry what an unbounded frame reads (first sale, last known price,
-    last row, largest category)."""
+def anchors(rows):
+    """Per series, the raw rows that carry what an unbounded frame reads from before a lookback window:
+    its first sale, last known price, last row and largest category. anchors(anchors(A) u B) has the
+    same values as anchors(A u B), so a night derives its anchors from the previous night's."""
     from pyspark.sql import functions as F
 
-    start = F.date_sub(F.lit(prev).cast("date"), LOOKBACK_DAYS)
-    old = history.where(F.col("date") <= start)
-    anchors = (old.groupBy("item_id", "location_id")
-               .agg(F.min(F.when(F.col("target") > 0, F.col("date"))).alias("d1"),
-                    F.max(F.when(F.col("price").isNotNull(), F.col("date"))).alias("d2"),
-                    F.max("date").alias("d3"), F.max_by("date", "category").alias("d4"))
-               .select("item_id", "location_id", F.explode(F.array("d1", "d2", "d3", "d4")).alias("date"))
-               .where(F.col("date").isNotNull()).distinct())
-    return history.where(F.col("date") > start).unionByName(old.join(anchors, KEYS, "left_semi"))
+    dates = (rows.groupBy("item_id", "location_id")
+             .agg(F.min(F.when(F.col("target") > 0, F.col("date"))).alias("d1"),
+                  F.max(F.when(F.col("price").isNotNull(), F.col("date"))).alias("d2"),
+                  F.max("date").alias("d3"), F.max_by("date", "category").alias("d4"))
+             .select("item_id", "location_id", F.explode(F.array("d1", "d2", "d3", "d4")).alias("date"))
+             .where(F.col("date").isNotNull()).distinct())
+    return rows.join(dates, KEYS, "left_semi").select(*RAW_COLUMNS)
+
+
+def _start(day: str):
+    from pyspark.sql import functions as F
+
+    return F.date_sub(F.lit(day).cast("date"), LOOKBACK_DAYS)
 
 
 def run(ds: str, gate: Callable | None = None, horizon: int = DEFAULT_HORIZON, spark=None,
@@ -119,24 +141,37 @@ def run(ds: str, gate: Callable | None = None, horizon: int = DEFAULT_HORIZON, s
         raise FeatureInputError(f"{source}: rows dated after the partition date, e.g. {[r.asDict() for r in late]}")
     plan = lake.read_spark(spark, PLAN, ds).drop("ds") if lake.exists(PLAN, ds) else None
     history = _normalise(sales, source, with_target=True)
-    fingerprint = raw_fingerprint(history)
+    fingerprint = history_fingerprint(history, ds)
     prev, reason = incremental_base(ds, fingerprint) if incremental else (None, "asked for a full build")
-    log.info("features ds=%s: %s history rows over %d days fingerprinted in %.1f s; %s build: %s",
+    log.info("features ds=%s: %s history rows over %d days (fingerprint in %.1f s); %s build: %s",
              ds, f"{sum(int(v.split(':')[0]) for v in fingerprint['dates'].values()):,}",
              len(fingerprint["dates"]), time.time() - started, "incremental" if prev else "full", reason)
+    carry, nights = None, 0
     if prev is None:
         features = build_features(spark, history, plan, horizon=horizon, source=source)
+        state = anchors(history.where(F.col("date") <= _start(ds)))
     else:
-        recent = build_features(spark, _recent_history(history, prev), plan, horizon=horizon, source=source)
-        new = recent.where(F.col("date") > F.lit(prev).cast("date"))
-        kept = lake.read_spark(spark, FEATURES, prev).drop("ds").where(F.col("date") <= F.lit(prev).cast("date"))
-        features = kept.unionByName(new.select(*kept.columns))
-    manifest = lake.publish(features, FEATURES, ds, gate=gate,
+        # the raw rows the new rows read: the last LOOKBACK_DAYS before prev and later, and the anchors
+        # of everything before (prev's state)
+        before = lake.read_spark(spark, ANCHORS, prev).drop("ds").select(*RAW_COLUMNS)
+        recent = history.where(F.col("date") > _start(prev))
+        built = build_features(spark, recent.unionByName(before), plan, horizon=horizon, source=source)
+        features = built.where(F.col("date") > F.lit(prev).cast("date")).coalesce(NEW_FILES)
+        state = anchors(before.unionByName(recent.where(F.col("date") <= _start(ds))))
+        prev_manifest = lake.read_manifest(FEATURES, prev)
+        carry = {name: (FEATURES.partition(prev) / name, sums) for name, sums in prev_manifest["row_sums"].items()
+                 if name.startswith("hist-")}
+        nights = prev_manifest.get("carried_nights", 0) + 1
+    segment = F.when(F.col("date") <= F.lit(ds).cast("date"), F.lit("hist")).otherwise(F.lit("tail"))
+    manifest = lake.publish(features.withColumn(SEGMENT, segment), FEATURES, ds, gate=gate,
+                            segment_by=SEGMENT, carry=carry,
                             extra={"horizon": horizon, "future_covariates": plan is not None,
                                    "build": "incremental" if prev else "full", "build_reason": reason,
-                                   "raw_fingerprint": fingerprint})
-    log.info("published %s ds=%s (%s build): %d rows in %.1f s", FEATURES, ds, manifest["build"],
-             manifest["rows"], time.time() - started)
+                                   "carried_nights": nights, "raw_fingerprint": fingerprint})
+    lake.publish(state, ANCHORS, ds, extra={"raw_digest": digest(fingerprint), "lookback_days": LOOKBACK_DAYS})
+    log.info("published %s ds=%s (%s build): %d rows (%d carried from ds=%s) in %.1f s", FEATURES, ds,
+             manifest["build"], manifest["rows"], sum(s[0] for _, s in (carry or {}).values()), prev,
+             time.time() - started)
     return manifest
 
 

@@ -2,8 +2,9 @@
 
 For partition ds it publishes
 - raw/demand/sales  the canonical long history (item_id, location_id, timestamp, target, price, promo,
-                    category, in_stock) for the trailing `history_days` days ending exactly at ds:
-                    ds - history_days < timestamp <= ds. Never a row after ds.
+                    category, in_stock) from window_start(ds) to ds: at least the trailing `history_days`
+                    days, starting on a date of a fixed grid every `window_step` days (below). Never a row
+                    after ds.
 - raw/demand/plan   the known future covariates (item_id, location_id, timestamp, price, promo,
                     category) for the days after ds, up to `plan_days` (56). It may hold items that have
                     no history yet (launches announced for the coming weeks).
@@ -16,6 +17,14 @@ and S come from the source history (the price/promo calendar as it happened), th
 A user file in the documented long format or the Kaggle store-item format (read by
 echelon/formats.py) can be ingested instead with --input; its plan holds only rows of the file
 dated after ds without a target, if any.
+
+The window's start moves in steps (window_step, default WINDOW_STEP_DAYS = 91): it is the latest grid
+date (day numbers since 1970-01-01 divisible by window_step) that keeps at least history_days days, so the
+window holds history_days .. history_days + window_step - 1 days. Consecutive nights then share their
+start and the raw history of ds extends that of ds - 1 by one day, which lets the feature job reuse
+yesterday's rows (jobs/demand/features.py); a strictly trailing window (window_step = 1) would drop the
+oldest day every night and force a full feature build every night. Once per window_step days the start
+moves and that night's features are built in full.
 
 CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--input FILE.csv]
 """
@@ -31,11 +40,13 @@ from typing import Callable, Mapping
 import pandas as pd
 
 from echelon import lake
+from echelon.demand_features import _normalise, raw_fingerprint
 from echelon.jobs.demand.world import PLAN_COLUMNS, SALES_COLUMNS, SOURCE_PLAN, SOURCE_SALES
 from echelon.catalog.demand import RAW_PLAN, RAW_SALES
 from echelon.lake import Table
 
 DEFAULT_HISTORY_DAYS = 730   # two years: yearly lags (364 days) still have a year of targets
+WINDOW_STEP_DAYS = 91        # the window's start moves a quarter at a time: one full feature build per quarter
 PLAN_DAYS = 56
 
 Gate = Callable[[Path], None]
@@ -74,12 +85,22 @@ def _check_columns(frame_columns, required, where: str) -> None:
         raise IngestError(f"{where}: missing column(s) {missing}; found {list(frame_columns)}")
 
 
-def history_window(sales, ds: str, history_days: int):
-    """Spark: the canonical rows with ds - history_days < timestamp <= ds."""
+def window_start(ds: str, history_days: int, window_step: int = WINDOW_STEP_DAYS) -> dt.date:
+    """The first day of ds's raw history: the latest date on the window_step-day grid (day numbers since
+    1970-01-01 divisible by window_step) at least history_days - 1 days before ds (see the module docstring)."""
+    if window_step < 1:
+        raise ValueError(f"window_step must be >= 1, got {window_step}")
+    latest = dt.date.fromisoformat(ds) - dt.timedelta(days=history_days - 1)
+    epoch = dt.date(1970, 1, 1)
+    return epoch + dt.timedelta(days=(latest - epoch).days // window_step * window_step)
+
+
+def history_window(sales, ds: str, history_days: int, window_step: int = WINDOW_STEP_DAYS):
+    """Spark: the canonical rows with window_start(ds, history_days, window_step) <= timestamp <= ds."""
     from pyspark.sql import functions as F
 
     day = dt.date.fromisoformat(ds)
-    first = day - dt.timedelta(days=history_days - 1)
+    first = window_start(ds, history_days, window_step)
     return (sales.where((F.col("timestamp") >= F.lit(first)) & (F.col("timestamp") <= F.lit(day)))
             .select(*SALES_COLUMNS))
 
@@ -123,7 +144,7 @@ def _gate_for(gate: Gate | Mapping[str, Gate] | bool | None, table: Table, ds: s
 
 
 def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[str, Gate] | None = None,
-        spark=None, plan_days: int = PLAN_DAYS, log=print) -> dict:
+        spark=None, plan_days: int = PLAN_DAYS, log=print, window_step: int = WINDOW_STEP_DAYS) -> dict:
     """Publish raw sales and plan for ds from the source extract. Returns both manifests.
 
     `gate` is handed to echelon.lake.publish: one callable for both tables, or a mapping
@@ -146,7 +167,7 @@ def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[
     _check_columns(sales.columns, SALES_COLUMNS, f"{SOURCE_SALES} ds={source_ds}")
     _check_columns(plan.columns, PLAN_COLUMNS, f"{SOURCE_PLAN} ds={source_ds}")
 
-    history = history_window(sales, ds, history_days)
+    history = history_window(sales, ds, history_days, window_step)
     span = history.agg(F.min("timestamp").alias("first"), F.max("timestamp").alias("last")).first()
     if span["last"] is None:
         first_source = sales.agg(F.min("timestamp")).first()[0]
@@ -156,9 +177,13 @@ def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[
         raise IngestError(f"{SOURCE_SALES} ds={source_ds} stops on {span['last']}, before ds={ds}: "
                           f"a cumulative extract dated {source_ds} must cover every day up to it")
     extra = {"source_ds": source_ds, "history_days": history_days, "plan_days": plan_days,
-             "window": [span["first"].isoformat(), ds]}
+             "window_step": window_step, "window": [span["first"].isoformat(), ds]}
+    # per-date row hashes, so the feature job can tell whether yesterday's history is still today's
+    # without reading it (jobs/demand/features.py)
+    fingerprint = raw_fingerprint(_normalise(history, f"{SOURCE_SALES} ds={source_ds}", with_target=True))
     with lake.transaction(ds) as tx:   # sales and plan are published together or not at all
-        sales_manifest = tx.publish(history, RAW_SALES, gate=_gate_for(gate, RAW_SALES, ds), extra=extra)
+        sales_manifest = tx.publish(history, RAW_SALES, gate=_gate_for(gate, RAW_SALES, ds),
+                                    extra={**extra, "raw_fingerprint": fingerprint})
         log(f"ingest: {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows, {span['first']}..{ds}")
         plan_manifest = tx.publish(plan_window(sales, plan, ds, plan_days), RAW_PLAN,
                                    gate=_gate_for(gate, RAW_PLAN, ds), extra=extra)

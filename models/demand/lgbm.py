@@ -501,9 +501,15 @@ class LightGBMForecaster:
         else:
             last = observed.groupby(SERIES)["date"].max().rename("origin").reset_index()
             origins = series.merge(last, on=SERIES, how="left")
+            unseen = origins["origin"].isna().to_numpy()
             origins["origin"] = origins["origin"].fillna(observed["date"].max())
         targets = _expand(origins, self.horizon)
         present = targets.merge(f[SERIES + ["date"]], on=SERIES + ["date"], how="left", indicator=True)
+        if origin is None and unseen.any():
+            # an item launching inside the horizon (no observed row) is forecast from its first planned date on
+            new = present.merge(origins.loc[unseen, SERIES], on=SERIES, how="left", indicator="_new")["_new"]
+            keep = ((present["_merge"] == "both") | (new == "left_only")).to_numpy()
+            present, targets = present[keep], targets[keep].reset_index(drop=True)
         absent = present[present["_merge"] == "left_only"]
         if len(absent):
             raise FeatureTableError(

@@ -126,24 +126,36 @@ def scores(frame: pd.DataFrame, quantiles: Sequence[float] = QUANTILES) -> dict[
     return out
 
 
-def default_segments(actuals: pd.DataFrame, history: pd.DataFrame, forecasts: pd.DataFrame | None = None) -> pd.DataFrame:
+def series_summary(history: pd.DataFrame, season: int = 7, last=None) -> pd.DataFrame:
+    """What scoring needs of the history, per series (index SERIES): `mase_scale` (mase_scale), `observed`
+    (rows), `recent_mean` (mean target over the RECENT_DAYS up to `last`, by default the history's last
+    timestamp) and `volume` (sum of the target). Series are independent here, so the summaries of disjoint
+    groups of series, each given the same `last`, concatenate into the summary of their union: an
+    evaluation can read the history bucket by bucket and keep only these rows (models/demand/train.py)."""
+    hist = _keys(history)
+    last = hist["timestamp"].max() if last is None else pd.Timestamp(last)
+    recent = hist[hist["timestamp"] > last - pd.Timedelta(days=RECENT_DAYS)] if len(hist) else hist
+    by_series = hist.groupby(SERIES)["target"]
+    return pd.DataFrame({"mase_scale": mase_scale(hist, season), "observed": by_series.count(),
+                         "recent_mean": recent.groupby(SERIES)["target"].mean(), "volume": by_series.sum()})
+
+
+def default_segments(actuals: pd.DataFrame, history: pd.DataFrame | None, forecasts: pd.DataFrame | None = None,
+                     summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Segment labels per (series, timestamp) row of `actuals`.
 
     new_item:   the series has fewer than NEW_ITEM_DAYS observed rows in `history` (or none).
     fast_mover / slow_mover: established series above / at-or-below the median mean demand of the
                 last RECENT_DAYS of history (a relative split, so both segments exist on any data).
     promo_day:  rows with promo = 1 (taken from actuals, else from the forecasts frame).
+    summary:    series_summary of the history, instead of the history itself.
     """
     actuals = _keys(actuals)
-    hist = _keys(history)
+    summary = series_summary(history) if summary is None else summary
     keys = actuals[SERIES + ["timestamp"]].copy()
-    counts = hist.groupby(SERIES)["target"].count()
-    last = hist["timestamp"].max()
-    recent = hist[hist["timestamp"] > last - pd.Timedelta(days=RECENT_DAYS)] if len(hist) else hist
-    recent_mean = recent.groupby(SERIES)["target"].mean()
     series = keys[SERIES].drop_duplicates().set_index(SERIES)
-    series["observed"] = counts.reindex(series.index).fillna(0).to_numpy()
-    series["recent_mean"] = recent_mean.reindex(series.index).to_numpy()
+    series["observed"] = summary["observed"].reindex(series.index).fillna(0).to_numpy()
+    series["recent_mean"] = summary["recent_mean"].reindex(series.index).to_numpy()
     established = series["observed"] >= NEW_ITEM_DAYS
     threshold = series.loc[established, "recent_mean"].median()
     series["segment"] = np.where(~established, "new_item",
@@ -157,14 +169,15 @@ def default_segments(actuals: pd.DataFrame, history: pd.DataFrame, forecasts: pd
     return pd.concat(labelled, ignore_index=True)
 
 
-def evaluate(forecasts: pd.DataFrame, actuals: pd.DataFrame, history: pd.DataFrame,
+def evaluate(forecasts: pd.DataFrame, actuals: pd.DataFrame, history: pd.DataFrame | None,
              segments: pd.DataFrame | None = None, quantiles: Sequence[float] = QUANTILES,
-             season: int = 7) -> dict[str, pd.DataFrame]:
+             season: int = 7, summary: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Score forecasts against actuals.
 
     forecasts: item_id, location_id, timestamp, q_ columns (the canonical forecasts frame).
     actuals:   item_id, location_id, timestamp, target (optionally promo).
-    history:   what the forecaster saw (MASE scale per series, segment definitions).
+    history:   what the forecaster saw (MASE scale per series, segment definitions); or None with
+               summary: its series_summary (the same scores, without holding the history).
     segments:  optional item_id, location_id, [timestamp,] segment rows; default `default_segments`.
     Returns {"overall": one-row frame, "segments": one row per segment (index `segment`),
              "joined": the row-level frame that was scored}.
@@ -176,12 +189,12 @@ def evaluate(forecasts: pd.DataFrame, actuals: pd.DataFrame, history: pd.DataFra
     fc = _keys(forecasts)
     act = _keys(actuals)[SERIES + ["timestamp", "target"]]
     joined = fc.merge(act, on=SERIES + ["timestamp"], how="inner")
-    scale = mase_scale(history, season).rename("mase_scale").reset_index()
-    joined = joined.merge(scale, on=SERIES, how="left")
+    summary = series_summary(history, season) if summary is None else summary
+    joined = joined.merge(summary["mase_scale"].rename_axis(SERIES).reset_index(), on=SERIES, how="left")
     overall = pd.DataFrame([scores(joined, quantiles)])
 
     if segments is None:
-        segments = default_segments(actuals, history, forecasts)
+        segments = default_segments(actuals, None, forecasts, summary=summary)
     return {"overall": overall, "segments": segment_scores(joined, segments, quantiles), "joined": joined}
 
 

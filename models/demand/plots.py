@@ -19,14 +19,20 @@ def _pyplot():
     return plt
 
 
+def fan_series(volume: pd.Series) -> list[tuple[str, str]]:
+    """The series a fan chart shows: the busiest, the median and the quietest by total volume
+    (volume: indexed by SERIES)."""
+    volume = volume.sort_index().sort_values()
+    picks = [volume.index[-1], volume.index[len(volume) // 2], volume.index[0]] if len(volume) else []
+    return list(dict.fromkeys(picks))[:3]
+
+
 def fan_chart(history: pd.DataFrame, forecasts: pd.DataFrame, path: Path, actuals: pd.DataFrame | None = None,
               series: Sequence[tuple[str, str]] | None = None, context_steps: int = 56, title: str = "") -> Path:
     """Quantile fans (P10-P90, P30-P70, median) after each series' recent history, with actuals if known."""
     plt = _pyplot()
     if series is None:
-        volume = history.groupby(SERIES)["target"].sum().sort_values()
-        picks = [volume.index[-1], volume.index[len(volume) // 2], volume.index[0]] if len(volume) else []
-        series = list(dict.fromkeys(picks))[:3]
+        series = fan_series(history.groupby(SERIES)["target"].sum())
     fig, axes = plt.subplots(len(series), 1, figsize=(10, 2.8 * max(len(series), 1)), squeeze=False)
     for ax, key in zip(axes[:, 0], series):
         mask = lambda frame: (frame["item_id"] == key[0]) & (frame["location_id"] == key[1])  # noqa: E731

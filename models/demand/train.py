@@ -6,6 +6,9 @@ model version is a true out-of-sample number; the registered model is that same 
 conditions on each series' recent history at prediction time, so its weights being `horizon` days older
 costs little). The champion, fit at an earlier origin, is scored on the same window from the same
 origin: neither model has seen the window, and @champion moves only if the challenger's wQL is lower.
+
+Size: training and evaluation share the sampled, bucketed reading of the feature partition (sample_items,
+item_buckets, read_items); the reading could move to its own module if a third user appears.
 """
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ import pandas as pd
 
 from echelon import lake, tracking
 from echelon.models.demand.base import SERIES
-from echelon.models.demand.metrics import evaluate
-from echelon.models.demand.plots import calibration_plot, fan_chart
+from echelon.models.demand.metrics import evaluate, series_summary
+from echelon.models.demand.plots import calibration_plot, fan_chart, fan_series
 from echelon.models.demand.report import report_dir
-from echelon.models.demand.score import FEATURES, HORIZON, MODEL_NAME
+from echelon.models.demand.score import BUCKET_ROWS, FEATURES, HORIZON, MODEL_NAME
 from echelon.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -75,32 +78,74 @@ def sample_items(keys: pd.DataFrame, limit: int) -> list[str] | None:
     return sorted(counts.index[counts.cumsum() <= limit].tolist()) or [counts.index[0]]
 
 
-def load_features(ds: str, max_series: int | None = None) -> pd.DataFrame:
-    """The feature partition of ds in pandas: every series, or a sample of at most max_series series
-    (default ECHELON_DEMAND_TRAIN_SERIES). The series keys are scanned batch by batch and only the
-    sampled items' rows are read (a pyarrow dataset filter), so memory follows the sample, not the world."""
+def _dataset(ds: str):
+    """The feature partition of ds as a pyarrow dataset (a clear error when it is absent)."""
     import pyarrow.dataset as pads
 
-    lake.read_manifest(FEATURES, ds)   # a clear error when the partition is absent
+    lake.read_manifest(FEATURES, ds)
+    return pads.dataset(str(FEATURES.partition(ds)), format="parquet")
+
+
+def sampled_keys(dataset, max_series: int | None = None, counted: bool = False):
+    """The series keys (scanned batch by batch) that a training night reads: every series, or whole
+    items making up at most max_series series (default ECHELON_DEMAND_TRAIN_SERIES). Returns (the keys of
+    the series read, the sampled items or None for all), and with `counted` the partition's series count."""
     limit = max_series or get_settings().demand.train_series or TRAIN_SERIES
-    dataset = pads.dataset(str(FEATURES.partition(ds)), format="parquet")
     keys = pd.concat([batch.to_pandas().drop_duplicates()
                       for batch in dataset.to_batches(columns=SERIES, batch_size=1 << 20)]).drop_duplicates()
+    every = len(keys)
     items = sample_items(keys, limit)
     if items is not None:
         log.info("training on %d of %d series (%d items; ECHELON_DEMAND_TRAIN_SERIES=%d)",
                  keys["item_id"].isin(items).sum(), len(keys), len(items), limit)
-    table = dataset.to_table(filter=None if items is None else pads.field("item_id").isin(items))
+        keys = keys[keys["item_id"].isin(items)]
+    keys = keys.reset_index(drop=True)
+    return (keys, items, every) if counted else (keys, items)
+
+
+def read_items(dataset, items: list[str] | None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of these items (None: all), only `columns` (None: all), through a pyarrow filter."""
+    import pyarrow.dataset as pads
+
+    table = dataset.to_table(columns=columns, filter=None if items is None else pads.field("item_id").isin(items))
     features = table.to_pandas()
     features["date"] = pd.to_datetime(features["date"])
     return features
 
 
-def canonical(features: pd.DataFrame) -> pd.DataFrame:
-    """The canonical long frame (base.py) of the observed rows of a feature table."""
-    observed = features[features["is_future"] == 0]
+def load_features(ds: str, max_series: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The feature partition of ds in pandas: every series, or a sample of at most max_series series
+    (default ECHELON_DEMAND_TRAIN_SERIES), with only `columns` (None: all). The series keys are scanned
+    batch by batch and only the sampled items' rows are read (a pyarrow dataset filter), so memory follows
+    the sample, not the world."""
+    dataset = _dataset(ds)
+    return read_items(dataset, sampled_keys(dataset, max_series)[1], columns)
+
+
+def item_buckets(keys: pd.DataFrame, max_series: int) -> list[list[str]]:
+    """Whole items in groups of at most max_series series (an item with more series is a group alone),
+    in item order: what an evaluation reads at a time."""
+    buckets, current, size = [], [], 0
+    for item, count in keys.groupby("item_id").size().sort_index().items():
+        if current and size + count > max_series:
+            buckets.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += count
+    return buckets + ([current] if current else [])
+
+
+def canonical(features: pd.DataFrame, after: pd.Timestamp | None = None,
+              until: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The canonical long frame (base.py) of the observed rows of a feature table, dated in (after, until]
+    where given. Only those columns and rows are copied (the feature table is wide)."""
+    keep = features["is_future"] == 0
+    if after is not None:
+        keep &= features["date"] > after
+    if until is not None:
+        keep &= features["date"] <= until
     cols = SERIES + ["date", "target"] + [c for c in COVARIATES if c in features.columns]
-    return observed[cols].rename(columns={"date": "timestamp"}).reset_index(drop=True)
+    return features.loc[keep, cols].rename(columns={"date": "timestamp"}).reset_index(drop=True)
 
 
 def as_of(features: pd.DataFrame, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:
@@ -116,27 +161,44 @@ def window(ds: str, horizon: int = HORIZON) -> pd.Timestamp:
     return pd.Timestamp(ds) - pd.Timedelta(days=horizon)
 
 
-def fit_at(name: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int, seed: int):
-    """A fresh candidate fit on everything up to `origin`, and its forecasts for the window after it."""
+# The feature-table columns a model without `fit_features` reads (the canonical frame and its covariates):
+# its training night reads only these, not the ~75 columns of the table.
+CANONICAL_COLUMNS = SERIES + ["date", "is_future", "target"] + COVARIATES
+
+
+def new_candidate(name: str, seed: int):
     from echelon.models.demand.forecast import build_forecaster
 
-    model = build_forecaster(name, seed=seed, **model_params(name))
-    history = canonical(features[features["date"] <= origin])
+    return build_forecaster(name, seed=seed, **model_params(name))
+
+
+def fit_at(name: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int, seed: int, model=None):
+    """A fresh candidate (or `model`, unfitted) fit on everything up to `origin`, and its forecasts for
+    the window after it."""
+    model = model or new_candidate(name, seed)
     if hasattr(model, "fit_features"):  # uses the published Spark features directly
         model.fit_features(features, horizon, "D", cutoff=origin)
         forecasts = model.predict_features(as_of(features, origin, horizon), origin=origin)
     else:
+        history = canonical(features, until=origin)
         model.fit(history, horizon, "D")
-        future = canonical(as_of(features, origin, horizon).assign(is_future=0))
-        future = future[future["timestamp"] > origin].drop(columns="target")
+        # the known covariates of the window's dates (every row dated in it, observed or planned)
+        dates = features["date"]
+        planned = features.loc[(dates > origin) & (dates <= origin + pd.Timedelta(days=horizon)),
+                               [c for c in CANONICAL_COLUMNS if c in features.columns and c not in ("is_future", "target")]]
+        future = planned.rename(columns={"date": "timestamp"}).reset_index(drop=True)
         forecasts = model.predict(history, future)
     return model, forecasts
 
 
-def _log_evaluation(ds: str, name: str, history, forecasts, actuals, prefix: str = "") -> dict:
+def _log_evaluation(ds: str, name: str, history, forecasts, actuals, prefix: str = "",
+                    summary: pd.DataFrame | None = None) -> dict:
+    """Metrics (overall, per segment) and plots of one model's window forecasts in the active run.
+    summary: the history's metrics.series_summary, computed bucket by bucket; `history` then only needs
+    the rows the fan chart shows (each series' last FAN_CONTEXT days)."""
     import mlflow
 
-    result = evaluate(forecasts, actuals, history)
+    result = evaluate(forecasts, actuals, None if summary is not None else history, summary=summary)
     overall = {k: float(v) for k, v in result["overall"].iloc[0].items()}
     mlflow.log_metrics({f"{prefix}{k}": v for k, v in overall.items() if np.isfinite(v)})
     for segment, row in result["segments"].iterrows():
@@ -144,7 +206,8 @@ def _log_evaluation(ds: str, name: str, history, forecasts, actuals, prefix: str
             if metric in row and np.isfinite(row[metric]):
                 mlflow.log_metric(f"{prefix}{segment}_{metric}", float(row[metric]))
     folder = report_dir(ds)
-    fan = fan_chart(history, forecasts, folder / f"fan_{name}.png", actuals=actuals,
+    fan = fan_chart(history, forecasts, folder / f"fan_{name}.png", actuals=actuals, context_steps=FAN_CONTEXT,
+                    series=None if summary is None else fan_series(summary["volume"]),
                     title=f"{name}: backtest window after {forecasts['timestamp'].min().date() - pd.Timedelta(days=1)}")
     calib = calibration_plot(forecasts, actuals, folder / f"calibration_{name}.png", title=f"{name}: calibration")
     mlflow.log_artifact(str(fan), "plots")
@@ -190,14 +253,16 @@ def train_candidate(ds: str, name: str, horizon: int = HORIZON, seed: int | None
 
     ds = lake.parse_ds(ds)
     seed = get_settings().seed if seed is None else seed
-    features = load_features(ds)
+    model = new_candidate(name, seed)
+    # a model that reads the canonical frame gets only its columns (a fraction of the table's memory)
+    features = load_features(ds, columns=None if hasattr(model, "fit_features") else CANONICAL_COLUMNS)
     origin = window(ds, horizon)
-    history = canonical(features[features["date"] <= origin])
-    actuals = canonical(features[(features["date"] > origin)])
+    history = canonical(features, until=origin)
+    actuals = canonical(features, after=origin)
     client = MlflowClient(tracking.configure())
     with tracking.run("demand", ds, f"train-{name}", stage="train", model=name):
         started = time.time()
-        model, forecasts = fit_at(name, features, origin, horizon, seed)
+        model, forecasts = fit_at(name, features, origin, horizon, seed, model=model)
         seconds = time.time() - started
         mlflow.log_params({"model": name, "horizon": horizon, "origin": origin.date().isoformat(),
                            "seed": seed, "train_rows": len(history), "series": history[SERIES].drop_duplicates().shape[0],
@@ -248,12 +313,67 @@ def train(ds: str, horizon: int = HORIZON, names: list[str] | None = None, seed:
     return choose_challenger(ds, rows)
 
 
-def score_version(version: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int) -> pd.DataFrame:
-    """Forecasts of a registered version from `origin`, through the same pyfunc path scoring uses."""
+def score_version(version: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int, model=None) -> pd.DataFrame:
+    """Forecasts of a registered version (or its loaded pyfunc `model`) from `origin`, through the same
+    pyfunc path scoring uses."""
     import mlflow
 
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
-    return model.predict(as_of(features, origin, horizon).drop(columns=[], errors="ignore"))
+    model = model or mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    return model.predict(as_of(features, origin, horizon))
+
+
+# Evaluation reads the sampled series in buckets of whole items of about this many feature rows (as nightly
+# scoring does, models/demand/score.py), so its memory is one bucket's, whatever the partition's size.
+EVAL_BUCKET_ROWS = BUCKET_ROWS
+FAN_CONTEXT = 56             # days of history a fan chart shows before the window
+
+
+def last_observed(dataset, until: pd.Timestamp) -> pd.Timestamp:
+    """The last observed date on or before `until` in the partition (two columns scanned)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    rows = dataset.to_table(columns=["date"], filter=(pads.field("is_future") == 0)
+                            & (pads.field("date") <= pa_date(until)))
+    return pd.Timestamp(pc.max(rows["date"]).as_py())
+
+
+def pa_date(stamp: pd.Timestamp):
+    import pyarrow as pa
+
+    return pa.scalar(pd.Timestamp(stamp).date(), pa.date32())
+
+
+def evaluate_in_buckets(ds: str, origin: pd.Timestamp, horizon: int, models: dict,
+                        bucket_rows: int = EVAL_BUCKET_ROWS) -> dict:
+    """Every model's forecasts of the window after `origin` on the series a training night reads, read and
+    scored bucket by bucket (whole items, about bucket_rows feature rows each). Kept per bucket: the
+    forecasts, the actuals, the history's series_summary and each series' last FAN_CONTEXT days, all a
+    few rows per series. models: role -> (version, loaded pyfunc or None). Metrics pooled from the
+    buckets equal those of one pass (metrics.series_summary); a model that pools across series when it
+    predicts (the seasonal naive's interval calibration) pools within a bucket, as nightly scoring does.
+    Returns {"forecasts": {role: frame}, "actuals", "summary", "history" (the fan charts' tails)}."""
+    from echelon.progress import track
+
+    dataset = _dataset(ds)
+    keys, _, every = sampled_keys(dataset, counted=True)
+    rows_per_series = max(1, lake.read_manifest(FEATURES, ds)["rows"] // max(1, every))
+    buckets = item_buckets(keys, max(1, bucket_rows // rows_per_series))
+    last = last_observed(dataset, origin)
+    out = {"forecasts": {role: [] for role in models}, "actuals": [], "summary": [], "history": []}
+    for items in track(buckets, "evaluate", unit="bucket"):
+        features = read_items(dataset, items)
+        history = canonical(features, until=origin)
+        out["actuals"].append(canonical(features, after=origin))
+        out["summary"].append(series_summary(history, last=last))
+        out["history"].append(history.sort_values(SERIES + ["timestamp"], kind="stable")
+                              .groupby(SERIES, sort=False).tail(FAN_CONTEXT))
+        for role, (version, model) in models.items():
+            out["forecasts"][role].append(score_version(version, features, origin, horizon, model=model))
+        del features, history
+    log.info("evaluated %d series in %d bucket(s) of at most %d rows", len(keys), len(buckets), bucket_rows)
+    return {"forecasts": {role: pd.concat(parts, ignore_index=True) for role, parts in out["forecasts"].items()},
+            **{k: pd.concat(out[k], ignore_index=k != "summary") for k in ("actuals", "summary", "history")}}
 
 
 def evaluate_and_promote(ds: str, horizon: int = HORIZON) -> dict:
@@ -272,17 +392,15 @@ def evaluate_and_promote(ds: str, horizon: int = HORIZON) -> dict:
     champion = tracking.alias_version(MODEL_NAME, tracking.CHAMPION)
     if champion is not None and champion.version == challenger.version:
         return {"evaluated": False, "ds": ds, "reason": "challenger is already champion"}
-    features = load_features(ds)
     origin = window(ds, horizon)
-    history = canonical(features[features["date"] <= origin])
-    actuals = canonical(features[features["date"] > origin])
+    roles = {role: (version.version, mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version.version}"))
+             for role, version in (("challenger", challenger), ("champion", champion)) if version is not None}
+    pooled = evaluate_in_buckets(ds, origin, horizon, roles)
     scores = {}
     with tracking.run("demand", ds, "evaluate-and-promote", stage="evaluate"):
-        for role, version in (("challenger", challenger), ("champion", champion)):
-            if version is None:
-                continue
-            forecasts = score_version(version.version, features, origin, horizon)
-            scores[role] = _log_evaluation(ds, role, history, forecasts, actuals, prefix=f"{role}_")["overall"]["wql"]
+        for role in roles:
+            scores[role] = _log_evaluation(ds, role, pooled["history"], pooled["forecasts"][role], pooled["actuals"],
+                                           prefix=f"{role}_", summary=pooled["summary"])["overall"]["wql"]
         promoted = tracking.promote(MODEL_NAME, challenger.version, scores["challenger"], scores.get("champion"))
         mlflow.log_params({"challenger_version": challenger.version,
                            "champion_version": champion.version if champion else "none",

@@ -203,16 +203,31 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_incremental_night_equals_a_full_rebuild_row_for_row(spark, tmp_path, monkeypatch):
+def test_incremental_nights_equal_a_full_rebuild_row_for_row(spark, tmp_path, monkeypatch):
+    """A full build two days back, then two incremental nights (the second carries the first's carried
+    files and its own): the same rows, bit for bit, as a full rebuild. Each night gates and hashes only
+    its new rows and hard-links the rows it keeps."""
     monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
     history, last, yesterday, today = _long_history(), *_last_two_days()
+    before_yesterday = (last - dt.timedelta(days=2)).isoformat()
     history_before = history[~((history["item_id"] == "F"))]   # F launches today
+    _publish_raw(history_before, before_yesterday)
+    assert job.run(before_yesterday, horizon=5, spark=spark)["build"] == "full"   # nothing to build on
     _publish_raw(history_before, yesterday)
-    assert job.run(yesterday, horizon=5, spark=spark)["build"] == "full"          # nothing to build on
+    assert job.run(yesterday, horizon=5, spark=spark)["build"] == "incremental"
 
+    gated = []
     _publish_raw(history, today)
-    incremental = job.run(today, horizon=5, spark=spark)
+    incremental = job.run(today, horizon=5, spark=spark,
+                          gate=lambda staged: gated.append(len(pd.read_parquet(staged))))
     assert incremental["build"] == "incremental", incremental["build_reason"]
+    assert incremental["carried_nights"] == 2
+    new_rows = len(history[history["timestamp"] == pd.Timestamp(today)]) + 6 * 5   # today + 6 series' horizon
+    assert gated == [new_rows]                                   # the gate saw the new rows only
+    carried = [f for f in job.FEATURES.partition(today).glob("hist-*.parquet")
+               if (job.FEATURES.partition(yesterday) / f.name).exists()]
+    assert carried and all(f.stat().st_ino == (job.FEATURES.partition(yesterday) / f.name).stat().st_ino
+                           for f in carried)                     # hard links, not copies
     got = _sorted(lake.read(job.FEATURES, today))
     full = job.run(today, horizon=5, spark=spark, incremental=False)
     assert full["build"] == "full" and full["rows"] == incremental["rows"]

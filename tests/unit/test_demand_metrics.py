@@ -189,3 +189,32 @@ def test_backtest_uses_backtest_forecasts_when_the_forecaster_has_it():
     assert batch.summary()["wql"] == pytest.approx(loop.summary()["wql"])
     assert batch.summary()["volatility"] == pytest.approx(loop.summary()["volatility"])
     assert list(batch.windows["origin"]) == list(loop.windows["origin"])
+
+
+def test_evaluation_from_bucket_summaries_equals_the_whole_history():
+    """An evaluation that reads the history bucket by bucket keeps only series_summary rows: given the
+    whole history's last date, the pooled summaries score exactly as the whole history does."""
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2025-01-01", periods=200, freq="D")
+    frames = [pd.DataFrame({"item_id": f"I{k}", "location_id": loc, "timestamp": days[start:],
+                            "target": rng.poisson(1 + k, len(days) - start).astype(float),
+                            "promo": rng.integers(0, 2, len(days) - start)})
+              for k, (loc, start) in enumerate([("L1", 0), ("L2", 0), ("L1", 30), ("L1", 185), ("L2", 10), ("L2", 0)])]
+    frames[-1] = frames[-1][frames[-1]["timestamp"] <= days[150]]      # a series that stops early
+    data = pd.concat(frames, ignore_index=True)
+    origin = days[-15]
+    history, actuals = data[data["timestamp"] <= origin], data[data["timestamp"] > origin]
+    forecasts = actuals[["item_id", "location_id", "timestamp"]].copy()
+    for q in metrics.QUANTILES:
+        forecasts[qcol(q)] = (1 + q) * (1 + actuals["target"].to_numpy() * 0.7)
+    whole = metrics.evaluate(forecasts, actuals, history)
+    last = history["timestamp"].max()
+    buckets = [["I0", "I1"], ["I2", "I3"], ["I4", "I5"]]
+    summary = pd.concat([metrics.series_summary(history[history["item_id"].isin(b)], last=last) for b in buckets])
+    pooled = metrics.evaluate(forecasts, actuals, None, summary=summary)
+    pd.testing.assert_frame_equal(pooled["overall"], whole["overall"])
+    pd.testing.assert_frame_equal(pooled["segments"], whole["segments"])
+    assert {"new_item", "fast_mover", "slow_mover", "promo_day"} <= set(whole["segments"].index)
+    # a bucket's own last date would misclassify: the summary must be given the whole history's
+    assert not metrics.series_summary(history[history["item_id"] == "I5"])["recent_mean"].equals(
+        summary.loc[[("I5", "L2")], "recent_mean"])

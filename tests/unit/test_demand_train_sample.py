@@ -41,3 +41,13 @@ def test_a_world_within_the_limit_is_read_whole(lake_dir, monkeypatch):
     assert len(train.load_features(DS)) == len(rows)
     monkeypatch.setenv("ECHELON_DEMAND_TRAIN_SERIES", "11")
     assert train.load_features(DS)["item_id"].nunique() == 3
+
+
+def test_evaluation_buckets_hold_whole_items_and_cover_the_sample_once():
+    keys = feature_rows(items=7, locations=3, days=1)[["item_id", "location_id"]]
+    keys = pd.concat([keys, pd.DataFrame({"item_id": "big", "location_id": [f"L{j}" for j in range(9)]})])
+    buckets = train.item_buckets(keys, max_series=7)
+    assert sorted(i for b in buckets for i in b) == sorted(keys["item_id"].unique())
+    sizes = [keys["item_id"].isin(b).sum() for b in buckets]
+    assert all(s <= 7 for s, b in zip(sizes, buckets) if b != ["big"]) and ["big"] in buckets
+    assert sizes == [9, 6, 6, 6, 3]     # "big" alone, then two 3-series items per bucket

@@ -28,7 +28,30 @@ def messages(source_lake) -> list[str]:
 
 
 def _run(ds, messages, **kwargs):
-    return ingest.run(ds, log=messages.append, **kwargs)
+    """A strictly trailing window (window_step=1) unless a test asks for the stepped one."""
+    return ingest.run(ds, log=messages.append, **{"window_step": 1, **kwargs})
+
+
+def test_the_window_start_moves_in_steps_so_consecutive_nights_extend_each_other():
+    epoch = dt.date(1970, 1, 1)
+    starts = {}
+    for k in range(200):
+        ds = dt.date(2026, 1, 1) + dt.timedelta(days=k)
+        first = ingest.window_start(ds.isoformat(), 730)
+        assert (first - epoch).days % ingest.WINDOW_STEP_DAYS == 0
+        assert 730 <= (ds - first).days + 1 < 730 + ingest.WINDOW_STEP_DAYS
+        starts[ds] = first
+    moves = [d for d in starts if d - dt.timedelta(days=1) in starts and starts[d] != starts[d - dt.timedelta(days=1)]]
+    assert len(moves) == 2          # 200 nights: the start moves about once per 91, else nights share it
+    assert ingest.window_start("2026-03-01", 30, window_step=1) == dt.date(2026, 1, 31)   # strictly trailing
+
+
+def test_consecutive_nights_share_the_window_start_and_record_a_fingerprint(spark, source_lake, messages):
+    before = _run("2025-12-09", messages, history_days=20, window_step=7, spark=spark)["sales"]
+    after = _run("2025-12-10", messages, history_days=20, window_step=7, spark=spark)["sales"]
+    assert before["window"][0] == after["window"][0]
+    old, new = before["raw_fingerprint"]["dates"], after["raw_fingerprint"]["dates"]
+    assert set(new) == set(old) | {"2025-12-10"} and all(new[d] == old[d] for d in old)
 
 
 def test_history_ends_exactly_at_ds_and_plan_covers_the_next_days(spark, source_lake, messages):

@@ -162,3 +162,26 @@ def test_publish_without_an_atomic_exchange_falls_back_to_rename_aside(lake_dir,
     assert lake.read_manifest(TABLE, "2026-11-20") == replaced
     assert lake.read(TABLE, "2026-11-20")["value"].tolist() == [50.0, 51.0]
     assert list(TABLE.root().glob(".ds=*")) == [] and list((lake_dir / "_staging").iterdir()) == []
+
+
+def test_a_partition_carries_an_earlier_ones_segment_files_as_hard_links(lake_dir, spark):
+    """segment_by writes one set of files per segment (the column not stored); carry hard-links files of an
+    earlier partition with their recorded sums: the same rows and checksum as writing them all anew."""
+    from pyspark.sql import functions as F
+
+    old, new = frame(20), frame(6, offset=100).assign(item_id=lambda f: "n" + f["item_id"])
+    segment = F.when(F.col("value") < 10, F.lit("low")).otherwise(F.lit("high"))
+    first = lake.publish(spark.createDataFrame(old).withColumn("seg", segment), TABLE, "2026-11-20", segment_by="seg")
+    names = set(first["row_sums"])
+    assert names and all(n.startswith(("low-", "high-")) for n in names)
+    assert set(lake.read(TABLE, "2026-11-20").columns) == {"ds", "item_id", "value"}
+    low = {n: (TABLE.partition("2026-11-20") / n, s) for n, s in first["row_sums"].items() if n.startswith("low-")}
+    gated = []
+    second = lake.publish(spark.createDataFrame(new).withColumn("seg", F.lit("new")), TABLE, "2026-11-21",
+                          segment_by="seg", carry=low, gate=lambda staged: gated.append(len(pd.read_parquet(staged))))
+    assert gated == [6]                                       # the gate saw the new rows only
+    whole = pd.concat([old[old["value"] < 10], new], ignore_index=True)
+    assert second["checksum"] == lake.publish(whole, TABLE, "2026-11-22")["checksum"]
+    assert second["rows"] == len(whole) == len(lake.read(TABLE, "2026-11-21"))
+    for name, (source, _) in low.items():
+        assert (TABLE.partition("2026-11-21") / name).stat().st_ino == source.stat().st_ino
