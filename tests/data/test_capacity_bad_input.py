@@ -59,6 +59,6 @@ def test_clear_on_a_bad_file_names_the_problem_and_writes_nothing(tmp_path, caps
     assert "duplicate request_id" in out.stderr and "negative, zero or infinite fees" in out.stderr, out.stderr[-2000:]
     assert out.stderr.startswith("echelon capacity: RequestError:") and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "out").exists()
-    assert cli("clear", "--requests", tmp_path / "bad.csv", "--capacity", "-5", "--output", tmp_path / "out") == 1
+    assert cli("clear", "--requests", tmp_path / "bad.csv", "--capacity", "-5", "--output", tmp_path / "out") == 2
     assert "echelon capacity: CapacityError: program capacity" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,9 +1,19 @@
 """An Airflow task killed mid-run never ends its MLflow run; the next try of the same task marks it KILLED.
 
-Uses the session's SQLite MLflow store (tests/conftest.py) and the AIRFLOW_CTX_* variables that Airflow sets
-in every task process."""
+Uses a SQLite MLflow store of this module's own (the session's store may already hold the registered models
+that the promotion tests create, from other test files on the same worker) and the AIRFLOW_CTX_* variables
+that Airflow sets in every task process."""
 
 import pytest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_mlflow_store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.setenv("ECHELON_MLFLOW_ARTIFACTS", str(folder / "artifacts"))
+        yield
 
 
 def _task_env(monkeypatch, try_number: int, task_id: str = "train") -> None:
