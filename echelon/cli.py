@@ -149,7 +149,8 @@ def exit_status(error: BaseException) -> int:
 
 def one_line(name: str, error: BaseException) -> str:
     """`echelon NAME: ErrorType: message`; an error that is not the project's own says how to see more."""
-    message = str(error).strip() or repr(error)
+    # a multi-line message (a failed gate lists each expectation) still ends the command in one line
+    message = "; ".join(part.strip() for part in str(error).splitlines() if part.strip()) or repr(error)
     line = f"echelon {name}: {type(error).__name__}: {message}"
     if not type(error).__module__.startswith("echelon.") and not isinstance(error, BAD_INPUT):
         line += " (--log-level DEBUG shows the traceback)"

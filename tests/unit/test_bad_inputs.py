@@ -44,6 +44,20 @@ def test_an_unexpected_error_is_one_line_with_the_way_to_its_traceback(tmp_path)
     assert debug.returncode == 2 and "Traceback" in debug.stderr and "echelon.cli: echelon capacity failed" in debug.stderr
 
 
+def test_a_multi_line_error_is_still_one_line(capsys):
+    from echelon.expectations.gate import GateFailed
+
+    def failing_gate():
+        raise GateFailed("gate 'sales' failed for table raw/demand/sales, partition ds=2026-11-20:\n"
+                         "  - expect_column_values_to_not_be_null(units): 3 rows\n\n"
+                         "  - expect_column_values_to_be_between(units): 1 row")
+
+    assert cli.run_reporting("demand", failing_gate) == 2
+    assert one_line(capsys) == ("echelon demand: GateFailed: gate 'sales' failed for table raw/demand/sales, "
+                                "partition ds=2026-11-20:; - expect_column_values_to_not_be_null(units): 3 rows; "
+                                "- expect_column_values_to_be_between(units): 1 row")
+
+
 # ---- forecast files --------------------------------------------------------------------------------
 
 def day_first(tmp_path, rows):
