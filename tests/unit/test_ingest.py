@@ -122,6 +122,17 @@ def test_a_failing_gate_publishes_nothing(spark, source_lake, messages):
     assert len(seen) == 2 and lake.exists(ingest.RAW_SALES, ds) and lake.exists(ingest.RAW_PLAN, ds)
 
 
+def test_an_empty_plan_is_published_without_its_suite_and_sales_still_gated(spark, source_lake, messages):
+    # gate=True is what the DAG's ingest step passes: the plan suite's first-planned-day check cannot hold
+    # on no rows, so a night with nothing planned must still publish (it failed the DAG before)
+    ds = (pd.Timestamp(END) - pd.Timedelta(days=3)).date().isoformat()
+    _run(ds, messages, history_days=10, spark=spark, plan_days=0, gate=True)
+    assert lake.read(ingest.RAW_PLAN, ds).empty and not lake.read(ingest.RAW_SALES, ds).empty
+    from echelon.expectations.gate import recorded
+
+    assert {g["suite"] for g in recorded(ds)} == {"demand_raw_sales"}
+
+
 def test_a_date_after_every_extract_is_a_clear_error(source_lake, messages):
     with pytest.raises(ingest.IngestError, match=r"no source extract covers ds=2026-01-01.*2025-12-31"):
         _run("2026-01-01", messages)
