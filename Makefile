@@ -37,8 +37,8 @@ run: init world  ## the main job: run demand_nightly for DS through Airflow and 
 	$(ECHELON) airflow dags test $(DAG) $$($(BIN)/python -c "from echelon.schedule import nightly_run_date; print(nightly_run_date('$(DS)').isoformat())")
 	$(ECHELON) demand summary --ds $(DS)
 
-test: env  ## the whole test suite (what CI runs), on two workers: whole modules each, the slowest first
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+test: env  ## the whole test suite (what CI runs), on two workers: whole modules each, the slowest first; lists the 30 slowest tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 airflow: init  ## start Airflow locally (api-server on :8080, scheduler, dag-processor, triggerer)
 	$(ECHELON) airflow standalone
