@@ -1,5 +1,6 @@
-"""Issue 17's before/after check on two domains: one placement night (demo world, check, monolithic solve)
-one capacity round (stubbed upstream, world, base_limits, requests, clear, statements) and five callouts
+"""Issue 17's before/after check: a small retail world (`echelon world`: items, sales, plan, events and the
+reference network sized from the sales), one placement night (demo world, check, monolithic solve), one
+capacity round (stubbed upstream, world, base_limits, requests, clear, statements) and five callouts
 days (world-mode ingest, then the matured feedback of the last) on a fresh lake
 with the code of a given source tree, then the checksums of every partition published.
 
@@ -26,10 +27,17 @@ import echelon  # noqa: E402
 assert echelon.__file__.startswith(tree), echelon.__file__
 from echelon.jobs.capacity import world as cworld  # noqa: E402
 from echelon.models.capacity import steps as csteps  # noqa: E402
-from echelon.models.placement import demo  # noqa: E402
+from echelon.jobs.demand import world as dworld  # noqa: E402
 from echelon.models.placement import steps as psteps  # noqa: E402
 
+try:   # placement's world moved from models/placement/demo.py to jobs/placement/world.py (reference world)
+    from echelon.jobs.placement import world as demo  # noqa: E402
+except ImportError:
+    from echelon.models.placement import demo  # noqa: E402
+
 DS = "2026-11-22"
+os.environ["ECHELON_LAKE"] = f"{var}/lake/retail-world"
+dworld.run(dworld.WorldConfig(items=16, locations=3, start="2025-06-01", end=DS, seed=7))
 os.environ["ECHELON_LAKE"] = f"{var}/lake/placement-night"
 demo.publish(DS, items=12, facilities=4, regions=3, seed=1)
 psteps.check_inputs(DS)

@@ -18,7 +18,7 @@ import datetime as dt
 from airflow.sdk import dag, get_current_context, task
 
 from echelon import catalog
-from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, outlet_extra, task_defaults
+from echelon.schedule import NIGHTLY_CRON, data_docs, data_partition, is_backfill, outlet_extra, task_defaults
 from echelon.settings import get_settings
 
 FORECASTS = catalog.demand.FORECASTS.asset()
@@ -78,11 +78,12 @@ def demand_nightly():
         return steps.evaluate_and_promote(day)
 
     @task(outlets=[FORECASTS])
-    def score(day: str, outlet_events=None) -> dict:
+    def score(day: str, outlet_events=None, dag_run=None) -> dict:
         from echelon.models.demand import steps
         manifest = steps.score(day)
-        # `ds` is placement_nightly's data date: it is scheduled on this Asset (run_partitions)
-        outlet_events[FORECASTS].extra = outlet_extra([day], rows=manifest["rows"])
+        # `ds` is placement_nightly's data date: it is scheduled on this Asset (run_partitions); a backfill's
+        # events are marked so that they re-plan nothing (placement has its own backfill)
+        outlet_events[FORECASTS].extra = outlet_extra([day], backfill=is_backfill(dag_run), rows=manifest["rows"])
         return manifest
 
     @task

@@ -1,11 +1,15 @@
 """placement_nightly: check inputs -> solve & publish -> simulate, each time demand publishes forecasts.
 
 Scheduled on the forecasts Asset (demand_nightly.score's outlet, whose event extra carries `ds`): an
-Asset-triggered run has no logical date, so it takes its data date(s) from the triggering events
-(echelon.schedule.run_partitions; several when demand's events were coalesced, e.g. during a demand
-backfill: processed oldest first). A run triggered with a logical date (`airflow dags trigger -l`,
-dag.test) processes the day before it, as every other DAG. Publishes placement_plan and capacity_prices,
-whose events carry the same `ds`. Task bodies are one line: the logic lives in
+Asset-triggered run has no logical date, so it plans the data date of its newest triggering event
+(echelon.schedule.run_partitions): the night demand has just published. Older events that Airflow hands
+the same run (a backlog after placement was paused, events coalesced between scheduler loops) are
+superseded: the first run after an unpause plans the latest date only. Events of a demand backfill
+(extra `backfill`) plan nothing through the Asset; a date range is re-planned by placement's own backfill,
+`echelon backfill --dag placement_nightly --from A --to B`, which Airflow refuses for an Asset schedule and
+echelon.backfill therefore makes of one run per data date with its logical date (a run with a logical date,
+as `airflow dags trigger -l` and dag.test, processes the day before it). Publishes placement_plan and
+capacity_prices, whose events carry the same `ds`. Task bodies are one line: the logic lives in
 echelon.models.placement.steps, which `echelon placement <step> --date D` runs the same way.
 """
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from echelon import catalog
 from echelon.schedule import data_docs, outlet_extra, run_partitions, task_defaults
@@ -38,7 +43,11 @@ def placement_nightly():
     @task
     def partitions() -> list[str]:
         context = get_current_context()
-        return run_partitions(context.get("logical_date"), context.get("triggering_asset_events"))
+        days = run_partitions(context.get("logical_date"), context.get("triggering_asset_events"))
+        if not days:
+            raise AirflowSkipException("every triggering forecasts event came from a demand backfill: "
+                                       "re-plan those dates with echelon backfill --dag placement_nightly")
+        return days
 
     # `ds` is a reserved name in Airflow's task context: the data dates travel as `days`.
 

@@ -3,9 +3,14 @@
 Analysts think in data dates; Airflow's backfill takes logical (run) dates. Every Echelon run processes
 the day before its logical date (echelon.schedule.data_partition), whatever its time of day (demand at
 02:00, capacity on Mondays at 04:00), so data dates FROM..TO are the runs whose logical dates fall on the
-days FROM+1..TO+1. Completed runs are reprocessed, so that a re-run replaces partitions. placement_nightly
-runs on demand's forecasts Asset, which Airflow does not backfill: backfilling demand_nightly re-plans the
-same dates through the Asset (ARCHITECTURE.md).
+days FROM+1..TO+1. Completed runs are reprocessed, so that a re-run replaces partitions.
+
+Airflow's `backfill create` refuses a DAG whose schedule is not periodic (placement_nightly runs on demand's
+forecasts Asset). Such a DAG is backfilled here as what a backfill is made of: one run per data date with
+its logical date (`airflow dags trigger -l`, the nightly run date of that day, created in date order; the
+DAG's max_active_runs queues them), and a date that already has a run is cleared to run again
+(`--reprocess`: completed clears finished runs, failed only failed ones, none skips them); a scheduler
+executes them (ARCHITECTURE.md).
 
 Airflow applies a backfill's max_active_runs independently of the DAG's own: a DAG whose runs must go one
 at a time, in date order (capacity rounds, callouts, placement), would run out of order under a larger
@@ -21,6 +26,7 @@ import time
 from typing import Callable
 
 from echelon.airflow_env import airflow
+from echelon.schedule import data_partition, nightly_run_date
 
 
 class BackfillError(ValueError):
@@ -66,14 +72,80 @@ def backfill_command(dag: str, start: str, end: str, max_active_runs: int, repro
             "--reprocess-behavior", reprocess, "--max-active-runs", str(max_active_runs)]
 
 
-def dag_max_active_runs(dag: str) -> int:
-    """The DAG's own max_active_runs, as the dag-processor serialised it (fails clearly for an unknown DAG)."""
+def json_rows(out: subprocess.CompletedProcess) -> list[dict] | None:
+    """The JSON list an `airflow ... -o json` command printed (its last line that is one), or None."""
+    return next((json.loads(line) for line in reversed(out.stdout.splitlines()) if line.startswith("[")), None)
+
+
+def dag_details(dag: str) -> dict:
+    """The DAG as the dag-processor serialised it (fails clearly for an unknown DAG)."""
     out = airflow("dags", "details", dag, "-o", "json", check=False, capture_output=True, text=True)
-    rows = next((json.loads(line) for line in reversed(out.stdout.splitlines()) if line.startswith("[")), None)
+    rows = json_rows(out)
     if out.returncode != 0 or not rows:
         raise BackfillError(f"no DAG {dag!r} in Airflow's metadata database (is the dag-processor running, "
                             f"is the id right?): {out.stderr.strip()[-500:]}")
-    return int(rows[0]["max_active_runs"])
+    return rows[0]
+
+
+FINISHED = {"success", "failed"}
+
+
+def run_plan(start: str, end: str, existing: dict[str, str], reprocess: str) -> list[tuple[str, str, dt.datetime]]:
+    """(action, data date, logical date) for each data date start..end of a DAG backfilled run by run:
+    `trigger` a new run, `clear` a run that exists (state in `existing`, by data date) so that it runs again,
+    or `skip` it (reprocess none, a run not failed under reprocess failed, or one still queued or running)."""
+    run_window(start, end)
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    plan = []
+    for k in range((last - first).days + 1):
+        ds = (first + dt.timedelta(days=k)).isoformat()
+        state = existing.get(ds)
+        if state is None:
+            action = "trigger"
+        elif state in FINISHED and (reprocess == "completed" or (reprocess == "failed" and state == "failed")):
+            action = "clear"
+        else:
+            action = "skip"
+        plan.append((action, ds, nightly_run_date(ds)))
+    return plan
+
+
+def existing_runs(dag: str) -> dict[str, str]:
+    """The state of the DAG's runs that have a logical date, by the data date they process."""
+    out = airflow("dags", "list-runs", dag, "-o", "json", check=False, capture_output=True, text=True)
+    rows = json_rows(out) or []
+    return {data_partition(dt.datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00"))): r["state"]
+            for r in rows if r.get("logical_date")}
+
+
+def backfill_run_by_run(args: argparse.Namespace) -> int:
+    """A backfill of a DAG that Airflow cannot backfill (no periodic schedule): see the module docstring."""
+    plan = run_plan(args.start, args.end, existing_runs(args.dag), args.reprocess)
+    for action, ds, logical in plan:
+        print(f"{args.dag}: data date {ds} (logical date {logical.isoformat()}): {action}")
+    if args.dry_run:
+        return 0
+    airflow("dags", "unpause", args.dag)
+    for action, ds, logical in plan:
+        if action == "trigger":
+            done = airflow("dags", "trigger", args.dag, "-l", logical.isoformat(), check=False,
+                           capture_output=True, text=True)
+        elif action == "clear":
+            done = airflow("tasks", "clear", args.dag, "-s", logical.isoformat(), "-e", logical.isoformat(), "-y",
+                           *(["--only-failed"] if args.reprocess == "failed" else []), check=False,
+                           capture_output=True, text=True)
+        else:
+            continue
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout[-2000:] + done.stderr[-2000:])
+            failed = BackfillError(f"airflow could not {action} the run of {args.dag} for data date {ds} "
+                                   f"(exit status {done.returncode}); its output is above")
+            failed.exit_status = 1   # Airflow's state, not the user's input
+            raise failed
+    print(f"Backfill of {args.dag} for data dates {args.start}..{args.end}: one run per date, "
+          f"{sum(a != 'skip' for a, _, _ in plan)} to run; a running scheduler (`make airflow`) executes them. "
+          f"Watch them with `echelon airflow dags list-runs {args.dag}`.")
+    return 0
 
 
 def create_retrying_locks(create: Callable[[], subprocess.CompletedProcess], attempts: int = 3,
@@ -98,7 +170,10 @@ def create_retrying_locks(create: Callable[[], subprocess.CompletedProcess], att
 
 def main(args: argparse.Namespace) -> int:
     run_window(args.start, args.end)   # a bad range fails before Airflow is asked anything
-    runs = active_runs(args.dag, args.max_active_runs, dag_max_active_runs(args.dag))
+    details = dag_details(args.dag)
+    runs = active_runs(args.dag, args.max_active_runs, int(details["max_active_runs"]))
+    if not details.get("timetable_periodic", True):
+        return backfill_run_by_run(args)
     command = backfill_command(args.dag, args.start, args.end, runs, args.reprocess)
     if args.dry_run:
         return airflow(*command, "--dry-run", check=False).returncode

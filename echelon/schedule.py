@@ -16,11 +16,17 @@ def data_partition(logical_date: dt.datetime) -> str:
 
 
 def run_partitions(logical_date: dt.datetime | None, triggering_asset_events=None) -> list[str]:
-    """The data dates a run processes, oldest first. A run with a logical date (cron, manual with a date,
-    backfill, dag.test) processes the day before it. An Asset-triggered run has no logical date: it
-    processes the `ds` that each triggering event's `extra` carries (the producer's outlet sets it, with
-    `days` too when its own run covered several); events that land between two scheduler loops (a
-    backfill of the producer) are coalesced into one run, so there can be several."""
+    """The data dates a run processes. A run with a logical date (cron, manual with a date, backfill,
+    dag.test, `echelon backfill` of an Asset-scheduled DAG) processes the day before it.
+
+    An Asset-triggered run has no logical date: it processes the `ds` that its newest triggering event's
+    `extra` carries (the producer's outlet sets it): the latest published date, whatever else Airflow hands
+    it. Airflow hands a run every event since the DAG's previous Asset-triggered run; after a pause (a
+    backlog of nights) or events coalesced between two scheduler loops the older dates are superseded, so
+    a consumer that is unpaused runs once, for the latest date, not once per missed night. Events of a
+    producer's backfill (`extra["backfill"]`, see outlet_extra) re-run nothing through the Asset: a date
+    range is re-run by the consumer's own backfill (echelon.backfill), so an Asset run processes nightly
+    publications only, and no date when every triggering event came from a backfill."""
     if logical_date is not None:
         return [data_partition(logical_date)]
     events = [event for found in (triggering_asset_events or {}).values() for event in found]
@@ -28,13 +34,27 @@ def run_partitions(logical_date: dt.datetime | None, triggering_asset_events=Non
     if not events or missing:
         raise ValueError(f"no data date: the run has no logical date and its triggering Asset events "
                          f"{missing or 'are none'} carry no 'ds' in their extra; trigger it with a logical date")
-    return sorted({day for event in events for day in event.extra.get("days") or [event.extra["ds"]]})
+    nightly = [event for event in events if not event.extra.get("backfill")]
+    if not nightly:
+        return []
+    newest = max(nightly, key=lambda event: (getattr(event, "timestamp", None) or _EPOCH, event.extra["ds"]))
+    return [newest.extra["ds"]]
 
 
-def outlet_extra(days: list[str], **facts) -> dict:
-    """An outlet event's extra for a run over `days`: `ds` (the last) and, when several, `days`
-    (one event per asset per task: run_partitions reads both)."""
-    return {"ds": days[-1], **({"days": days} if len(days) > 1 else {}), **facts}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def outlet_extra(days: list[str], backfill: bool = False, **facts) -> dict:
+    """An outlet event's extra for a run over `days`: `ds` (the last), `days` when several, and `backfill`
+    when the producing run is one of an Airflow backfill's (see run_partitions)."""
+    return {"ds": days[-1], **({"days": days} if len(days) > 1 else {}),
+            **({"backfill": True} if backfill else {}), **facts}
+
+
+def is_backfill(dag_run) -> bool:
+    """Whether an Airflow DagRun (a task's `dag_run` from its context) is one of a backfill's runs."""
+    run_type = getattr(dag_run, "run_type", None)
+    return getattr(run_type, "value", run_type) == "backfill"
 
 
 def nightly_run_date(ds: str) -> dt.datetime:

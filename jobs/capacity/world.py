@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from echelon import lake
+from echelon import lake, reference_world
 from echelon.catalog.capacity import INVENTORY, REQUESTS
 from echelon.catalog.demand import qcols
 REQUEST_PROBABILITY = 0.45
@@ -116,23 +116,13 @@ def run(ds: str, seed: int | None = None, history_weeks: int = 13, spark=None) -
 def stub_upstream(ds: str, items: int = 24, sellers: int = 6, seed: int = 42, utilisation: float = 0.86) -> None:
     """Stand-ins for the upstream contracts the capacity round reads (items and facilities reference
     tables, demand forecasts, placement capacity_prices) at ds: for tests and offline demos only, when
-    the demand and placement domains have not published. Reference tables are written once."""
-    from echelon.jobs.capacity.sellers import CAPACITY_PRICES, FACILITIES, FORECASTS, ITEMS
+    the demand and placement domains have not published. The reference tables are the shared reference
+    world's stub (echelon/reference_world.stub_tables), written once."""
+    from echelon.jobs.capacity.sellers import CAPACITY_PRICES, FORECASTS
 
-    rng = _rng(seed, "stub")
-    ids = [f"I{k:05d}" for k in range(items)]
-    item_table = pd.DataFrame({"item_id": ids, "category": "toys",
-                               "cube_cuft": np.round(rng.lognormal(np.log(0.5), 0.8, items), 3),
-                               "price": np.round(rng.lognormal(np.log(25.0), 0.5, items), 2),
-                               "seller_id": [f"S{k % sellers:04d}" for k in range(items)],
-                               "launch_date": dt.date(2024, 1, 1)})
-    facilities = pd.DataFrame({"facility_id": ["DC01", "FC01", "FC02"], "facility_type": ["DC", "FC", "FC"],
-                               "echelon": [1, 2, 2], "region_id": "R01", "storage_capacity_cuft": [90000.0, 30000.0, 20000.0],
-                               "flow_capacity_units_per_day": [5000.0, 3000.0, 2000.0]})
-    if not lake.partitions(ITEMS):
-        lake.publish(item_table, ITEMS, ds)
-    if not lake.partitions(FACILITIES):
-        lake.publish(facilities, FACILITIES, ds)
+    reference = reference_world.stub_tables(items, sellers, seed)
+    reference_world.publish(reference, ds, only_missing=True)
+    ids, facilities = list(reference["items"]["item_id"]), reference["facilities"]
     start = dt.date.fromisoformat(ds) + dt.timedelta(days=1)
     rows = []
     for item in ids:

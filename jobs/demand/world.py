@@ -25,21 +25,10 @@ Tables, all published with echelon.lake.publish under one partition ds = the wor
 - reference/demand/items   item_id, category, cube_cuft, price (list price), seller_id, launch_date.
 - reference/demand/events  timestamp, event: the known retail calendar (black_friday, prime_day, ...)
                            from start to end + plan_days, one named event per day at most.
-- reference/network/regions         region_id, x_km, y_km (a synthetic map), demand_share.
-- reference/network/facilities      facility_id, facility_type (DC|FC), echelon (1 = DC, 2 = FC),
-                                    region_id (where it stands), x_km, y_km, storage_capacity_cuft,
-                                    flow_capacity_units_per_day (outbound), vendor_lead_time_mean_days
-                                    and vendor_lead_time_std_days (DCs only; null for FCs).
-- reference/network/delivery_lanes  FC -> region: facility_id, region_id, distance_km, same_day,
-                                    one_day, two_day (bool: promise speeds the FC meets there; every
-                                    FC meets two_day everywhere), fastest_speed, transit_days,
-                                    cost_per_unit.
-- reference/network/transfer_lanes  DC -> FC: from_facility_id, to_facility_id, distance_km,
-                                    cost_per_unit, lead_time_mean_days, lead_time_std_days.
-
-Capacities are sized from the generated sales so that they bind at peaks: total FC outbound flow is 85%
-of the network's busiest day (over the last year of history), total FC storage is 28 days of the
-average daily cube sold; DCs hold 60 days of cube and can ship 90% of the busiest day.
+- reference/network/{regions,facilities,delivery_lanes,transfer_lanes}: the shared reference network,
+                        made by echelon/reference_world.py (network_from_sales) from this world's sales:
+                        regions (a synthetic map, demand shares), DCs and FCs with capacities that bind at
+                        peaks, FC -> region delivery lanes and DC -> FC transfer lanes. Columns: see there.
 
 CLI: python -m echelon.jobs.demand.world --items 200 --locations 4 --start 2024-01-01 \
          --end 2026-11-20 --seed 42 [--master spark://host:7077]
@@ -55,10 +44,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
-from echelon import lake
+from echelon import lake, reference_world
 from echelon.lake import Table
 from echelon.progress import steps
 
@@ -72,12 +60,6 @@ PLAN_COLUMNS = ["item_id", "location_id", "timestamp", "price", "promo", "catego
 ITEM_COLUMNS = ["item_id", "category", "cube_cuft", "price", "seller_id", "launch_date"]
 PLAN_DAYS = 56
 
-# Sizing rules for the network (see the module docstring).
-FC_FLOW_SHARE_OF_PEAK = 0.85
-FC_STORAGE_COVER_DAYS = 28
-DC_FLOW_SHARE_OF_PEAK = 0.90
-DC_STORAGE_COVER_DAYS = 60
-SAME_DAY_KM, ONE_DAY_KM = 120.0, 700.0
 POISSON_EXACT_UP_TO = 1.0    # inverse-CDF Poisson below this rate, Cornish-Fisher above
 POISSON_TERMS = 10           # P(X >= 10 | rate 1) ~ 1e-7
 
@@ -519,98 +501,6 @@ def plan_extract(daily):
 
 
 # ----------------------------------------------------------------------------------------------
-# Network
-# ----------------------------------------------------------------------------------------------
-
-def network_tables(cfg: WorldConfig, region_day: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Regions, facilities and lanes, with capacities sized from the sales they must carry.
-
-    `region_day`: location_id, timestamp, units, cube (units sold and their cubic feet per region and
-    day). The network is small, so it is drawn on the driver from a seeded generator."""
-    rng = np.random.default_rng([cfg.seed, 7])
-    regions = sorted(region_day["location_id"].unique())
-    if len(regions) != cfg.locations:
-        raise ValueError(f"expected sales in {cfg.locations} regions, found {len(regions)}: {regions}")
-    last_year = region_day[region_day["timestamp"] > max(region_day["timestamp"]) - dt.timedelta(days=365)]
-    by_day = last_year.groupby("timestamp")[["units", "cube"]].sum()
-    peak_units = float(by_day["units"].max())
-    mean_cube = float(by_day["cube"].mean())
-    share = last_year.groupby("location_id")["units"].sum()
-    share = (share / share.sum()).reindex(regions).fillna(0.0)
-
-    # A synthetic map, 3000 x 1500 km: region centres, FCs near their home region, DCs inland.
-    xy = rng.uniform([0.0, 0.0], [3000.0, 1500.0], size=(len(regions), 2))
-    region_table = pd.DataFrame({"region_id": regions, "x_km": xy[:, 0].round(1), "y_km": xy[:, 1].round(1),
-                                 "demand_share": share.to_numpy().round(6)})
-
-    n_fc, n_dc = cfg.n_fcs, cfg.n_dcs
-    fc_home = np.arange(n_fc) % len(regions)
-    fc_xy = xy[fc_home] + rng.normal(0.0, 25.0, size=(n_fc, 2))
-    fcs_in_region = np.bincount(fc_home, minlength=len(regions))
-    weight = share.to_numpy()[fc_home] / fcs_in_region[fc_home] * rng.uniform(0.75, 1.25, n_fc)
-    weight = weight / weight.sum() if weight.sum() > 0 else np.full(n_fc, 1.0 / n_fc)
-    dc_home = rng.choice(len(regions), size=n_dc, replace=n_dc > len(regions))
-    dc_xy = xy[dc_home] + rng.normal(0.0, 150.0, size=(n_dc, 2))
-
-    fc_ids = [f"FC{k + 1:02d}" for k in range(n_fc)]
-    dc_ids = [f"DC{k + 1:02d}" for k in range(n_dc)]
-    fcs = pd.DataFrame({
-        "facility_id": fc_ids, "facility_type": "FC", "echelon": 2,
-        "region_id": [regions[r] for r in fc_home],
-        "x_km": fc_xy[:, 0].round(1), "y_km": fc_xy[:, 1].round(1),
-        "storage_capacity_cuft": np.maximum(1.0, np.ceil(FC_STORAGE_COVER_DAYS * mean_cube * weight)),
-        "flow_capacity_units_per_day": np.maximum(1.0, np.ceil(FC_FLOW_SHARE_OF_PEAK * peak_units * weight)),
-        "vendor_lead_time_mean_days": np.nan, "vendor_lead_time_std_days": np.nan,
-    })
-    vendor_mean = rng.uniform(10.0, 21.0, n_dc).round(1)
-    dcs = pd.DataFrame({
-        "facility_id": dc_ids, "facility_type": "DC", "echelon": 1,
-        "region_id": [regions[r] for r in dc_home],
-        "x_km": dc_xy[:, 0].round(1), "y_km": dc_xy[:, 1].round(1),
-        "storage_capacity_cuft": max(1.0, math.ceil(DC_STORAGE_COVER_DAYS * mean_cube / n_dc)),
-        "flow_capacity_units_per_day": max(1.0, math.ceil(DC_FLOW_SHARE_OF_PEAK * peak_units / n_dc)),
-        "vendor_lead_time_mean_days": vendor_mean, "vendor_lead_time_std_days": (0.25 * vendor_mean).round(2),
-    })
-    facilities = pd.concat([dcs, fcs], ignore_index=True)
-    facilities["echelon"] = facilities["echelon"].astype("int32")
-
-    dist = np.hypot(fc_xy[:, None, 0] - xy[None, :, 0], fc_xy[:, None, 1] - xy[None, :, 1])
-    delivery = pd.DataFrame({
-        "facility_id": np.repeat(fc_ids, len(regions)),
-        "region_id": np.tile(regions, n_fc),
-        "distance_km": dist.reshape(-1).round(1),
-    })
-    delivery["same_day"] = delivery["distance_km"] <= SAME_DAY_KM
-    delivery["one_day"] = delivery["distance_km"] <= ONE_DAY_KM
-    delivery["two_day"] = True   # a national network: every FC reaches every region in two days
-    delivery["fastest_speed"] = np.select([delivery["same_day"], delivery["one_day"]], ["same_day", "one_day"],
-                                          "two_day")
-    delivery["transit_days"] = np.select([delivery["same_day"], delivery["one_day"]], [0, 1], 2).astype("int32")
-    delivery["cost_per_unit"] = (1.0 + 0.002 * delivery["distance_km"]).round(3)
-
-    dist_dc = np.hypot(dc_xy[:, None, 0] - fc_xy[None, :, 0], dc_xy[:, None, 1] - fc_xy[None, :, 1]).reshape(-1)
-    lead_mean = 1.0 + dist_dc / 400.0
-    transfer = pd.DataFrame({
-        "from_facility_id": np.repeat(dc_ids, n_fc), "to_facility_id": np.tile(fc_ids, n_dc),
-        "distance_km": dist_dc.round(1), "cost_per_unit": (0.25 + 0.0006 * dist_dc).round(3),
-        "lead_time_mean_days": lead_mean.round(2), "lead_time_std_days": (0.2 + 0.15 * lead_mean).round(2),
-    })
-    return {"regions": region_table, "facilities": facilities, "delivery_lanes": delivery,
-            "transfer_lanes": transfer}
-
-
-def region_day_totals(spark, sales, items):
-    """Units and cubic feet sold per region and day (small: regions x days), as pandas."""
-    from pyspark.sql import functions as F
-
-    cube = items.select("item_id", "cube_cuft")
-    totals = (sales.join(F.broadcast(cube), "item_id")
-              .groupBy("location_id", "timestamp")
-              .agg(F.sum("target").alias("units"), F.sum(F.col("target") * F.col("cube_cuft")).alias("cube")))
-    return totals.toPandas()
-
-
-# ----------------------------------------------------------------------------------------------
 # The job
 # ----------------------------------------------------------------------------------------------
 
@@ -647,12 +537,11 @@ def run(cfg: WorldConfig, spark=None, log=print) -> dict[str, dict]:
         events = events_calendar(cfg.start, cfg.end + dt.timedelta(days=cfg.plan_days))
         publish(pd.DataFrame({"timestamp": [e.day for e in events], "event": [e.name for e in events]}), EVENTS)
 
-        # Size the network from what was actually sold (read back from the published extract: cheap).
-        region_day = region_day_totals(spark, lake.read_spark(spark, SOURCE_SALES, cfg.ds), items)
-        tables = network_tables(cfg, region_day)
-        for name, table in (("regions", REGIONS), ("facilities", FACILITIES), ("delivery_lanes", DELIVERY_LANES),
-                            ("transfer_lanes", TRANSFER_LANES)):
-            publish(tables[name], table)
+        # The shared reference network, sized from what was actually sold (read back from the published
+        # extract: cheap).
+        region_day = reference_world.region_day_totals(spark, lake.read_spark(spark, SOURCE_SALES, cfg.ds), items)
+        reference_world.publish(reference_world.network_from_sales(region_day, cfg.seed, cfg.locations, cfg.n_fcs,
+                                                                   cfg.n_dcs), cfg.ds, publish)
         items.unpersist()
     log(f"world: done in {time.time() - began:.1f}s; lake {lake.get_settings().lake}")
     return manifests

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from echelon.catalog.demand import qcols
+from echelon.reference_world import generate_tables  # noqa: F401  (the shared world's generated instances)
 
 SPEEDS = ("same_day", "one_day", "two_day")
 QUANTILE_COLUMNS = qcols()   # the forecast contract's deciles
@@ -264,65 +265,6 @@ def check_network(facilities: pd.DataFrame, delivery_lanes: pd.DataFrame, transf
 # -------------------------------------------------------------------------------------------------
 # Generated instances
 # -------------------------------------------------------------------------------------------------
-
-def generate_tables(items: int = 50, facilities: int = 6, regions: int = 4, seed: int = 42,
-                    dcs: int | None = None, tightness: float = 0.8, window: int = 10) -> dict[str, pd.DataFrame]:
-    """Seeded network tables (the `network` contract's shapes), an items table and a demand summary.
-
-    Capacities: total FC storage is `tightness` x the cube of the network's expected window demand,
-    total FC flow `tightness / 0.8 * 0.85` x its mean daily units, split over FCs with +-50% noise, so
-    some FCs bind and others are slack."""
-    rng = np.random.default_rng([seed, 3])
-    F, R = facilities, regions
-    D = dcs or max(1, F // 5)
-    region_ids = [f"R{r + 1:02d}" for r in range(R)]
-    fc_ids, dc_ids = [f"FC{k + 1:02d}" for k in range(F)], [f"DC{k + 1:02d}" for k in range(D)]
-    rxy = rng.uniform([0, 0], [3000, 1500], size=(R, 2))
-    fxy = rxy[np.arange(F) % R] + rng.normal(0, 40, size=(F, 2))
-    dxy = rxy[rng.integers(0, R, D)] + rng.normal(0, 150, size=(D, 2))
-    dist = np.hypot(*(fxy[:, None, :] - rxy[None, :, :]).transpose(2, 0, 1))
-    lanes = pd.DataFrame({"facility_id": np.repeat(fc_ids, R), "region_id": np.tile(region_ids, F),
-                          "distance_km": dist.ravel().round(1)})
-    lanes["same_day"] = lanes["distance_km"] <= 120.0
-    lanes["one_day"] = lanes["distance_km"] <= 700.0
-    lanes["two_day"] = True
-    lanes["cost_per_unit"] = (1.0 + 0.002 * lanes["distance_km"]).round(3)
-    tdist = np.hypot(*(dxy[:, None, :] - fxy[None, :, :]).transpose(2, 0, 1)).ravel()
-    transfer = pd.DataFrame({"from_facility_id": np.repeat(dc_ids, F), "to_facility_id": np.tile(fc_ids, D),
-                             "cost_per_unit": (0.25 + 0.0006 * tdist).round(3),
-                             "lead_time_mean_days": (1.0 + tdist / 400.0).round(2),
-                             "lead_time_std_days": (0.2 + 0.15 * (1.0 + tdist / 400.0)).round(2)})
-
-    item_ids = [f"I{n:06d}" for n in range(items)]
-    cube = np.exp(rng.normal(np.log(0.3), 0.9, items)).round(3)
-    price = np.exp(rng.normal(np.log(25.0), 0.8, items)).round(2)
-    rate = np.exp(rng.normal(np.log(2.0), 1.2, items))                       # units/day, all regions
-    share = rng.dirichlet(np.full(R, 2.0))
-    region_rate = rate[:, None] * share[None, :] * rng.uniform(0.5, 1.5, (items, R))
-    mean = region_rate * window
-    sd = np.sqrt(mean) * rng.uniform(1.0, 2.0, (items, R))                   # over-dispersed counts
-    summary = pd.DataFrame({"item_id": np.repeat(item_ids, R), "region_id": np.tile(region_ids, items),
-                            "mean": mean.ravel(), "sd": sd.ravel()})
-
-    fc_weight = share[np.arange(F) % R] / np.bincount(np.arange(F) % R, minlength=R)[np.arange(F) % R]
-    fc_weight = fc_weight * rng.uniform(0.5, 1.5, F)
-    fc_weight /= fc_weight.sum()
-    total_cube = float((mean.sum(axis=1) * cube).sum())
-    daily_units = float(mean.sum()) / window
-    facilities_table = pd.concat([
-        pd.DataFrame({"facility_id": dc_ids, "facility_type": "DC", "echelon": 1,
-                      "storage_capacity_cuft": np.ceil(2.0 * total_cube / D),
-                      "flow_capacity_units_per_day": np.ceil(1.2 * daily_units / D),
-                      "vendor_lead_time_mean_days": rng.uniform(10, 21, D).round(1)}),
-        pd.DataFrame({"facility_id": fc_ids, "facility_type": "FC", "echelon": 2,
-                      "storage_capacity_cuft": np.ceil(tightness * total_cube * fc_weight),
-                      "flow_capacity_units_per_day": np.ceil(tightness / 0.8 * 0.85 * daily_units * fc_weight),
-                      "vendor_lead_time_mean_days": np.nan})], ignore_index=True)
-    facilities_table["vendor_lead_time_std_days"] = 0.25 * facilities_table["vendor_lead_time_mean_days"]
-    items_table = pd.DataFrame({"item_id": item_ids, "cube_cuft": cube, "price": price})
-    return {"facilities": facilities_table, "delivery_lanes": lanes, "transfer_lanes": transfer,
-            "items": items_table, "summary": summary, "window": window}
-
 
 def generate(items: int = 50, facilities: int = 6, regions: int = 4, seed: int = 42,
              params: Params = Params(), **kw) -> Instance:

@@ -74,19 +74,31 @@ def test_partition_is_the_day_before_the_logical_date():
 
 def test_an_asset_triggered_run_takes_its_dates_from_the_events():
     import datetime as dt
-    from types import SimpleNamespace as Event
+    from types import SimpleNamespace
 
     import pytest
 
     from echelon.schedule import outlet_extra, run_partitions
 
+    def Event(extra, minute=0):
+        return SimpleNamespace(extra=extra, timestamp=dt.datetime(2026, 11, 21, 2, minute, tzinfo=dt.timezone.utc))
+
     run = dt.datetime(2026, 11, 21, 3, 0, tzinfo=dt.timezone.utc)
-    events = {"forecasts": [Event(extra=outlet_extra(["2026-11-19"], rows=5)),
-                            Event(extra=outlet_extra(["2026-11-17", "2026-11-18"]))]}
+    events = {"forecasts": [Event(outlet_extra(["2026-11-19"], rows=5), minute=30),
+                            Event(outlet_extra(["2026-11-17", "2026-11-18"]), minute=10)]}
     assert run_partitions(run, events) == ["2026-11-20"]          # a logical date (manual, backfill) wins
-    # no logical date: every date the (coalesced) events carry, oldest first
-    assert run_partitions(None, events) == ["2026-11-17", "2026-11-18", "2026-11-19"]
+    # no logical date: the date of the newest event only (a backlog or coalesced events are superseded)
+    assert run_partitions(None, events) == ["2026-11-19"]
+    backlog = {"forecasts": [Event(outlet_extra([f"2026-10-{d:02d}"]), minute=d) for d in (3, 1, 2)]}
+    assert run_partitions(None, backlog) == ["2026-10-03"]       # the first run after an unpause: the latest
+    late = {"forecasts": [Event(outlet_extra(["2026-11-19"]), minute=5), Event(outlet_extra(["2026-11-16"]), minute=9)]}
+    assert run_partitions(None, late) == ["2026-11-16"]          # newest published, not the newest date
+    # a demand backfill's events re-plan nothing through the Asset (placement's own backfill does)
+    replayed = {"forecasts": [Event(outlet_extra(["2026-11-01"], backfill=True), minute=50),
+                              Event(outlet_extra(["2026-11-19"]), minute=1)]}
+    assert run_partitions(None, replayed) == ["2026-11-19"]
+    assert run_partitions(None, {"forecasts": [Event(outlet_extra(["2026-11-01"], backfill=True))]}) == []
     with pytest.raises(ValueError, match="carry no 'ds'"):
-        run_partitions(None, {"forecasts": [Event(extra={"rows": 5})]})
+        run_partitions(None, {"forecasts": [Event({"rows": 5})]})
     with pytest.raises(ValueError, match="no logical date"):
         run_partitions(None, {})

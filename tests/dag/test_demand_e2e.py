@@ -215,42 +215,86 @@ def test_a_weekly_backfill_plans_one_round_per_week_one_at_a_time(services):
     assert "2026-10" not in listing, "a refused or dry-run backfill created runs"
 
 
+def placement_runs(env) -> list[dict]:
+    listing = run(env, "airflow", "dags", "list-runs", "placement_nightly", "-o", "json")
+    return json.loads(next((line for line in reversed(listing.splitlines()) if line.startswith("[")), "[]"))
+
+
+def wait_for_placement_runs(env, logs, finished, timeout=1200) -> list[dict]:
+    """Poll the placement runs until `finished(runs)` holds and no run is queued or running (explicit
+    waits: nothing of a test goes on running beside the module's later tests)."""
+    deadline = time.time() + timeout
+    while True:
+        runs = placement_runs(env)
+        if finished(runs) and not [r for r in runs if r["state"] in ("queued", "running")]:
+            return runs
+        assert time.time() < deadline, f"placement runs: {runs}\n" + (logs / "scheduler.log").read_text()[-4000:]
+        time.sleep(10)
+
+
 def test_forecasts_trigger_placement_with_their_data_date(home, services):
     """placement_nightly is scheduled on demand's forecasts Asset. A demand run executed by the real
     scheduler publishes forecasts; its Asset event carries the data date in `extra`, and the scheduler
-    starts an Asset-triggered placement run (no logical date) whose `partitions` task resolves that date,
-    with every other date whose forecasts were published since placement's previous Asset-triggered run
-    (Airflow hands a run all those events; here the earlier `dags test` runs, published while placement
-    was paused)."""
+    starts an Asset-triggered placement run (no logical date) whose `partitions` task resolves that date
+    only. Airflow hands that first run after the unpause every forecasts event since placement's previous
+    Asset-triggered run (here the earlier `dags test` runs and the demand backfill, published while
+    placement was paused): it plans the latest date, not the backlog. The test waits until the placement
+    run has finished, so that no run is left behind."""
     import sqlite3
 
+    var, _ = home
     env, logs = services
     day = "2026-11-16"   # not run yet in this module
     run(env, "airflow", "dags", "unpause", "placement_nightly")   # paused consumers get no Asset runs
     run(env, "airflow", "dags", "unpause", "demand_nightly")
     try:
         run(env, "airflow", "dags", "trigger", "demand_nightly", "-l", nightly_run_date(day).isoformat())
-        db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
-        deadline = time.time() + 900
-        while True:
-            with sqlite3.connect(db, timeout=60) as con:   # waits out the scheduler's write locks
-                extras = [json.loads(e) for (e,) in con.execute(
-                    "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = ?",
-                    ("echelon://published/demand/forecasts",))]
-                resolved = con.execute(
-                    "select r.logical_date, x.value from xcom x join dag_run r on r.dag_id = x.dag_id and "
-                    "r.run_id = x.run_id where r.dag_id = 'placement_nightly' and r.run_type = 'asset_triggered' "
-                    "and x.task_id = 'partitions'").fetchall()
-            if resolved:
-                break
-            assert time.time() < deadline, "no Asset-triggered placement run resolved its date:\n" + \
-                (logs / "scheduler.log").read_text()[-4000:]
-            time.sleep(10)
+        runs = wait_for_placement_runs(env, logs, lambda runs: any(
+            r["run_id"].startswith("asset_triggered__") and r["state"] in ("success", "failed") for r in runs))
     finally:   # nothing of this test goes on running beside the module's later tests
         run(env, "airflow", "dags", "pause", "placement_nightly")
         run(env, "airflow", "dags", "pause", "demand_nightly")
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db, timeout=60) as con:   # waits out the scheduler's write locks
+        extras = [json.loads(e) for (e,) in con.execute(
+            "select e.extra from asset_event e join asset a on a.id = e.asset_id where a.uri = ?",
+            ("echelon://published/demand/forecasts",))]
+        resolved = con.execute(
+            "select r.logical_date, x.value from xcom x join dag_run r on r.dag_id = x.dag_id and "
+            "r.run_id = x.run_id where r.dag_id = 'placement_nightly' and r.run_type = 'asset_triggered' "
+            "and x.task_id = 'partitions'").fetchall()
     assert any(extra.get("ds") == day for extra in extras), extras
+    assert len({extra["ds"] for extra in extras}) > 1, "a backlog of earlier dates was published while paused"
     (logical_date, value), = resolved
     days = json.loads(value)
     days = json.loads(days) if isinstance(days, str) else days
-    assert logical_date is None and day in days and days == sorted({extra["ds"] for extra in extras}), resolved
+    assert logical_date is None and days == [day], resolved
+    asset_runs = [r for r in runs if r["run_id"].startswith("asset_triggered__")]
+    assert [r["state"] for r in asset_runs] == ["success"], runs
+    assert (var / "lake" / "published" / "placement" / "placement_plan" / f"ds={day}" / "_manifest.json").exists()
+
+
+def test_a_placement_backfill_runs_one_run_per_date_through_the_scheduler(home, services):
+    """An analyst's backfill of placement_nightly over data dates (Airflow refuses `backfill create` for its
+    Asset schedule): echelon makes one run per date with its logical date, the real scheduler executes them,
+    and each plans its own date (the forecasts of BACKFILL, published by the demand backfill above)."""
+    var, _ = home
+    env, logs = services
+    wanted = {nightly_run_date(ds).isoformat() for ds in BACKFILL}
+    try:
+        plan = run(env, "backfill", "--dag", "placement_nightly", "--from", BACKFILL[0], "--to", BACKFILL[1], "--dry-run")
+        assert plan.count(": trigger") == len(BACKFILL), plan
+        assert not {r["logical_date"] for r in placement_runs(env) if r["logical_date"]} & wanted, "dry run created runs"
+        run(env, "backfill", "--dag", "placement_nightly", "--from", BACKFILL[0], "--to", BACKFILL[1])
+
+        def dated(runs):
+            return {r["logical_date"].replace("Z", "+00:00"): r["state"] for r in runs if r["logical_date"]}
+
+        runs = wait_for_placement_runs(env, logs, lambda runs: wanted <= {
+            k for k, v in dated(runs).items() if v in ("success", "failed")})
+    finally:
+        run(env, "airflow", "dags", "pause", "placement_nightly")
+    assert {k: v for k, v in dated(runs).items() if k in wanted} == {k: "success" for k in wanted}, runs
+    for ds in BACKFILL:
+        manifest = var / "lake" / "published" / "placement" / "placement_plan" / f"ds={ds}" / "_manifest.json"
+        assert manifest.exists(), ds

@@ -34,7 +34,7 @@ WORLD = {"items": 6, "facilities": 3, "regions": 2, "seed": 2}
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, spark):
-    from echelon.models.placement import demo
+    from echelon.jobs.placement import world as demo
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ECHELON_LAKE", str(tmp_path_factory.mktemp("placement-lake")))

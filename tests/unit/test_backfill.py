@@ -83,3 +83,33 @@ def test_a_create_that_met_a_locked_database_is_tried_again_and_nothing_else_is(
     assert create_retrying_locks(create, wait_s=0).returncode == 1 and len(made) == 1
     create, made = attempts(*[(1, "database is locked")] * 3)
     assert create_retrying_locks(create, attempts=3, wait_s=0).returncode == 1 and len(made) == 3
+
+
+def test_a_dag_airflow_cannot_backfill_gets_one_run_per_data_date():
+    """placement_nightly (Asset-scheduled): each data date a run with the nightly logical date of that day;
+    an existing run is cleared to run again as --reprocess says, a queued or running one left alone."""
+    from echelon.backfill import run_plan
+    from echelon.schedule import nightly_run_date
+
+    existing = {"2026-11-17": "success", "2026-11-18": "failed", "2026-11-19": "running"}
+    plan = run_plan("2026-11-16", "2026-11-19", existing, "completed")
+    assert [(a, ds) for a, ds, _ in plan] == [("trigger", "2026-11-16"), ("clear", "2026-11-17"),
+                                             ("clear", "2026-11-18"), ("skip", "2026-11-19")]
+    assert [logical for _, _, logical in plan] == [nightly_run_date(ds) for _, ds, _ in plan]
+    assert [a for a, _, _ in run_plan("2026-11-16", "2026-11-19", existing, "failed")] == ["trigger", "skip", "clear", "skip"]
+    assert [a for a, _, _ in run_plan("2026-11-16", "2026-11-19", existing, "none")] == ["trigger", "skip", "skip", "skip"]
+    with pytest.raises(BackfillError, match="is after"):
+        run_plan("2026-11-19", "2026-11-16", {}, "completed")
+
+
+def test_a_backfill_run_is_recognised_by_its_run_type():
+    from types import SimpleNamespace
+
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    from echelon.schedule import is_backfill
+
+    assert is_backfill(SimpleNamespace(run_type=DagRunType.BACKFILL))
+    assert is_backfill(SimpleNamespace(run_type="backfill"))
+    assert not is_backfill(SimpleNamespace(run_type=DagRunType.SCHEDULED))
+    assert not is_backfill(None)

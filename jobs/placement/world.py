@@ -1,6 +1,7 @@
-"""Publish a generated placement world to the lake: network tables, items and a forecasts partition in
-the shapes of the `network`, `items` and `forecasts` contracts. For demos and tests of the lake path
-without running the demand pipeline; the nightly job reads whatever the real producers published."""
+"""Placement's world: a generated reference world (echelon/reference_world.generate_tables: network tables
+and items) and a forecasts partition in the shape of demand's `forecasts` contract, published to the lake.
+For demos and tests of the lake path without running the demand pipeline; the nightly job reads whatever
+the real producers published."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,11 +9,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from echelon import lake
-from echelon.catalog.demand import QUANTILES, qcol
-from echelon.catalog.demand import FORECASTS, ITEMS
-from echelon.catalog.network import DELIVERY_LANES, FACILITIES, TRANSFER_LANES
-from echelon.models.placement.instance import generate_tables
+from echelon import lake, reference_world
+from echelon.catalog.demand import FORECASTS, QUANTILES, qcol
 
 HORIZON = 28
 
@@ -35,10 +33,7 @@ def forecasts_from_summary(summary: pd.DataFrame, ds: str, window: int, horizon:
 
 
 def publish(ds: str, items: int = 12, facilities: int = 4, regions: int = 3, seed: int = 1) -> dict:
-    t = generate_tables(items, facilities, regions, seed)
+    t = reference_world.generate_tables(items, facilities, regions, seed)
     manifests = {"forecasts": lake.publish(forecasts_from_summary(t["summary"], ds, t["window"]), FORECASTS, ds)}
-    for name, table in (("items", ITEMS), ("facilities", FACILITIES),
-                        ("delivery_lanes", DELIVERY_LANES), ("transfer_lanes", TRANSFER_LANES)):
-        manifests[name] = lake.publish(t[name], table, ds)
-    return manifests
+    return {**manifests, **reference_world.publish(t, ds)}
 
