@@ -236,3 +236,11 @@ def test_batch_ids_are_strict(batch_id):
     with pytest.raises(ValueError, match="batch_id .* is not a valid id"):
         batch_info("2026-11-20", batch_id or " ", "manifest.csv")
     assert batch_info("2026-11-20", "batch-2026-11-20.001", "m.csv")["batch_id"] == "batch-2026-11-20.001"
+
+
+def test_chaos_refuses_an_unknown_fault_before_starting_anything():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chaos.py"), "--faults", "postgres,meteor"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("chaos: unknown fault(s) ['meteor']; known: "
+                                   "['corrupt', 'disk_full', 'mlflow', 'postgres', 'spark_worker']")
