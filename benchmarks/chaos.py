@@ -171,16 +171,20 @@ def fault_postgres(ctx) -> dict:
     ds, lake = ctx["ds"], ctx["lake"]
     before = checksums(lake)
     step = Step(ctx["env"], "train", ds, ctx["logs"])
-    # mid-run: once the step has started its MLflow run (a RUNNING run of this date in the store)
-    time.sleep(20)
+    # mid-run: once the step has started an MLflow run (RUNNING in the store), so the step is writing to it
+    try:
+        waited = f"{wait_for(lambda: running_runs(ctx['stack']) > 0 or step.process.poll() is not None, 600, 'a run'):.0f}s"
+    except TimeoutError:
+        waited = "600 s (no RUNNING run seen)"
     ctx["postgres"].stop("immediate")
-    log("postgres stopped")
+    log(f"postgres stopped {waited} into train")
     code, message, seconds = step.wait(900)
     after = checksums(lake)
     ctx["postgres"].start()
     log("postgres started again")
     retry = [run_step(ctx["env"], s, ds, ctx["logs"]) for s in ("train", "evaluate_and_promote", "score")]
-    return {"fault": "Postgres (MLflow's store) stopped mid-run, 20 s into `demand train`",
+    return {"fault": f"Postgres (MLflow's store) stopped (-m immediate) {waited} into `demand train`, once its "
+                     "MLflow run was RUNNING; started again when the step had ended",
             "run": f"exit {code} after {seconds:.0f}s: {message}", "published": changed(before, after) or "unchanged",
             "retry": retry, "once": exactly_once(lake, "published/demand/forecasts", ds)}
 
@@ -204,6 +208,26 @@ def fault_mlflow(ctx) -> dict:
             "run": f"exit {code} after {seconds:.0f}s: {message}",
             "published": changed(before, after) or "unchanged", "retry": retry,
             "once": exactly_once(lake, "published/demand/forecasts", ds)}
+
+
+def running_runs(stack) -> int:
+    """RUNNING runs of the demand experiment, asked as MLflow's admin (basic auth)."""
+    import base64
+    import urllib.request
+
+    token = base64.b64encode(f"admin:{stack.mlflow_admin_password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    try:
+        request = urllib.request.Request(f"{stack.mlflow_url}/api/2.0/mlflow/experiments/get-by-name"
+                                         "?experiment_name=echelon-demand", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            experiment = json.loads(response.read())["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [experiment], "filter": "attributes.status = 'RUNNING'"}).encode()
+        request = urllib.request.Request(f"{stack.mlflow_url}/api/2.0/mlflow/runs/search", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return len(json.loads(response.read()).get("runs", []))
+    except OSError:
+        return 0
 
 
 def _health(stack) -> bool:
@@ -366,6 +390,7 @@ def main() -> int:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("MLFLOW_", "ECHELON_MLFLOW", "AIRFLOW", "SPARK_")) and k not in ("ECHELON_LAKE", "ECHELON_REPORTS")}
     base.update({"ECHELON_VAR": str(var), "ECHELON_DEMAND_CANDIDATES": "seasonal_naive",
+                 "ECHELON_DEMAND_RETRAIN": "daily",   # train trains every night (else a Friday is a no-op)
                  "ECHELON_SPARK_SHUFFLE_PARTITIONS": "2", "ECHELON_SPARK_DRIVER_MEMORY": "768m"})
     stack = Stack(var, postgres_url=postgres.url, roles=(), base_env=base, spark_worker_cores=1,
                   spark_worker_memory="1g")

@@ -99,9 +99,12 @@ def test_the_ui_asks_for_a_login_and_shows_experiments_after_it(mlflow_stack, tm
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
-            anonymous = browser.new_context().new_page()
-            response = anonymous.goto(f"{mlflow_stack.mlflow_url}/")
-            assert response.status == 401
+            from playwright.sync_api import Error as PlaywrightError
+
+            anonymous = browser.new_context()
+            assert anonymous.request.get(f"{mlflow_stack.mlflow_url}/").status == 401
+            with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):   # no login, no page
+                anonymous.new_page().goto(f"{mlflow_stack.mlflow_url}/")
             context = browser.new_context(viewport={"width": 1400, "height": 900}, http_credentials={
                 "username": "admin", "password": mlflow_stack.mlflow_admin_password})
             page = context.new_page()
