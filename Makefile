@@ -55,6 +55,9 @@ stack: env  ## the production-shaped stack from real processes: Airflow + MLflow
 test-stack: env  ## only the stack tests (tests/stack): Postgres, Spark cluster, scheduler runs, browser checks
 	$(BIN)/python -m pytest -q tests/stack
 
+chaos: env  ## the fault matrix on the stack: Postgres, MLflow, a Spark worker down mid-run, a full lake disk, a corrupt partition (results/reliability.md)
+	nice -n 10 $(BIN)/python benchmarks/chaos.py
+
 bench-stack: env  ## the stack: 7-date backfill with 1 vs 2 parallel runs, feature job local[2] vs the Spark cluster
 	$(BIN)/python benchmarks/stack_bench.py --out benchmarks/results
 

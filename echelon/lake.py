@@ -281,13 +281,17 @@ def describe(folder: Path, batch_rows: int = 65_536, known: dict | None = None, 
 
     The checksum is the sum (mod 2^64) of one hash per row (pandas' row hash, integers and booleans as
     nullable dtypes), so the same rows give the same checksum whatever the file split, row order or
-    batch size. Read batch by batch: memory stays bounded by one batch whatever the partition's size
-    (a 36,000-series feature partition is ~25 GB in pandas). known: {file name: [rows, sum]} of files not
-    to read again (carried); per_file: also return `row_sums`, each file's [rows, sum]."""
+    batch size. Each file's [rows, sum] is computed once, batch by batch (memory bounded by one batch), and
+    recorded in the manifest at publish (`files[name].row_sum`); a folder that has a manifest (a published
+    partition) is described from those per-file sums, each file checked against its recorded size and
+    SHA-256 (a stream of bytes, no pandas), and only a file without a recorded sum, or one that no longer
+    matches, is hashed row by row again. known: {file name: [rows, sum]} of files not to read again
+    (carried); per_file: also return `row_sums`, each file's [rows, sum]."""
     import pyarrow.dataset as pads
 
+    folder = Path(folder)
     dataset = pads.dataset(str(folder), format="parquet")
-    known = known or {}
+    known = {**recorded_sums(folder), **(known or {})}
     rows, checksum, files = 0, 0, {}
     for path in sorted(dataset.files):
         name = Path(path).name
@@ -297,6 +301,23 @@ def describe(folder: Path, batch_rows: int = 65_536, known: dict | None = None, 
     schema = {field.name: str(field.type) for field in dataset.schema}
     digest = hashlib.sha256(f"{checksum}:{json.dumps(schema, sort_keys=True)}".encode()).hexdigest()
     return {"rows": rows, "schema": schema, "checksum": digest, **({"row_sums": files} if per_file else {})}
+
+
+def recorded_sums(folder: Path) -> dict[str, list]:
+    """{file name: [rows, sum]} from the folder's manifest, for the files whose size and SHA-256 still match
+    their manifest entry (the per-file checksums written at publish); {} without a manifest."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for name, entry in (manifest.get("files") or {}).items():
+        sums = entry.get("row_sum")
+        path = Path(folder) / name
+        if (sums is not None and path.is_file() and path.stat().st_size == entry["bytes"]
+                and _sha256(path) == entry["sha256"]):
+            found[Path(name).name] = [entry["rows"], sums]
+    return found
 
 
 def _owner_tag() -> str:
@@ -381,8 +402,12 @@ def _stage(frame, table: Table, ds: str, gate, extra: dict | None, params: dict 
                 raise LakeError(f"carried file {name} clashes with a new file of {table} ds={ds}")
             os.link(source, staging / name)
         known = {name: sums for name, (_, sums) in carry.items()}
-        described = describe(staging, known=known, per_file=bool(segment_by or carry))
-        manifest = {"table": str(table), "ds": ds, **described, "files": file_entries(staging),
+        described = describe(staging, known=known, per_file=True)
+        files = file_entries(staging)
+        sums = described.pop("row_sums") if not (segment_by or carry) else described["row_sums"]
+        for name, entry in files.items():   # each file's row-hash sum: later describes read no rows
+            entry["row_sum"] = sums[Path(name).name][1]
+        manifest = {"table": str(table), "ds": ds, **described, "files": files,
                     "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "code_version": code_version(), **({"commit": commit} if commit else {}), **(extra or {})}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -3,7 +3,8 @@ started on loopback from the same settings, used by `make stack` and by tests/st
 
     Postgres (already running)  ->  a dedicated database pair <name>_airflow / <name>_mlflow, created here
     Spark standalone master + worker             SPARK_MASTER=spark://127.0.0.1:<port>
-    MLflow tracking server on Postgres           MLFLOW_TRACKING_URI=http://127.0.0.1:<port>, proxied artifacts
+    MLflow tracking server on Postgres           MLFLOW_TRACKING_URI=http://127.0.0.1:<port>, proxied artifacts,
+        behind MLflow's basic-auth app           ECHELON_MLFLOW_CREDENTIALS=<0600 file with the tasks' login>
     Airflow api-server, scheduler, dag-processor, triggerer on Postgres (LocalExecutor), simple auth on
 
 Every service binds 127.0.0.1 on a free port. Secrets come only from the environment: the Airflow admin
@@ -187,7 +188,8 @@ class Stack:
 
     def __init__(self, var: Path, name: str | None = None, postgres_url: str | None = None,
                  roles: tuple[str, ...] = AIRFLOW_ROLES, spark_worker_cores: int = 2,
-                 spark_worker_memory: str = "3g", base_env: dict | None = None, keep_databases: bool = False):
+                 spark_worker_memory: str = "3g", base_env: dict | None = None, keep_databases: bool = False,
+                 spark: bool = True):
         base = dict(os.environ if base_env is None else base_env)
         self.var = Path(var).resolve()
         self.dir = self.var / "stack"
@@ -198,6 +200,7 @@ class Stack:
         self.roles = roles
         self.worker_cores, self.worker_memory = spark_worker_cores, spark_worker_memory
         self.keep_databases = keep_databases
+        self.spark = spark   # False (with roles=()): Postgres and MLflow only, for checks of MLflow alone
         self.ports = {k: free_port() for k in ("spark", "spark_ui", "worker", "worker_ui", "mlflow", "airflow")}
         self.spark_url = f"spark://127.0.0.1:{self.ports['spark']}"
         self.spark_ui = f"http://127.0.0.1:{self.ports['spark_ui']}"
@@ -206,8 +209,14 @@ class Stack:
         self.admin_user = base.get("ECHELON_AIRFLOW_ADMIN_USER", "admin")
         self.admin_password = base.get("ECHELON_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
         self.spark_secret = secrets.token_urlsafe(24)   # spark.authenticate: this stack's processes only
+        # MLflow behind its basic-auth app: an admin (people, the UI) and the tasks' own user, whose login
+        # every service and task reads from a 0600 credentials file (only the file's path is in the env)
+        self.mlflow_admin_password = base.get("ECHELON_MLFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
+        self.mlflow_tasks = ("echelon-tasks", secrets.token_urlsafe(18))
+        self.mlflow_auth_dir = self.dir / "mlflow-auth"
         self.processes: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}   # role -> argv, to restart a service as it was started
+        self.envs: dict[str, dict] = {}             # role -> its environment (MLflow's has its auth settings)
         self._token: str | None = None
         self._created = False
         self.env = self._environment(base)
@@ -220,6 +229,7 @@ class Stack:
                "SPARK_CONF_DIR": str(self.dir / "spark-conf"),
                "ECHELON_SPARK_DRIVER_MEMORY": base.get("ECHELON_SPARK_DRIVER_MEMORY", "1g"),
                "MLFLOW_TRACKING_URI": self.mlflow_url, "MLFLOW_REGISTRY_URI": self.mlflow_url,
+               "ECHELON_MLFLOW_CREDENTIALS": str(self.dir / "mlflow-auth" / "tasks.credentials"),
                # the domains' experiments keep their artifacts under ECHELON_MLFLOW_ARTIFACTS (default
                # <var>/mlflow/artifacts: a filesystem every process of this one-machine stack shares); the
                # server proxies the same folder for experiments created without a location
@@ -245,8 +255,9 @@ class Stack:
                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
                "no_proxy": "*"}
-        for key in ("ECHELON_LAKE", "ECHELON_REPORTS"):
-            env.pop(key, None)  # the stack's lake and reports live under its own var/
+        for key in ("ECHELON_LAKE", "ECHELON_REPORTS", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                    "MLFLOW_TRACKING_TOKEN"):
+            env.pop(key, None)  # an inherited MLflow login would win over the tasks' credentials file  # the stack's lake and reports live under its own var/
         return airflow_env(env)
 
     def _write_configs(self) -> None:
@@ -258,13 +269,21 @@ class Stack:
                      f"spark.authenticate true\nspark.authenticate.secret {self.spark_secret}\n")
         passwords = Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
         write_secret(passwords, json.dumps({self.admin_user: self.admin_password}) + "\n")
+        from echelon.stack_secrets import mlflow_auth_ini
+        from echelon.tracking import credentials_text
+
+        mlflow_auth_ini(self.mlflow_auth_dir / "basic_auth.ini", self.mlflow_admin_password,
+                        f"sqlite:///{self.mlflow_auth_dir / 'users.db'}")
+        write_secret(self.mlflow_auth_dir / "admin.credentials", credentials_text("admin", self.mlflow_admin_password))
+        write_secret(Path(self.env["ECHELON_MLFLOW_CREDENTIALS"]), credentials_text(*self.mlflow_tasks))
 
     # -- processes -----------------------------------------------------------------------------------
-    def _spawn(self, role: str, argv: list[str], mode: str = "wb") -> None:
+    def _spawn(self, role: str, argv: list[str], mode: str = "wb", env: dict | None = None) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.commands[role] = argv
+        self.envs[role] = env = env or self.envs.get(role) or self.env
         with open(self.logs / f"{role}.log", mode) as out:
-            self.processes[role] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            self.processes[role] = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                                     cwd=self.dir, start_new_session=True)
 
     def restart(self, role: str, kill: bool = False, grace: float = 120.0) -> None:
@@ -328,11 +347,16 @@ class Stack:
                                str(self.var / "mlflow" / "artifacts")], env=self.env, capture_output=True, text=True)
         if init.returncode:
             raise StackError(f"MLflow could not create its schema in {redact(store)}:\n{init.stderr[-2000:]}")
-        self._spawn("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", store,
+        # the basic-auth app: its config (admin, users database) and Flask key reach the server's process only
+        auth_env = {**self.env, "MLFLOW_AUTH_CONFIG_PATH": str(self.mlflow_auth_dir / "basic_auth.ini"),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32)}
+        self._spawn("mlflow", [str(BIN / "mlflow"), "server", "--app-name", "basic-auth",
+                               "--backend-store-uri", store,
                                "--registry-store-uri", store, "--serve-artifacts",
                                "--artifacts-destination", str(self.var / "mlflow" / "artifacts"),
                                "--host", "127.0.0.1", "--port", str(self.ports["mlflow"]), "--workers", "2",
-                               "--allowed-hosts", f"127.0.0.1:{self.ports['mlflow']},localhost:{self.ports['mlflow']}"])
+                               "--allowed-hosts", f"127.0.0.1:{self.ports['mlflow']},localhost:{self.ports['mlflow']}"],
+                    env=auth_env)
 
     def _start_airflow(self) -> None:
         migrate = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, capture_output=True,
@@ -352,18 +376,32 @@ class Stack:
         create_databases(self.postgres_url, self.databases)
         self._created = True
         try:
-            self._start_spark()
+            if self.spark:
+                self._start_spark()
             self._start_mlflow()
-            self._start_airflow()  # migrates while the JVMs and MLflow come up
-            self._wait("a Spark worker to register", lambda: self.spark_state().get("aliveworkers", 0) >= 1,
-                       roles=("spark-master", "spark-worker"))
+            if self.roles:
+                self._start_airflow()  # migrates while the JVMs and MLflow come up
+            if self.spark:
+                self._wait("a Spark worker to register", lambda: self.spark_state().get("aliveworkers", 0) >= 1,
+                           roles=("spark-master", "spark-worker"))
             self._wait("the MLflow server", lambda: http_get(f"{self.mlflow_url}/health")[0] == 200, roles=("mlflow",))
-            self._wait("the Airflow api-server",
-                       lambda: http_get(f"{self.airflow_url}/api/v2/monitor/health")[0] == 200, roles=("api-server",))
+            self._create_mlflow_tasks_user()
+            if "api-server" in self.roles:
+                self._wait("the Airflow api-server",
+                           lambda: http_get(f"{self.airflow_url}/api/v2/monitor/health")[0] == 200,
+                           roles=("api-server",))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _create_mlflow_tasks_user(self) -> None:
+        from echelon.stack_secrets import SecretError, create_mlflow_user
+
+        try:
+            create_mlflow_user(self.mlflow_url, ("admin", self.mlflow_admin_password), *self.mlflow_tasks)
+        except SecretError as error:
+            raise StackError(f"{error}\n{self.tail('mlflow')}") from None
 
     def stop(self) -> None:
         stop_services(self.processes.values())
@@ -433,12 +471,14 @@ class Stack:
         return "\n".join([
             f"Airflow UI   {self.airflow_url}  (user {self.admin_user}; password: ECHELON_AIRFLOW_ADMIN_PASSWORD or "
             f"{self.env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})",
-            f"MLflow UI    {self.mlflow_url}", f"Spark master {self.spark_url}  (UI {self.spark_ui})",
+            f"MLflow UI    {self.mlflow_url}  (basic auth: user admin; password: ECHELON_MLFLOW_ADMIN_PASSWORD or "
+            f"{self.mlflow_auth_dir / 'admin.credentials'}; tasks log in as {self.mlflow_tasks[0]} from "
+            f"ECHELON_MLFLOW_CREDENTIALS)", f"Spark master {self.spark_url}  (UI {self.spark_ui})",
             f"Postgres     {', '.join(self.databases)} on {redact(self.postgres_url)}",
             f"Lake         {settings.lake}", f"Reports      {settings.reports}", f"Logs         {self.logs}",
             "Environment for the CLI: " + " ".join(f"{k}={redact(self.env[k])}" for k in (
                 "ECHELON_VAR", "AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "MLFLOW_TRACKING_URI",
-                "SPARK_MASTER", "SPARK_CONF_DIR", "ECHELON_AIRFLOW_PORT")),
+                "ECHELON_MLFLOW_CREDENTIALS", "SPARK_MASTER", "SPARK_CONF_DIR", "ECHELON_AIRFLOW_PORT")),
             f"A world for it: ECHELON_VAR={self.var} echelon world --items 50 --locations 2 --end <ds>, then unpause "
             "demand_nightly in the UI or run `echelon backfill` with the environment above."])
 

@@ -16,6 +16,10 @@ from echelon.settings import get_settings
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
+class TrackingError(RuntimeError):
+    """The model registry could not answer (server down, store unreadable, refused): never "no champion"."""
+
+
 def configure() -> str:
     """Point MLflow at the configured store (creating the SQLite folder when it is the default)."""
     import mlflow
@@ -24,9 +28,54 @@ def configure() -> str:
     if settings.mlflow_uri.startswith("sqlite:///"):
         Path(settings.mlflow_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    load_credentials()
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
     return settings.mlflow_uri
+
+
+CREDENTIALS_ENV = "ECHELON_MLFLOW_CREDENTIALS"
+
+
+def load_credentials(path: str | None = None) -> str | None:
+    """The tasks' MLflow login from a secrets file, for a tracking server behind authentication.
+
+    ECHELON_MLFLOW_CREDENTIALS names a file readable by its owner only (0600), in MLflow's own credentials
+    format (`[mlflow]`, `mlflow_tracking_username = ...`, `mlflow_tracking_password = ...`). Only the file's
+    path travels in the environment of services and tasks; a process that talks to MLflow reads the file
+    here, and the login lives in that process alone (MLflow's client reads it from this process's
+    environment). Returns the user name, or None when no file is configured. A file that is missing,
+    readable by others or without both values raises TrackingError naming it."""
+    import configparser
+    import stat
+
+    from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
+
+    path = path or get_settings().env.get(CREDENTIALS_ENV)
+    if not path:
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, configparser.Error) as error:
+        raise TrackingError(f"{CREDENTIALS_ENV}={path}: cannot read the MLflow credentials ({error})") from None
+    if mode & 0o077:
+        raise TrackingError(f"{CREDENTIALS_ENV}={path}: mode {mode:04o} lets others read the MLflow password; "
+                            "chmod 600 it")
+    section = parser["mlflow"] if parser.has_section("mlflow") else {}
+    user, password = section.get("mlflow_tracking_username"), section.get("mlflow_tracking_password")
+    if not user or not password:
+        raise TrackingError(f"{CREDENTIALS_ENV}={path}: needs [mlflow] mlflow_tracking_username and "
+                            "mlflow_tracking_password")
+    MLFLOW_TRACKING_USERNAME.set(user)     # this process's environment, where MLflow's client reads it
+    MLFLOW_TRACKING_PASSWORD.set(password)
+    return user
+
+
+def credentials_text(user: str, password: str) -> str:
+    """A credentials file's content, for load_credentials (write it with echelon.stack.write_secret)."""
+    return f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n"
 
 
 def experiment(domain: str) -> str:
@@ -84,10 +133,6 @@ def close_killed_tries(experiment_id: str, tags: dict) -> list[str]:
     return killed
 
 
-class TrackingError(RuntimeError):
-    """The model registry could not answer (server down, store unreadable, refused): never "no champion"."""
-
-
 def alias_version(model_name: str, alias: str):
     """The model version behind an alias, or None when the registry says the model or alias does not exist.
 
@@ -110,6 +155,8 @@ def alias_version(model_name: str, alias: str):
                 return None
             if error.error_code == "INVALID_PARAMETER_VALUE" and alias not in client.get_registered_model(model_name).aliases:
                 return None
+            if error.error_code == "PERMISSION_DENIED" and not _visible(client, model_name):
+                return None
             raise TrackingError(f"{where} ({error.error_code}): {_first_line(error)}") from error
     except TrackingError:
         raise
@@ -119,6 +166,14 @@ def alias_version(model_name: str, alias: str):
         raise TrackingError(f"{where} ({error.error_code}): {_first_line(error)}") from error
     except Exception as error:  # noqa: BLE001  (connection errors, SQLAlchemy errors: any failure to ask)
         raise TrackingError(f"{where}: {type(error).__name__}: {_first_line(error)}") from error
+
+
+def _visible(client, model_name: str) -> bool:
+    """Whether a search lists the registered model. Behind MLflow's basic-auth app a user is refused (403)
+    any question about a model that does not exist; the stack gives every user READ on every model
+    (default_permission), so a model the search does not list is one that does not exist."""
+    quoted = model_name.replace("'", "\\'")
+    return bool(client.search_registered_models(filter_string=f"name = '{quoted}'", max_results=1))
 
 
 def _first_line(error: Exception) -> str:

@@ -31,14 +31,23 @@ def stack_env(var: Path) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def stack():
-    from echelon.stack import Stack, StackError, _connect
+@pytest.fixture(scope="session")
+def stack_postgres() -> str:
+    """The admin URL of the Postgres the stacks create their databases on (skips when unreachable)."""
+    from echelon.stack import DEFAULT_POSTGRES, StackError, _connect
 
+    url = os.environ.get("ECHELON_STACK_POSTGRES_URL", DEFAULT_POSTGRES)
     try:
-        _connect(os.environ.get("ECHELON_STACK_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")).close()
+        _connect(url).close()
     except StackError as exc:
         pytest.skip(f"no Postgres for the stack: {exc}")
+    return url
+
+
+@pytest.fixture(scope="module")
+def stack(stack_postgres):
+    from echelon.stack import Stack
+
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("java is not installed: the Spark standalone master/worker needs a JVM")
     # a folder of its own, outside pytest's numbered temp folders: during a 20-minute stack run on a shared
@@ -57,6 +66,10 @@ def stack():
     try:
         instance.start()
         assert world.wait(timeout=600) == 0, (var / "world.log").read_text()[-3000:]
+        # this test process talks to MLflow too (MlflowClient): with the tasks' login, from their file
+        from echelon.tracking import load_credentials
+
+        load_credentials(instance.env["ECHELON_MLFLOW_CREDENTIALS"])
         instance.ds = ds
         yield instance
     finally:

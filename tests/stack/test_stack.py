@@ -340,7 +340,9 @@ def test_mlflow_ui_shows_runs_and_the_champion(stack, browser, tmp_path):
     experiment = client.get_experiment_by_name("echelon-demand")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     champion = client.get_model_version_by_alias("demand_forecaster", "champion").version
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    # MLflow's basic-auth app: the browser logs in as the admin (HTTP basic auth)
+    page = browser.new_context(http_credentials={"username": "admin", "password": stack.mlflow_admin_password},
+                               viewport={"width": 1400, "height": 900}).new_page()
     page.goto(f"{stack.mlflow_url}/#/experiments/{experiment.experiment_id}/runs")
     expect(page.get_by_text(f"{len(runs)} matching runs")).to_be_visible(timeout=60_000)
     assert len(runs) >= 2

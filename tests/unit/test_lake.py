@@ -185,3 +185,17 @@ def test_a_partition_carries_an_earlier_ones_segment_files_as_hard_links(lake_di
     assert second["rows"] == len(whole) == len(lake.read(TABLE, "2026-11-21"))
     for name, (source, _) in low.items():
         assert (TABLE.partition("2026-11-21") / name).stat().st_ino == source.stat().st_ino
+
+
+def test_describe_of_a_published_partition_uses_the_manifests_per_file_sums(lake_dir, monkeypatch):
+    """describe() reads no rows of a published partition: each file's [rows, row-hash sum] is in the manifest
+    (checked against the file's size and SHA-256); a file that no longer matches is hashed again."""
+    published = lake.publish(frame(), TABLE, "2026-11-20")
+    assert all("row_sum" in entry for entry in published["files"].values())
+    folder = TABLE.partition("2026-11-20")
+    real_hash_sum, hashed = lake._hash_sum, []
+    monkeypatch.setattr(lake, "_hash_sum", lambda path, rows: hashed.append(path.name) or real_hash_sum(path, rows))
+    assert lake.describe(folder)["checksum"] == published["checksum"] and hashed == []
+    (part,) = folder.glob("*.parquet")
+    frame(offset=1).drop(columns="ds", errors="ignore").to_parquet(part, index=False)   # altered in place
+    assert lake.describe(folder)["checksum"] != published["checksum"] and hashed == [part.name]
