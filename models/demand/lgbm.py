@@ -1,8 +1,8 @@
 """Pooled LightGBM quantile forecaster: one model per quantile across all series, direct multi-horizon.
 
 Size: one forecaster class over two feature builders (the nightly Spark table and the any-frequency
-pandas table) sharing the row budget, early stopping, threads and save/load; splitting the Spark-table
-row sampling into its own module is the next step (noted in the session notes).
+pandas table) sharing the row budget, early stopping, threads and save/load; reading the Spark table's
+rows in bounded memory is its own module (lgbm_rows.py).
 
 Training rows are (series, origin, h) for h = 1..H: the features known at the end of the origin date
 (the feature job's row for that date), the known covariates of the target date (calendar, promo,
@@ -17,6 +17,11 @@ Fast by design (issue 15; measurements in benchmarks/results/demand_lgbm_speed.m
 - The last `horizon` days before the cutoff are a validation window (one origin per series, every
   horizon); no training row's target date falls inside it. Each quantile's booster stops early on it
   and its per-iteration validation pinball loss is kept in `learning_curves`.
+- Memory is bounded by the budget, not the table (lgbm_rows.py): the table (a pandas frame, or the
+  published partition as a pyarrow dataset with the night's item sample) is scanned batch by batch for
+  int32 series/day keys, then only the sampled origin and target rows are read, only the columns the
+  design uses, as float32; the design joins on integer keys; cold starts are blanked on the design rows;
+  the binned lgb.Datasets are built once (free_raw_data) and shared by the nine boosters.
 - LightGBM uses every core (`num_threads`, default Settings.threads).
 - `level_weight=False` by default: the level as a sample weight makes the quantile objective take the
   weighted-percentile path (a sort of each leaf's residuals per iteration); the validation metric is
