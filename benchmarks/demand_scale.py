@@ -150,14 +150,14 @@ def run_size(series: int, locations: int, steps: list[str], workdir: Path, env: 
     return rows
 
 
-def slopes(frame):
-    """Per step: slope of log(seconds) on log(series) between consecutive sizes."""
+def slopes(frame, value: str = "seconds"):
+    """Per step: slope of log(value) on log(series) between consecutive sizes (1 = linear)."""
     out = {}
     for step, group in frame.groupby("step", sort=False):
-        group = group.sort_values("series")
+        group = group.dropna(subset=[value]).sort_values("series")
         pairs = list(zip(group.itertuples(), list(group.itertuples())[1:]))
-        out[step] = ", ".join(f"{math.log(b.seconds / a.seconds) / math.log(b.series / a.series):.2f} "
-                              f"({a.series:,}->{b.series:,})" for a, b in pairs if a.seconds > 0) or "-"
+        out[step] = ", ".join(f"{math.log(getattr(b, value) / getattr(a, value)) / math.log(b.series / a.series):.2f} "
+                              f"({a.series:,}->{b.series:,})" for a, b in pairs if getattr(a, value) > 0) or "-"
     return out
 
 
@@ -168,6 +168,7 @@ def write(out: Path, rows: list[dict], history_rows: list[dict], runs: list[dict
     table = frame.pivot_table(index="step", columns="series", values=["seconds", "peak_gib"], sort=False)
     table.columns = [f"{'s' if v == 'seconds' else 'GiB'} @ {s:,}" for v, s in table.columns]
     table["slope (log s / log series)"] = pd.Series(slopes(frame))
+    table["slope (log GiB / log series)"] = pd.Series(slopes(frame, "peak_gib"))
     lines = ["# Demand pipeline at scale", "",
              *[f"- Measured {m['when']} with `python benchmarks/demand_scale.py {m['argv']}` on this machine "
                f"({os.cpu_count()} cores, shared with other work; load average before: {m['load_before']}, "

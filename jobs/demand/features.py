@@ -25,7 +25,8 @@ What a night carries from prev, so that its cost follows the new days and not th
 - the raw fingerprint: read from the manifests, not from the data.
 A restated or missing past day, a moved raw window (the ingest's start moves every WINDOW_STEP_DAYS), a
 null category (filled from the item's later rows), other code, or no usable prev partition: a full build,
-and the manifest says why. The raw partition is still read with a date filter (Spark reads the footers of
+and the manifest says why. The late-rows check reads the raw manifest's fingerprint where the ingest
+recorded one (no scan of the history). The raw partition is still read with a date filter (Spark reads the footers of
 every file and skips nothing smaller than a row group), and a partition with many carried file sets is
 rebuilt in full (MAX_CARRIED_NIGHTS) to keep the file count bounded.
 """
@@ -115,6 +116,24 @@ def anchors(rows):
     return rows.join(dates, KEYS, "left_semi").select(*RAW_COLUMNS)
 
 
+def check_no_late_rows(sales, ds: str, source: str) -> None:
+    """A history partition must not hold rows dated after its own date (they would be future leakage).
+    Where the ingest recorded the partition's raw fingerprint (its dates, from the rows it published),
+    the dates are read from the manifest instead of scanning the history; else the rows are scanned."""
+    from pyspark.sql import functions as F
+
+    recorded = lake.read_manifest(SALES, ds).get("raw_fingerprint")
+    if recorded is not None:
+        late = sorted(d for d in recorded["dates"] if d > ds)
+        if late:
+            raise FeatureInputError(f"{source}: rows dated after the partition date, on {late[:5]} "
+                                    f"(its manifest's raw_fingerprint)")
+        return
+    late = sales.where(F.to_date(F.col(_timestamp_column(sales))) > F.lit(ds).cast("date")).limit(5).collect()
+    if late:
+        raise FeatureInputError(f"{source}: rows dated after the partition date, e.g. {[r.asDict() for r in late]}")
+
+
 def _start(day: str):
     from pyspark.sql import functions as F
 
@@ -134,11 +153,7 @@ def run(ds: str, gate: Callable | None = None, horizon: int = DEFAULT_HORIZON, s
     started = time.time()
     sales = lake.read_spark(spark, SALES, ds).drop("ds")
     source = f"{SALES} ds={ds}"
-    ts = _timestamp_column(sales)
-    # a history partition must not hold rows dated after its own date (they would be future leakage)
-    late = sales.where(F.to_date(F.col(ts)) > F.lit(ds).cast("date")).limit(5).collect()
-    if late:
-        raise FeatureInputError(f"{source}: rows dated after the partition date, e.g. {[r.asDict() for r in late]}")
+    check_no_late_rows(sales, ds, source)
     plan = lake.read_spark(spark, PLAN, ds).drop("ds") if lake.exists(PLAN, ds) else None
     history = _normalise(sales, source, with_target=True)
     fingerprint = history_fingerprint(history, ds)

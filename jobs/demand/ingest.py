@@ -15,8 +15,8 @@ ds reads source partition ds, or else the latest one whose date is >= ds (saying
 and S come from the source history (the price/promo calendar as it happened), the rest from its plan.
 
 A user file in the documented long format or the Kaggle store-item format (read by
-echelon/formats.py) can be ingested instead with --input; its plan holds only rows of the file
-dated after ds without a target, if any.
+echelon/formats.py) can be ingested instead with --input; its window moves on the same grid, and its
+plan holds only rows of the file dated after ds without a target, if any.
 
 The window's start moves in steps (window_step, default WINDOW_STEP_DAYS = 91): it is the latest grid
 date (day numbers since 1970-01-01 divisible by window_step) that keeps at least history_days days, so the
@@ -26,7 +26,7 @@ yesterday's rows (jobs/demand/features.py); a strictly trailing window (window_s
 oldest day every night and force a full feature build every night. Once per window_step days the start
 moves and that night's features are built in full.
 
-CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--input FILE.csv]
+CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--window-step 91] [--input FILE.csv]
 """
 from __future__ import annotations
 
@@ -205,9 +205,12 @@ def read_user_file(path: str | Path, date_format: str | None = None) -> pd.DataF
 
 def ingest_file(path: str | Path, ds: str | None = None, history_days: int = DEFAULT_HISTORY_DAYS,
                 gate: Gate | Mapping[str, Gate] | bool | None = None, plan_days: int = PLAN_DAYS, log=print,
-                date_format: str | None = None) -> dict:
+                date_format: str | None = None, window_step: int = WINDOW_STEP_DAYS) -> dict:
     """Publish raw sales (and plan) for ds from a user's file; ds defaults to its last dated target.
 
+    The history starts at window_start(ds, history_days, window_step), as the source ingest's (run), so
+    the raw sales of consecutive dates extend each other and the feature job can build them
+    incrementally; window_step=1 keeps a strictly trailing window of history_days days.
     Only the columns the file has are published (the feature job treats absent covariates as
     unknown); a daily file is required, since the raw tables are daily."""
     frame = read_user_file(path, date_format)
@@ -223,7 +226,11 @@ def ingest_file(path: str | Path, ds: str | None = None, history_days: int = DEF
         ds = max(frame.loc[known, "timestamp"]).isoformat()
     ds = lake.parse_ds(ds)
     day = dt.date.fromisoformat(ds)
-    first = day - dt.timedelta(days=history_days - 1)
+    if history_days < 1 or plan_days < 0:
+        raise IngestError(f"history_days must be >= 1 and plan_days >= 0, got {history_days}, {plan_days}")
+    if window_step < 1:
+        raise IngestError(f"window_step must be >= 1, got {window_step}")
+    first = window_start(ds, history_days, window_step)
     columns = [c for c in SALES_COLUMNS if c in frame.columns]
     history = frame.loc[known & (frame["timestamp"] >= first) & (frame["timestamp"] <= day), columns]
     if history.empty:
@@ -234,7 +241,7 @@ def ingest_file(path: str | Path, ds: str | None = None, history_days: int = DEF
     future = frame.loc[(frame["timestamp"] > day)
                        & (frame["timestamp"] <= day + dt.timedelta(days=plan_days)), plan_columns]
     extra = {"source_file": str(Path(path).resolve()), "history_days": history_days, "plan_days": plan_days,
-             "window": [min(history["timestamp"]).isoformat(), ds]}
+             "window_step": window_step, "window": [min(history["timestamp"]).isoformat(), ds]}
     with lake.transaction(ds) as tx:
         sales_manifest = tx.publish(history.reset_index(drop=True), RAW_SALES,
                                     gate=_gate_for(gate, RAW_SALES, ds), extra=extra)
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ds", help="partition date YYYY-MM-DD (with --input: defaults to the file's last date)")
     parser.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS)
     parser.add_argument("--plan-days", type=int, default=PLAN_DAYS)
+    parser.add_argument("--window-step", type=int, default=WINDOW_STEP_DAYS,
+                        help="the history's start moves on a grid of this many days (1: strictly trailing)")
     parser.add_argument("--input", help="ingest this long-format or Kaggle store-item file instead of the source")
     parser.add_argument("--date-format", help="--input's date format (strptime codes, e.g. %%d/%%m/%%Y): "
                         "required where its dates read both day-first and month-first")
@@ -263,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         if args.input:
             ingest_file(args.input, ds=args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True,
-                        date_format=args.date_format)
+                        date_format=args.date_format, window_step=args.window_step)
         else:
-            run(args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True)
+            run(args.ds, history_days=args.history_days, plan_days=args.plan_days, gate=True,
+                window_step=args.window_step)
         return 0
 
     return run_reporting("demand ingest", command)

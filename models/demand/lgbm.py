@@ -1,8 +1,8 @@
 """Pooled LightGBM quantile forecaster: one model per quantile across all series, direct multi-horizon.
 
 Size: one forecaster class over two feature builders (the nightly Spark table and the any-frequency
-pandas table) sharing the row budget, early stopping, threads and save/load; splitting the Spark-table
-row sampling into its own module is the next step (noted in the session notes).
+pandas table) sharing the row budget, early stopping, threads and save/load; reading the Spark table's
+rows in bounded memory is its own module (lgbm_rows.py).
 
 Training rows are (series, origin, h) for h = 1..H: the features known at the end of the origin date
 (the feature job's row for that date), the known covariates of the target date (calendar, promo,
@@ -17,6 +17,11 @@ Fast by design (issue 15; measurements in benchmarks/results/demand_lgbm_speed.m
 - The last `horizon` days before the cutoff are a validation window (one origin per series, every
   horizon); no training row's target date falls inside it. Each quantile's booster stops early on it
   and its per-iteration validation pinball loss is kept in `learning_curves`.
+- Memory is bounded by the budget, not the table (lgbm_rows.py): the table (a pandas frame, or the
+  published partition as a pyarrow dataset with the night's item sample) is scanned batch by batch for
+  int32 series/day keys, then only the sampled origin and target rows are read, only the columns the
+  design uses, as float32; the design joins on integer keys; cold starts are blanked on the design rows;
+  the binned lgb.Datasets are built once (free_raw_data) and shared by the nine boosters.
 - LightGBM uses every core (`num_threads`, default Settings.threads).
 - `level_weight=False` by default: the level as a sample weight makes the quantile objective take the
   weighted-percentile path (a sort of each leaf's residuals per iteration); the validation metric is
@@ -51,6 +56,7 @@ import pandas as pd
 
 from echelon.demand_features import (CALENDAR_FEATURES, DOW_MEAN_FEATURES, LAG_FEATURES, LAGS, ROLLING_FEATURES,
                                      features_pandas)
+from echelon.models.demand import lgbm_rows as rows_io
 from echelon.models.demand import tabular_features as tabular
 from echelon.models.demand.base import QUANTILES, SERIES, canonical, qcol, sort_quantiles
 from echelon.settings import get_settings
@@ -100,45 +106,30 @@ class FeatureTableError(ValueError):
     """The feature table lacks rows or columns the model needs."""
 
 
-def _prepare_features(features: pd.DataFrame) -> pd.DataFrame:
-    needed = ["item_id", "location_id", "date", "is_future", "target"] + SCALED_ORIGIN + RAW_ORIGIN + TARGET_RAW + TARGET_SCALED
-    missing = sorted(set(needed) - set(features.columns))
+# the Spark table's columns a fit or forecast reads: origin rows, target-date rows, category aggregates
+ORIGIN_COLUMNS = sorted(set(SCALED_ORIGIN + RAW_ORIGIN + ["roll_mean_364", "price"]) - set(CATEGORY_COLUMNS))
+TARGET_COLUMNS = TARGET_RAW + TARGET_SCALED + ["price", "target", "in_stock"]
+REQUIRED_COLUMNS = ["item_id", "location_id", "date", "is_future", "target"] + SCALED_ORIGIN + RAW_ORIGIN + \
+    TARGET_RAW + TARGET_SCALED
+
+
+def feature_source(features, items: list[str] | None = None) -> rows_io.FeatureSource:
+    """A feature table (pandas frame, or a pyarrow dataset of the published partition with an item
+    sample) as LightGBM reads it: checked for the columns it needs, read in bounded memory."""
+    source = features if isinstance(features, rows_io.FeatureSource) else \
+        rows_io.FeatureSource(features, items, category_columns=CATEGORY_COLUMNS)
+    missing = sorted(set(REQUIRED_COLUMNS) - set(source.columns))
     if missing:
         raise FeatureTableError(f"feature table lacks column(s) {missing}: build it with "
                                 f"echelon.demand_features.build_features")
-    f = features.copy()
-    for col in SERIES:
-        f[col] = f[col].astype(str)
-    if "category" not in f.columns:
-        f["category"] = "unknown"
-    f["category"] = f["category"].fillna("unknown").astype(str)
-    f["date"] = pd.to_datetime(f["date"])
-    if "in_stock" not in f.columns:
-        f["in_stock"] = np.where(f["is_future"] == 0, 1.0, np.nan)
-    return f.sort_values(SERIES + ["date"], kind="stable").reset_index(drop=True)
+    return source
 
 
-def _category_at(features: pd.DataFrame, origins: pd.DataFrame) -> pd.DataFrame:
-    """Category x location aggregates at each origin date (they are the same for every item of the
-    category), falling back to the category's mean over locations for a location it is new to."""
-    hist = features[features["is_future"] == 0]
-    by_loc = hist.groupby(["category", "location_id", "date"], sort=False)[CATEGORY_COLUMNS].first().reset_index()
-    out = origins[SERIES + ["category", "origin"]].merge(
-        by_loc.rename(columns={"date": "origin"}), on=["category", "location_id", "origin"], how="left")
-    lacking = out[CATEGORY_MEANS[1]].isna()
-    if lacking.any():
-        by_cat = by_loc.groupby(["category", "date"])[CATEGORY_COLUMNS].mean().reset_index() \
-            .rename(columns={"date": "origin"})
-        fill = out.loc[lacking, ["category", "origin"]].merge(by_cat, on=["category", "origin"], how="left")
-        out.loc[lacking, CATEGORY_COLUMNS] = fill[CATEGORY_COLUMNS].to_numpy()
-    return out[CATEGORY_COLUMNS]
-
-
-def _levels(own_mean: pd.Series, observed: pd.Series, category_mean: pd.Series, fallback: float) -> np.ndarray:
+def _levels(own_mean: np.ndarray, observed: np.ndarray, category_mean: np.ndarray, fallback: float) -> np.ndarray:
     """Own 364-day mean shrunk towards the category mean by LEVEL_PRIOR_DAYS pseudo-observations."""
-    n = observed.fillna(0).to_numpy(dtype=float)
-    own = own_mean.to_numpy(dtype=float)
-    cat = category_mean.to_numpy(dtype=float)
+    n = np.nan_to_num(np.asarray(observed, dtype=float))
+    own = np.asarray(own_mean, dtype=float)
+    cat = np.asarray(category_mean, dtype=float)
     with np.errstate(invalid="ignore"):
         blended = (n * np.nan_to_num(own) + LEVEL_PRIOR_DAYS * cat) / (n + LEVEL_PRIOR_DAYS)
     level = np.where(np.isfinite(cat), blended, own)
@@ -152,67 +143,78 @@ VALID_SHARE = 0.25           # the validation rows' share of the row budget, at 
 
 @dataclass
 class TrainingSplit:
-    """The rows a fit trains and validates on. *_origins: SERIES + category + origin (one row per
-    series x origin); *_targets: SERIES + origin + horizon + date (one row per training example)."""
+    """The rows a fit trains and validates on, in series codes and days (lgbm_rows): *_origins: sid +
+    origin (one row per series x origin); *_targets: sid + origin + horizon + date + o (the row of its
+    origin in *_origins), one row per training example."""
     train_origins: pd.DataFrame
     train_targets: pd.DataFrame
     valid_origins: pd.DataFrame      # empty when there is no validation window
     valid_targets: pd.DataFrame
-    train_end: pd.Timestamp          # last target date of a training row; validation is (train_end, cutoff]
+    train_end: int                   # last target day of a training row; validation is (train_end, cutoff]
+
+    def wanted(self) -> np.ndarray:
+        """The (series, day) keys of every origin and target row."""
+        return np.concatenate([rows_io.key(o["sid"], o["origin"]) for o in (self.train_origins, self.valid_origins)]
+                              + [rows_io.key(t["sid"], t["date"]) for t in (self.train_targets, self.valid_targets)])
 
 
-def training_split(history: pd.DataFrame, cutoff, horizon: int, *, max_training_rows: int,
+def training_split(history: pd.DataFrame, cutoff: int, horizon: int, *, max_training_rows: int,
                    max_origins_per_series: int, validation: bool, rng: np.random.Generator) -> TrainingSplit:
     """Sample training rows within a budget and hold out the validation window.
 
-    history: the observed feature rows (SERIES + category + date) up to `cutoff`. With `validation`
-    (and at least 2 x horizon days of history before it), the last `horizon` days (train_end, cutoff]
-    are held out: validation rows forecast them from the origin train_end, every horizon, for a
-    sample of series; training origins lie before train_end and their target dates go up to
-    train_end only. Each trained series gets budget / (series x horizon) origins, within
-    [MIN_ORIGINS_PER_SERIES, max_origins_per_series]; when even that minimum overflows the budget,
-    a random subset of the series trains."""
-    cutoff = pd.Timestamp(cutoff)
-    first = history["date"].min()
-    train_end = cutoff - pd.Timedelta(days=horizon)
-    if not validation or train_end - first < pd.Timedelta(days=2 * horizon):
+    history: the observed rows (sid, day) up to the `cutoff` day, sorted by sid and day. With
+    `validation` (and at least 2 x horizon days of history before it), the last `horizon` days
+    (train_end, cutoff] are held out: validation rows forecast them from the origin train_end, every
+    horizon, for a sample of series; training origins lie before train_end and their target dates go up
+    to train_end only. Each trained series gets budget / (series x horizon) origins, within
+    [MIN_ORIGINS_PER_SERIES, max_origins_per_series]; when even that minimum overflows the budget, a
+    random subset of the series trains. The budget (max_training_rows, 250,000 on the nightly path) is
+    what bounds a fit's rows, time and memory: not the history's length nor the number of series."""
+    cutoff = int(cutoff)
+    sid, day = history["sid"].to_numpy(), history["day"].to_numpy()
+    first = int(day.min())
+    train_end = cutoff - horizon
+    if not validation or train_end - first < 2 * horizon:
         train_end = cutoff
-    series = history[SERIES + ["category"]].drop_duplicates(SERIES).sort_values(SERIES).reset_index(drop=True)
+    series = np.unique(sid)
     pairs, per_series, n_train = tabular.origin_budget(len(series), horizon, max_training_rows,
                                                        max_origins_per_series, MIN_ORIGINS_PER_SERIES)
     train_series = _sample(series, n_train, rng)
 
-    candidates = history.loc[history["date"] < train_end, SERIES + ["category", "date"]]
+    candidates = day < train_end
     if n_train < len(series):
-        candidates = candidates.merge(train_series[SERIES], on=SERIES)
-    candidates = candidates.rename(columns={"date": "origin"}).assign(_r=rng.random(len(candidates)))
-    rank = candidates.groupby(SERIES)["_r"].rank(method="first")
-    train_origins = candidates[rank <= per_series].drop(columns="_r").reset_index(drop=True)
+        candidates &= np.isin(sid, train_series)
+    c_sid, c_day = sid[candidates], day[candidates]
+    rank = pd.Series(rng.random(len(c_sid))).groupby(c_sid).rank(method="first").to_numpy()
+    keep = rank <= per_series
+    train_origins = pd.DataFrame({"sid": c_sid[keep], "origin": c_day[keep]})
     train_targets = _expand(train_origins, horizon)
     train_targets = train_targets[train_targets["date"] <= train_end].reset_index(drop=True)
 
     if train_end < cutoff:
-        at_end = history.loc[history["date"] == train_end, SERIES + ["category"]].drop_duplicates(SERIES)
-        at_end = at_end.sort_values(SERIES).reset_index(drop=True)
-        valid_origins = _sample(at_end, max(1, int(VALID_SHARE * pairs)), rng).assign(origin=train_end)
+        at_end = np.unique(sid[day == train_end])
+        chosen = _sample(at_end, max(1, int(VALID_SHARE * pairs)), rng)
+        valid_origins = pd.DataFrame({"sid": chosen, "origin": np.full(len(chosen), train_end, dtype=np.int64)})
     else:
-        valid_origins = series.iloc[:0].assign(origin=pd.Series(dtype="datetime64[ns]"))
+        valid_origins = pd.DataFrame({"sid": np.zeros(0, np.int64), "origin": np.zeros(0, np.int64)})
     return TrainingSplit(train_origins, train_targets, valid_origins, _expand(valid_origins, horizon), train_end)
 
 
-def _sample(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
-    """n rows of `frame` drawn without replacement, in their original order (all when n >= rows)."""
-    if n >= len(frame):
-        return frame
-    return frame.iloc[np.sort(rng.choice(len(frame), size=n, replace=False))].reset_index(drop=True)
+def _sample(values: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n of `values` drawn without replacement, in their original order (all when n >= len)."""
+    if n >= len(values):
+        return values
+    return values[np.sort(rng.choice(len(values), size=n, replace=False))]
 
 
 def _expand(origins: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """One row per origin x horizon 1..H with its target date."""
+    """One row per origin x horizon 1..H with its target day and `o`, the row of its origin."""
     steps = np.arange(1, horizon + 1)
-    out = origins.loc[origins.index.repeat(horizon), SERIES + ["origin"]].reset_index(drop=True)
-    out["horizon"] = np.tile(steps, len(origins))
-    out["date"] = out["origin"] + pd.to_timedelta(out["horizon"], unit="D")
+    o = np.repeat(np.arange(len(origins)), horizon)
+    out = pd.DataFrame({"sid": origins["sid"].to_numpy()[o], "origin": origins["origin"].to_numpy()[o],
+                        "horizon": np.tile(steps, len(origins))})
+    out["date"] = out["origin"] + out["horizon"]
+    out["o"] = o
     return out
 
 
@@ -271,25 +273,35 @@ class LightGBMForecaster:
         return max(1, int(self.num_threads or get_settings().threads))
 
     # ------------------------------------------------------------------ design matrix
-    def _design(self, features: pd.DataFrame, origins: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
+    def _design(self, rows: pd.DataFrame, keys: rows_io.Keys, origins: pd.DataFrame, targets: pd.DataFrame,
+                cold: bool = False) -> pd.DataFrame:
         """One row per (series, origin, horizon): scaled origin features + target-date covariates.
 
-        origins: SERIES + category + origin (one row per series); targets: SERIES + origin + horizon +
-        date (the target date). Returns the design frame with `level` and the target `label` (NaN when
-        the target date has no observed demand)."""
-        f = features
-        origin_cols = sorted(set(SCALED_ORIGIN + RAW_ORIGIN + ["roll_mean_364", "price"]) - set(CATEGORY_COLUMNS))
-        o = origins.merge(f[SERIES + ["date"] + origin_cols].rename(columns={"date": "origin"}),
-                          on=SERIES + ["origin"], how="left")
-        o["day_of_week"] = o["origin"].dt.dayofweek          # known even without an origin row
-        category = _category_at(f, o)
-        for c in CATEGORY_COLUMNS:
-            o[c] = category[c].to_numpy(dtype=float)
+        rows: the source's rows at the origins' and targets' keys (FeatureSource.rows); origins: sid +
+        origin (one row per series x origin); targets: sid + origin + horizon + date + o (its origin's
+        row). cold: as if the item had just launched (own history at the origin and the target's
+        year-ago values blank, level from the category). Returns the design frame with `level` and the
+        label `__label` (NaN when the target date has no observed demand)."""
+        sid, origin = origins["sid"].to_numpy(), origins["origin"].to_numpy()
+        pos = rows.index.get_indexer(rows_io.key(sid, origin))
+        o = {c: rows_io.take(rows[c].to_numpy(), pos) for c in ORIGIN_COLUMNS}
+        if cold:
+            for c in OWN_HISTORY:
+                if c in o:
+                    o[c][:] = np.nan
+        o["day_of_week"] = (origin.astype(np.int64) + 3) % 7            # 1970-01-01 was a Thursday; known without a row
+        o.update(keys.category_at(sid, origin, CATEGORY_COLUMNS, CATEGORY_MEANS[1]))
         o["level"] = _levels(o["roll_mean_364"], o["observed_days_364"], o["cat_mean_28"], self.fallback_level)
 
-        t_cols = TARGET_RAW + TARGET_SCALED + ["price", "target", "in_stock"]
-        t = f[SERIES + ["date"] + t_cols].rename(columns={c: f"t_{c}" for c in t_cols})
-        d = targets.merge(o, on=SERIES + ["origin"], how="left").merge(t, on=SERIES + ["date"], how="left")
+        at = targets["o"].to_numpy()
+        d = pd.DataFrame({c: values[at] for c, values in o.items()})
+        d["horizon"] = targets["horizon"].to_numpy()
+        pos = rows.index.get_indexer(rows_io.key(targets["sid"], targets["date"]))
+        for c in TARGET_COLUMNS:
+            d[f"t_{c}"] = rows_io.take(rows[c].to_numpy(), pos)
+        if cold:
+            for c in TARGET_SCALED:
+                d[f"t_{c}"] = np.nan
         return self._finish(d)
 
     def _finish(self, d: pd.DataFrame) -> pd.DataFrame:
@@ -340,96 +352,140 @@ class LightGBMForecaster:
         log.info("lightgbm: built %d feature rows in %.1f s", len(features), time.time() - started)
         return self.fit_features(features, horizon, freq, quantiles)
 
-    def fit_features(self, features: pd.DataFrame, horizon: int, freq: str = "D",
-                     quantiles: Sequence[float] = QUANTILES, cutoff=None) -> "LightGBMForecaster":
-        """Train on a feature table (the published sales_features or build_features output), using
-        only labels dated on or before `cutoff` (default: the last observed date)."""
+    def fit_features(self, features, horizon: int, freq: str = "D", quantiles: Sequence[float] = QUANTILES,
+                     cutoff=None, items: list[str] | None = None) -> "LightGBMForecaster":
+        """Train on a feature table (the published sales_features or build_features output: a pandas
+        frame, or the partition as a pyarrow dataset, then only `items`' rows), using only labels dated
+        on or before `cutoff` (default: the last observed date). The table is read in bounded memory
+        (lgbm_rows): only the sampled rows' columns are ever held."""
         self._check_freq(freq)
         self.horizon, self.freq, self.quantiles = int(horizon), freq, tuple(quantiles)
-        return self._fit_prepared(_prepare_features(features), cutoff)
+        return self._fit_source(feature_source(features, items), cutoff)
 
-    def split(self, features: pd.DataFrame, cutoff=None) -> TrainingSplit:
-        """The training and validation rows fit_features(features, cutoff=cutoff) uses (set horizon first)."""
-        f = _prepare_features(features)
-        hist = f[f["is_future"] == 0]
-        cutoff = pd.Timestamp(cutoff) if cutoff is not None else hist["date"].max()
-        return self._split(hist[hist["date"] <= cutoff], cutoff, np.random.default_rng(self.seed))
+    def split(self, features, cutoff=None) -> TrainingSplit:
+        """The training and validation rows fit_features(features, cutoff=cutoff) uses (set horizon
+        first), with the series' item_id, location_id and category and dates as Timestamps."""
+        keys = feature_source(features).keys()
+        split = self._split(keys, self._cutoff_day(keys, cutoff), np.random.default_rng(self.seed))
 
-    def _split(self, hist: pd.DataFrame, cutoff, rng, validation: bool | None = None) -> TrainingSplit:
+        def named(frame: pd.DataFrame, origins: bool) -> pd.DataFrame:
+            series = keys.series.iloc[frame["sid"].to_numpy()].reset_index(drop=True)
+            out = series if origins else series[SERIES]
+            out = out.assign(origin=rows_io.stamps(frame["origin"].to_numpy()))
+            if not origins:
+                out = out.assign(horizon=frame["horizon"].to_numpy(), date=rows_io.stamps(frame["date"].to_numpy()))
+            return out
+
+        return TrainingSplit(named(split.train_origins, True), named(split.train_targets, False),
+                             named(split.valid_origins, True), named(split.valid_targets, False),
+                             pd.Timestamp(rows_io.stamps(np.array([split.train_end]))[0]))
+
+    @staticmethod
+    def _cutoff_day(keys: rows_io.Keys, cutoff) -> int:
+        if cutoff is not None:
+            return int(rows_io.days([pd.Timestamp(cutoff)])[0])
+        if not keys.observed.any():
+            raise FeatureTableError("no training rows: the feature table has no observed row")
+        return int(keys.day[keys.observed].max())
+
+    def _split(self, keys: rows_io.Keys, cutoff: int, rng, validation: bool | None = None) -> TrainingSplit:
+        seen = keys.observed & (keys.day <= cutoff)
+        hist = pd.DataFrame({"sid": keys.sid[seen], "day": keys.day[seen]}).sort_values(["sid", "day"], kind="stable")
+        if hist.empty:
+            raise FeatureTableError("no training rows: the feature table has no observed row before the cutoff")
         return training_split(hist, cutoff, self.horizon, max_training_rows=self.max_training_rows,
                               max_origins_per_series=self.max_origins_per_series,
                               validation=self.validation if validation is None else validation, rng=rng)
 
-    def _fit_prepared(self, f: pd.DataFrame, cutoff=None) -> "LightGBMForecaster":
+    def _fit_source(self, source: rows_io.FeatureSource, cutoff=None) -> "LightGBMForecaster":
         started = time.time()
-        hist = f[f["is_future"] == 0]
-        cutoff = pd.Timestamp(cutoff) if cutoff is not None else hist["date"].max()
-        hist = hist[hist["date"] <= cutoff]
-        f = f[f["date"] <= cutoff]
-        levels = hist["roll_mean_364"].dropna()
-        self.fallback_level = float(max(levels.median(), MIN_LEVEL)) if len(levels) else 1.0
+        keys = source.keys()
+        cutoff = self._cutoff_day(keys, cutoff)
+        seen = keys.observed & (keys.day <= cutoff)
+        levels = keys.roll[seen]
+        levels = levels[np.isfinite(levels)]
+        self.fallback_level = float(max(np.median(levels), MIN_LEVEL)) if len(levels) else 1.0
         rng = np.random.default_rng(self.seed)
-        split = self._split(hist, cutoff, rng)
-        train = self._training_rows(f, split, rng)
-        valid = self._design(f, split.valid_origins, split.valid_targets)
+        split = self._split(keys, cutoff, rng)
+        rows = source.rows(split.wanted(), ORIGIN_COLUMNS + TARGET_COLUMNS)
+        rows = rows[(rows.index.to_numpy() & 0xFFFFFFFF) - (1 << 31) <= cutoff]    # no label after the cutoff
+        train = self._training_rows(rows, keys, split, rng)
+        valid = self._design(rows, keys, split.valid_origins, split.valid_targets)
         valid = valid[np.isfinite(valid["__label"])]
+        del rows
         self.feature_names = [c for c in train.columns if c != "__label"]
         self.training_rows = len(train)
-        log.info("lightgbm: %d training rows (%d origins, horizon %d, targets up to %s), %d validation rows "
-                 "(to %s), %d features, built in %.1f s", len(train), len(split.train_origins), self.horizon,
-                 split.train_end.date(), len(valid), cutoff.date(), len(self.feature_names), time.time() - started)
+        log.info("lightgbm: %d training rows (%d origins of %d series, horizon %d, targets up to %s), %d validation "
+                 "rows (to %s), %d features, built in %.1f s", len(train), len(split.train_origins), len(keys.series),
+                 self.horizon, rows_io.stamps(np.array([split.train_end]))[0].astype("datetime64[D]"), len(valid),
+                 rows_io.stamps(np.array([cutoff]))[0].astype("datetime64[D]"), len(self.feature_names),
+                 time.time() - started)
         full = None
         if self.refit and len(valid):
             # all rows: a fresh sample with no window held out, trained for each quantile's best count
-            full = self._training_rows(f, self._split(hist, cutoff, np.random.default_rng(self.seed), False),
+            again = self._split(keys, cutoff, np.random.default_rng(self.seed), False)
+            full = self._training_rows(source.rows(again.wanted(), ORIGIN_COLUMNS + TARGET_COLUMNS), keys, again,
                                        np.random.default_rng(self.seed))
         self._train(train, valid if len(valid) else None, full)
         return self
 
-    def _training_rows(self, f: pd.DataFrame, split: TrainingSplit, rng) -> pd.DataFrame:
-        design = self._design(f, split.train_origins, split.train_targets)
-        design = self._with_cold_starts(design, f, split.train_origins, split.train_targets, rng)
+    def _training_rows(self, rows: pd.DataFrame, keys: rows_io.Keys, split: TrainingSplit, rng) -> pd.DataFrame:
+        design = self._design(rows, keys, split.train_origins, split.train_targets)
+        if self.cold_start_share > 0 and len(design):
+            # copies of a random share of the rows as if the item had just launched: own history blank,
+            # level from the category; teaches the pooled model the new-item case
+            pick = rng.random(len(design)) < self.cold_start_share
+            if pick.any():
+                cold = self._design(rows, keys, split.train_origins, split.train_targets[pick], cold=True)
+                design = pd.concat([design, cold], ignore_index=True)
         design = design[np.isfinite(design["__label"])]
         if design.empty:
             raise FeatureTableError("no training rows: the feature table has no observed demand after an origin")
-        return design
+        return design.reset_index(drop=True)
 
     def _train(self, train: pd.DataFrame, valid: pd.DataFrame | None, full: pd.DataFrame | None,
                overrides: dict | None = None) -> None:
         """One booster per quantile, early-stopped on `valid` when given (then retrained on `full` for
         its best iteration count when given); `parallel_quantiles` at a time sharing the threads;
-        `overrides` change self.params for this fit only."""
+        `overrides` change self.params for this fit only. The binned datasets are built once and shared
+        by every quantile (the float matrices are freed once binned)."""
         import lightgbm as lgb
 
-        def arrays(frame):
-            X = frame[self.feature_names].to_numpy(dtype=np.float32)
-            return X, frame["__label"].to_numpy(), frame["level"].to_numpy()
-
-        X, y, level = arrays(train)
         threads = self._threads()
         workers = max(1, min(self.parallel_quantiles or threads, len(self.quantiles), threads))
-        dataset_params = {"max_bin": self.params.get("max_bin", 255), "verbose": -1}
+        # the datasets are binned with the boosters' own settings (min_data_in_leaf pre-filters features)
+        base = {**self.params, **(overrides or {}), "seed": self.seed, "deterministic": True, "force_row_wise": True,
+                "verbose": -1}
+        dataset_params = {**base, "num_threads": threads}
 
-        def dataset(X, y, level, reference=None, weighted=self.level_weight):
-            return lgb.Dataset(X, label=y, weight=level if weighted else None, feature_name=self.feature_names,
-                               reference=reference, params=dataset_params, free_raw_data=False)
+        def dataset(frame, reference=None, weighted=self.level_weight):
+            X = frame[self.feature_names].to_numpy(dtype=np.float32)
+            level = frame["level"].to_numpy()
+            built = lgb.Dataset(X, label=frame["__label"].to_numpy(), weight=level if weighted else None,
+                                feature_name=self.feature_names, reference=reference, params=dataset_params,
+                                free_raw_data=True)
+            return built.construct()
+
+        train_set = dataset(train)
+        # the validation loss is level-weighted whatever the training weights: pinball in units, as wQL
+        valid_set = dataset(valid, reference=train_set, weighted=True) if valid is not None else None
+        full_set = dataset(full) if full is not None else None
+        del train, valid, full
 
         def one(q: float):
             started = time.time()
-            params = {**self.params, **(overrides or {}), "objective": "quantile", "alpha": q, "metric": "quantile", "seed": self.seed,
-                      "deterministic": True, "force_row_wise": True, "verbose": -1,
+            params = {**base, "objective": "quantile", "alpha": q, "metric": "quantile",
                       "num_threads": max(1, threads // workers)}
-            train_set, curves, callbacks, valid_sets = dataset(X, y, level), {}, [], []
-            if valid is not None:
-                # the validation loss is level-weighted whatever the training weights: pinball in units, as wQL
-                valid_sets = [dataset(*arrays(valid), reference=train_set, weighted=True)]
+            curves, callbacks, valid_sets = {}, [], []
+            if valid_set is not None:
+                valid_sets = [valid_set]
                 callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False), lgb.record_evaluation(curves)]
             booster = lgb.train(params, train_set, num_boost_round=self.num_boost_round, valid_sets=valid_sets,
                                 valid_names=["valid"] if valid_sets else None, callbacks=callbacks)
             best = booster.best_iteration or booster.current_iteration()
-            if full is not None:
-                booster = lgb.train(params, dataset(*arrays(full)), num_boost_round=best)
-            elif valid is not None:
+            if full_set is not None:
+                booster = lgb.train(params, full_set, num_boost_round=best)
+            elif valid_set is not None:
                 booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))  # drop the rounds past the best
             log.info("lightgbm: quantile %g: %d rounds (best %d) in %.1f s", q,
                      len(curves.get("valid", {}).get("quantile", [])) or best, best, time.time() - started)
@@ -440,30 +496,6 @@ class LightGBMForecaster:
         self.boosters = {q: booster for q, booster, _, _ in results}
         self.best_iterations = {q: best for q, _, best, _ in results}
         self.learning_curves = {f"valid_pinball_q{q:g}": [float(v) for v in curve] for q, _, _, curve in results if curve}
-
-    def _with_cold_starts(self, design, features, origins, targets, rng) -> pd.DataFrame:
-        """Append copies of a random share of the rows as if the item had just launched: own history
-        blank, level from the category. Teaches the pooled model the new-item case."""
-        if self.cold_start_share <= 0 or design.empty:
-            return design
-        pick = rng.random(len(design)) < self.cold_start_share
-        if not pick.any():
-            return design
-        chosen = targets[pick].reset_index(drop=True)
-        cold_origins = chosen[SERIES + ["origin"]].drop_duplicates().merge(
-            origins, on=SERIES + ["origin"], how="left")
-        blank = features.copy()
-        # the design reads own history from the origin rows; blank them for these origins only
-        keyed = blank.set_index(SERIES + ["date"]).index
-        cold_keys = pd.MultiIndex.from_frame(cold_origins[SERIES + ["origin"]].rename(columns={"origin": "date"}))
-        mask = keyed.isin(cold_keys)
-        blank.loc[mask, OWN_HISTORY] = np.nan
-        # the target date's year-ago values are own history too
-        target_keys = pd.MultiIndex.from_frame(chosen[SERIES + ["date"]])
-        blank.loc[keyed.isin(target_keys), TARGET_SCALED] = np.nan
-        # keep the category aggregates of the real table (blanking does not touch them)
-        cold = self._design(blank, cold_origins, chosen)
-        return pd.concat([design, cold], ignore_index=True)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, history: pd.DataFrame, future: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -478,49 +510,60 @@ class LightGBMForecaster:
         features = features_pandas(hist, future=plan, spark=self.spark)
         return self.predict_features(features)
 
-    def predict_features(self, features: pd.DataFrame, origin=None) -> pd.DataFrame:
-        """Forecast from a feature table. origin=None: from each series' last observed date (series
-        with no observed row start at the table's last observed date), reading the target dates'
-        covariates from the table's future rows. origin=<date>: every series from that date (for
-        backtests on one full table)."""
+    def predict_features(self, features, origin=None, items: list[str] | None = None) -> pd.DataFrame:
+        """Forecast from a feature table (a pandas frame, or a pyarrow dataset restricted to `items`).
+        origin=None: from each series' last observed date (series with no observed row start at the
+        table's last observed date), reading the target dates' covariates from the table's future rows.
+        origin=<date>: every series from that date (for backtests on one full table; the labels after
+        it are never read)."""
         self._check_fitted()
-        return self._predict_prepared(_prepare_features(features), origin)
+        return self._predict_source(feature_source(features, items), origin)
 
-    def _predict_prepared(self, f: pd.DataFrame, origin=None) -> pd.DataFrame:
-        observed = f[f["is_future"] == 0]
-        series = f.groupby(SERIES, sort=True)["category"].first().reset_index()
+    def _predict_source(self, source: rows_io.FeatureSource, origin=None, series: np.ndarray | None = None) -> pd.DataFrame:
+        """series: a mask over the source's series codes, the series to forecast (default all)."""
+        keys = source.keys()
+        n = len(keys.series)
+        wanted = np.ones(n, dtype=bool) if series is None else series.copy()
         if origin is not None:
             # a series that launches after the origin has nothing to forecast from there (a backtest's
             # origin before an item's first day): it is left out rather than failing every other series
-            first = f.groupby(SERIES, sort=True)["date"].min().reset_index(drop=True)
-            launched = (first <= pd.Timestamp(origin)).to_numpy()
-            if not launched.all():
+            day = int(rows_io.days([pd.Timestamp(origin)])[0])
+            launched = keys.first_day() <= day
+            if not launched[wanted].all():
                 log.info("%d series start after the origin %s: not forecast from it",
-                         int((~launched).sum()), pd.Timestamp(origin).date())
-            origins = series[launched].assign(origin=pd.Timestamp(origin))
+                         int((~launched & wanted).sum()), pd.Timestamp(origin).date())
+            sid = np.flatnonzero(wanted & launched)
+            origins = pd.DataFrame({"sid": sid, "origin": np.full(len(sid), day, dtype=np.int64)})
+            unseen = np.zeros(len(sid), dtype=bool)
         else:
-            last = observed.groupby(SERIES)["date"].max().rename("origin").reset_index()
-            origins = series.merge(last, on=SERIES, how="left")
-            unseen = origins["origin"].isna().to_numpy()
-            origins["origin"] = origins["origin"].fillna(observed["date"].max())
+            last = keys.last_observed()
+            sid = np.flatnonzero(wanted)
+            unseen = last[sid] == np.iinfo(np.int32).min
+            if keys.observed.any():
+                last = np.where(last == np.iinfo(np.int32).min, keys.day[keys.observed].max(), last)
+            origins = pd.DataFrame({"sid": sid, "origin": last[sid].astype(np.int64)})
         targets = _expand(origins, self.horizon)
-        present = targets.merge(f[SERIES + ["date"]], on=SERIES + ["date"], how="left", indicator=True)
-        if origin is None and unseen.any():
-            # an item launching inside the horizon (no observed row) is forecast from its first planned date on
-            new = present.merge(origins.loc[unseen, SERIES], on=SERIES, how="left", indicator="_new")["_new"]
-            keep = ((present["_merge"] == "both") | (new == "left_only")).to_numpy()
-            present, targets = present[keep], targets[keep].reset_index(drop=True)
-        absent = present[present["_merge"] == "left_only"]
-        if len(absent):
+        present = np.isin(rows_io.key(targets["sid"], targets["date"]), keys.all_keys())
+        # an item launching inside the horizon (no observed row) is forecast from its first planned date on
+        keep = present | ~unseen[targets["o"].to_numpy()]
+        targets, present = targets[keep].reset_index(drop=True), present[keep]
+        if not present.all():
+            absent = targets[~present].head()
+            names = keys.series.iloc[absent["sid"].to_numpy()][SERIES].reset_index(drop=True).assign(
+                origin=rows_io.stamps(absent["origin"].to_numpy()), date=rows_io.stamps(absent["date"].to_numpy()))
             raise FeatureTableError(
-                f"feature table lacks {len(absent)} target-date rows (series x date) needed to forecast "
-                f"{self.horizon} days ahead, e.g.\n{absent[SERIES + ['origin', 'date']].head().to_string()}\n"
+                f"feature table lacks {int((~present).sum())} target-date rows (series x date) needed to forecast "
+                f"{self.horizon} days ahead, e.g.\n{names.to_string()}\n"
                 f"build it with a future frame or horizon >= {self.horizon}")
-        design = self._design(f, origins, targets)
-        design.pop("__label")
+        rows = source.rows(np.concatenate([rows_io.key(origins["sid"], origins["origin"]),
+                                           rows_io.key(targets["sid"], targets["date"])]), ORIGIN_COLUMNS + TARGET_COLUMNS)
+        design = self._design(rows, keys, origins, targets)
+        del rows
         X = design[self.feature_names].to_numpy(dtype=np.float32)
         level = design["level"].to_numpy()
-        out = targets[SERIES + ["date", "horizon"]].rename(columns={"date": "timestamp"}).reset_index(drop=True)
+        out = keys.series.iloc[targets["sid"].to_numpy()][SERIES].reset_index(drop=True)
+        out["timestamp"] = rows_io.stamps(targets["date"].to_numpy())
+        out["horizon"] = targets["horizon"].to_numpy(dtype=np.int64)
         for q in self.quantiles:
             out[qcol(q)] = self.boosters[q].predict(X, num_threads=self._threads()) * level
         return sort_quantiles(out, self.quantiles)
@@ -536,19 +579,19 @@ class LightGBMForecaster:
             return self._backtest_table(history, origins, horizon, freq, quantiles)
         self._check_freq(freq)
         started = time.time()
-        f = _prepare_features(features_pandas(canonical(history), spark=self.spark))
-        log.info("lightgbm backtest: built %d feature rows once in %.1f s", len(f), time.time() - started)
+        source = feature_source(features_pandas(canonical(history), spark=self.spark))
+        keys = source.keys()
+        log.info("lightgbm backtest: built %d feature rows once in %.1f s", len(keys.sid), time.time() - started)
         out = []
         for origin in origins:
             origin = pd.Timestamp(origin)
             window = copy.deepcopy(self)          # each window starts unfitted, as a fresh forecaster would
             window.horizon, window.freq, window.quantiles = int(horizon), freq, tuple(quantiles)
-            window._fit_prepared(f, cutoff=origin)
-            cut = f[f["date"] <= origin + pd.Timedelta(days=horizon)]
-            dates = cut[cut["date"] > origin].groupby(SERIES)["date"].nunique()
-            complete = dates[dates == horizon].index
-            cut = cut[pd.MultiIndex.from_frame(cut[SERIES]).isin(complete)]
-            out.append(window._predict_prepared(cut, origin).assign(origin=origin))
+            window._fit_source(source, cutoff=origin)
+            day = int(rows_io.days([origin])[0])
+            inside = (keys.day > day) & (keys.day <= day + horizon)
+            complete = np.bincount(keys.sid[inside], minlength=len(keys.series)) == horizon
+            out.append(window._predict_source(source, origin, series=complete).assign(origin=origin))
         return pd.concat(out, ignore_index=True)
 
     # ------------------------------------------------------------------ tabular features (any frequency)

@@ -172,11 +172,17 @@ def new_candidate(name: str, seed: int):
     return build_forecaster(name, seed=seed, **model_params(name))
 
 
-def fit_at(name: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int, seed: int, model=None):
+def fit_at(name: str, features: pd.DataFrame, origin: pd.Timestamp, horizon: int, seed: int, model=None,
+           dataset=None, items: list[str] | None = None):
     """A fresh candidate (or `model`, unfitted) fit on everything up to `origin`, and its forecasts for
-    the window after it."""
+    the window after it. dataset (+ items): the feature partition, for a model that reads it itself in
+    bounded memory (LightGBM: only its sampled rows and columns; `features` then needs only the canonical
+    columns)."""
     model = model or new_candidate(name, seed)
-    if hasattr(model, "fit_features"):  # uses the published Spark features directly
+    if dataset is not None and hasattr(model, "fit_features"):
+        model.fit_features(dataset, horizon, "D", cutoff=origin, items=items)
+        forecasts = model.predict_features(dataset, origin=origin, items=items)
+    elif hasattr(model, "fit_features"):  # uses the published Spark features directly
         model.fit_features(features, horizon, "D", cutoff=origin)
         forecasts = model.predict_features(as_of(features, origin, horizon), origin=origin)
     else:
@@ -254,15 +260,18 @@ def train_candidate(ds: str, name: str, horizon: int = HORIZON, seed: int | None
     ds = lake.parse_ds(ds)
     seed = get_settings().seed if seed is None else seed
     model = new_candidate(name, seed)
-    # a model that reads the canonical frame gets only its columns (a fraction of the table's memory)
-    features = load_features(ds, columns=None if hasattr(model, "fit_features") else CANONICAL_COLUMNS)
+    # every model's history gets only the canonical columns (a fraction of the table's memory); a model
+    # with fit_features reads its own rows from the partition (models/demand/lgbm_rows.py)
+    dataset = _dataset(ds)
+    items = sampled_keys(dataset)[1]
+    features = read_items(dataset, items, CANONICAL_COLUMNS)
     origin = window(ds, horizon)
     history = canonical(features, until=origin)
     actuals = canonical(features, after=origin)
     client = MlflowClient(tracking.configure())
     with tracking.run("demand", ds, f"train-{name}", stage="train", model=name):
         started = time.time()
-        model, forecasts = fit_at(name, features, origin, horizon, seed, model=model)
+        model, forecasts = fit_at(name, features, origin, horizon, seed, model=model, dataset=dataset, items=items)
         seconds = time.time() - started
         mlflow.log_params({"model": name, "horizon": horizon, "origin": origin.date().isoformat(),
                            "seed": seed, "train_rows": len(history), "series": history[SERIES].drop_duplicates().shape[0],

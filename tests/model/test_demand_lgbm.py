@@ -320,3 +320,38 @@ def test_tabular_model_records_its_feature_builder_and_round_trips(tmp_path):
     assert LightGBMForecaster().features == "spark"
     with pytest.raises(ValueError, match="features"):
         LightGBMForecaster(features="pandas")
+
+
+# ---------------------------------------------------------------- bounded memory (issue 15)
+def test_fit_from_a_parquet_dataset_equals_fit_from_the_frame(world_features, tmp_path):
+    """The training night reads the published partition as a pyarrow dataset, batch by batch, only the
+    sampled rows' columns (lgbm_rows): the model and its forecasts equal those fit on the same rows as
+    one pandas frame, for a sample of items as for all, whatever the batch size and file order."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from echelon.models.demand.lgbm_rows import FeatureSource, key
+
+    cutoff = pd.Timestamp(world_features["date"].max()) - pd.Timedelta(days=HORIZON)
+    table = pa.Table.from_pandas(world_features.assign(date=world_features["date"].dt.date), preserve_index=False)
+    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))   # rows in no particular order
+    for part in range(3):
+        pq.write_table(shuffled.slice(part * 2000, 2000 if part < 2 else None), tmp_path / f"part-{part}.parquet")
+    dataset = pads.dataset(str(tmp_path), format="parquet")
+    items = ["snacks-1", "tools-2", "tools-4"]
+    settings = dict(num_boost_round=30, early_stopping_rounds=5)
+    for chosen in (items, None):
+        frame = world_features if chosen is None else world_features[world_features["item_id"].isin(chosen)]
+        expected = small_lgbm(**settings).fit_features(frame.reset_index(drop=True), HORIZON, cutoff=cutoff)
+        source = FeatureSource(dataset, chosen, batch_rows=700)
+        got = small_lgbm(**settings).fit_features(dataset, HORIZON, cutoff=cutoff, items=chosen)
+        assert got.training_rows == expected.training_rows and got.best_iterations == expected.best_iterations
+        forecast = got.predict_features(dataset, origin=cutoff, items=chosen)
+        pd.testing.assert_frame_equal(forecast, expected.predict_features(frame, origin=cutoff))
+        assert forecast[["item_id", "location_id"]].drop_duplicates().shape[0] == (6 if chosen else 24)
+        # the keys scan holds 4 narrow columns a row; the row pass only the wanted keys
+        keys = source.keys()
+        assert len(keys.sid) == len(frame) and keys.series["item_id"].is_monotonic_increasing
+        wanted = key(np.unique(keys.sid)[:2], [keys.day.max()] * 2)
+        assert len(source.rows(wanted, ["lag_0", "price"])) == 2

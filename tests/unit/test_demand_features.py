@@ -156,6 +156,25 @@ def test_cli_run_publishes_the_partition(spark, tmp_path, monkeypatch):
     assert published["date"].max() == dt.date(2025, 1, 1)
 
 
+def test_rows_after_the_partition_date_are_refused_from_the_manifest_or_the_rows(spark, tmp_path, monkeypatch):
+    """The late-rows check reads the dates of the ingest's recorded raw fingerprint (no scan of the
+    history); a partition published without one is scanned."""
+    monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
+    ds = (START + pd.Timedelta(days=DAYS - 2)).date().isoformat()
+    sales = _history()
+    sales["timestamp"] = sales["timestamp"].dt.date          # its last day is ds + 1
+    lake.publish(sales, job.SALES, ds)
+    with pytest.raises(job.FeatureInputError, match="after the partition date, e.g."):
+        job.run(ds, horizon=3, spark=spark)
+    dates = sorted(d for d in sales["timestamp"].astype(str).unique() if d <= ds)
+    fingerprint = {"dates": {d: "1:1" for d in dates}, "null_categories": 0}
+    lake.publish(sales[sales["timestamp"] <= dt.date.fromisoformat(ds)], job.SALES, ds,
+                 extra={"raw_fingerprint": {**fingerprint, "dates": {**fingerprint["dates"], "2031-01-01": "1:1"}}})
+    with pytest.raises(job.FeatureInputError, match=r"on \['2031-01-01'\].*raw_fingerprint"):
+        job.run(ds, horizon=3, spark=spark)
+    assert not lake.exists(job.FEATURES, ds)
+
+
 # ----------------------------------------------------------------------------------------------
 # Incremental nights: the same partition as a full rebuild, row for row
 # ----------------------------------------------------------------------------------------------

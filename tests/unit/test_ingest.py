@@ -151,7 +151,7 @@ def test_store_item_file(tmp_path, lake_dir):
     path = tmp_path / "store_item.csv"
     frame.to_csv(path, index=False)
 
-    result = ingest.ingest_file(path, history_days=28, log=lambda _: None)
+    result = ingest.ingest_file(path, history_days=28, log=lambda _: None, window_step=1)   # strictly trailing
     ds = "2024-03-31"   # the file's last date
     sales = lake.read(ingest.RAW_SALES, ds)
     assert result["sales"]["rows"] == 28 * 6 == len(sales)
@@ -160,10 +160,31 @@ def test_store_item_file(tmp_path, lake_dir):
     assert lake.read_manifest(ingest.RAW_PLAN, ds)["rows"] == 0
 
     # An earlier date: the file's later days become the plan, never history.
-    ingest.ingest_file(path, ds="2024-03-01", history_days=28, log=lambda _: None)
+    ingest.ingest_file(path, ds="2024-03-01", history_days=28, log=lambda _: None, window_step=1)
     assert max(lake.read(ingest.RAW_SALES, "2024-03-01")["timestamp"]) == dt.date(2024, 3, 1)
     plan = lake.read(ingest.RAW_PLAN, "2024-03-01")
     assert min(plan["timestamp"]) == dt.date(2024, 3, 2) and "target" not in plan
+
+
+def test_a_files_consecutive_dates_share_the_window_start(tmp_path, lake_dir):
+    """A user's file moves its window on the same grid as the source ingest: ds + 1's raw sales are ds's
+    plus one day (so the feature job can carry ds's rows), not a trailing window that drops a day."""
+    days = pd.date_range("2023-06-01", "2024-03-31", freq="D")
+    frame = pd.DataFrame({"item_id": "a", "location_id": "x", "timestamp": days.strftime("%Y-%m-%d"),
+                          "target": (days.day % 5).astype(float)})
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False)
+    ingest.ingest_file(path, ds="2024-03-20", history_days=100, log=lambda _: None)
+    ingest.ingest_file(path, ds="2024-03-21", history_days=100, log=lambda _: None)
+    before, after = (lake.read(ingest.RAW_SALES, ds).drop(columns="ds", errors="ignore")
+                     .sort_values("timestamp", ignore_index=True) for ds in ("2024-03-20", "2024-03-21"))
+    start = ingest.window_start("2024-03-21", 100)
+    assert min(before["timestamp"]) == min(after["timestamp"]) == start == ingest.window_start("2024-03-20", 100)
+    assert (dt.date(2024, 3, 21) - start).days + 1 >= 100 and len(after) == len(before) + 1
+    pd.testing.assert_frame_equal(after.iloc[:-1], before)
+    assert lake.read_manifest(ingest.RAW_SALES, "2024-03-21")["window_step"] == ingest.WINDOW_STEP_DAYS
+    with pytest.raises(ingest.IngestError, match="window_step must be >= 1"):
+        ingest.ingest_file(path, ds="2024-03-21", window_step=0, log=lambda _: None)
 
 
 def test_long_format_file_with_time_of_day_is_refused(tmp_path, lake_dir):
