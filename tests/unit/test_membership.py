@@ -118,7 +118,7 @@ def test_fitted_q_uses_only_anchor_transitions():
     import torch
 
     with torch.no_grad():
-        q = [net(torch.as_tensor(x)).numpy() for net in (base, other, third)]
+        q = [net(torch.as_tensor(pqr.post_decision(x, 0))).numpy() for net in (base, other, third)]
     np.testing.assert_array_equal(q[0], q[1])
     assert not np.allclose(q[0], q[2])
 
