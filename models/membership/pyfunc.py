@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 
-LAYOUT = 2    # the Q and R networks read post-decision states (n_in + 1 inputs); 1: (s) and (s, one-hot a)
+LAYOUT = 3    # 3: the P stage an ensemble; 2: Q and R networks on post-decision states; 1: on (s), (s, one-hot a)
 
 
 class MembershipModel(mlflow.pyfunc.PythonModel):
@@ -44,7 +44,7 @@ def save(model, path, n_in: int, hidden: int) -> None:
     """The three stages' weights and what rebuilds them, in one torch file."""
     import torch
 
-    torch.save({"layout": LAYOUT, "n_in": n_in, "hidden": hidden, "beta": model.beta, "policy": model.policy.state_dict(),
+    torch.save({"layout": LAYOUT, "n_in": n_in, "hidden": hidden, "p_members": len(model.policy.members), "beta": model.beta, "policy": model.policy.state_dict(),
                 "q_anchor": model.q_anchor.state_dict(), "expectation": model.expectation.net.state_dict(),
                 "center": model.expectation.center, "scale": model.expectation.scale}, path)
 
@@ -56,10 +56,11 @@ def load(path):
 
     saved = torch.load(path, weights_only=False)
     if saved.get("layout") != LAYOUT:
-        raise pqr.MembershipError(f"{path}: a membership model saved before the post-decision Q and R stages; "
+        raise pqr.MembershipError(f"{path}: a membership model saved by an older layout than {LAYOUT}; "
                                   f"refit it (`echelon membership fit`)")
     n, h = saved["n_in"], saved["hidden"]
-    policy, q_anchor, expectation = pqr.mlp(n, len(pqr.ACTIONS), h), pqr.mlp(n + 1, 1, h), pqr.mlp(n + 1, 1, h)
+    policy = pqr.PolicyEnsemble([pqr.mlp(n, len(pqr.ACTIONS), h) for _ in range(saved["p_members"])])
+    q_anchor, expectation = pqr.mlp(n + 1, 1, h), pqr.mlp(n + 1, 1, h)
     policy.load_state_dict(saved["policy"])
     q_anchor.load_state_dict(saved["q_anchor"])
     expectation.load_state_dict(saved["expectation"])
