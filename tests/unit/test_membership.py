@@ -12,8 +12,8 @@ import pytest
 
 from echelon.jobs.membership import world
 from echelon.jobs.membership.ingest import validate_panel
-from echelon.membership_mdp import (ACTIONS, MembershipError, Space, attach_next, features, soft_bellman,
-                                    transitions)
+from echelon.membership_mdp import (ACTIONS, MembershipError, Space, attach_next, estimate_dynamics, features,
+                                    soft_bellman, transitions)
 from echelon.models.membership import counterfactual as cf
 from echelon.models.membership import pqr
 
@@ -108,8 +108,10 @@ def test_the_world_is_deterministic_and_every_plan_is_chosen():
 
 @pytest.fixture(scope="module")
 def fitted():
+    """One P-stage member (the ensemble's averaging is exercised end to end by tests/dag) at 0.6 of the steps."""
     rows = attach_next(world.panel(11, 2000, 24, "2026-11-30"))
-    return pqr.fit_pqr(rows, pqr.FitConfig(beta=world.BETA).scaled(0.6))
+    model = pqr.fit_pqr(rows, pqr.FitConfig(beta=world.BETA, p_members=1).scaled(0.6))
+    return model, estimate_dynamics(rows)
 
 
 def test_pqr_recovers_the_reward_and_the_static_logit_is_biased(fitted):
@@ -117,14 +119,16 @@ def test_pqr_recovers_the_reward_and_the_static_logit_is_biased(fitted):
     0.9 (the full-size fit of the benchmark reaches ~0.97; this fit is smaller to stay fast), while the
     static logit, reading the same choices with beta = 0, misses the future and stays far below it with a
     relative RMSE at least 0.3 worse."""
+    model, dynamics = fitted
     space = Space(world.CELLS)
     index = space.locate(world.panel(12, 800, 12, "2026-11-30"))
     x, truth = features(space.frame().iloc[index]), world.true_reward(space)[index][:, 1:].ravel()
+    simulator = model.simulator_reward(features(space.frame()), transitions(space, dynamics))[index]
     scores = {}
-    for name, estimate in (("pqr", fitted.reward(x)), ("static", pqr.static_reward(fitted, x))):
+    for name, estimate in (("pqr", model.reward(x)), ("pqr_simulator", simulator), ("static", pqr.static_reward(model, x))):
         e = estimate[:, 1:].ravel()
         scores[name] = (np.corrcoef(e, truth)[0, 1], np.sqrt(np.mean((e - truth) ** 2) / np.mean(truth ** 2)))
-    assert scores["pqr"][0] > 0.9, scores
+    assert scores["pqr"][0] > 0.9 and scores["pqr_simulator"][0] > 0.9, scores
     assert scores["static"][0] < scores["pqr"][0] - 0.1, scores
     assert scores["static"][1] > scores["pqr"][1] + 0.3, scores
 
