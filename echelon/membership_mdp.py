@@ -219,14 +219,39 @@ def estimate_dynamics(transitions_frame: pd.DataFrame, prior: float = 1.0) -> Dy
 def features(frame: pd.DataFrame) -> np.ndarray:
     """The estimators' inputs from state columns (a panel, a transitions table or Space.frame())."""
     segment = frame["segment"].astype(str)
-    plan = frame["plan"].astype(str)
-    k = frame["months_left"].to_numpy().astype(float)
-    cols = [segment.str.startswith("urban"), segment.str.endswith("digital"),
-            plan == "none", plan == "monthly", (plan == "annual") & (k >= 1), (plan == "annual") & (k == 0),
-            k / (TERM - 1), frame["tenure_band"] == 1, frame["tenure_band"] == 2,
-            *[frame[f"{b}_use"] for b in BENEFITS],
+    plan = frame["plan"].astype(str).to_numpy()
+    k = frame["months_left"].to_numpy().astype(int)
+    status = np.where(plan == "none", 0, np.where(plan == "monthly", 1, 2 + k))
+    cols = [segment.str.startswith("urban"), segment.str.endswith("digital"), *_status_block(status).T,
+            frame["tenure_band"] == 1, frame["tenure_band"] == 2, *[frame[f"{b}_use"] for b in BENEFITS],
             (frame["price_monthly"].astype(float) - 15.0) / 2.0, (frame["price_annual"].astype(float) - 119.0) / 20.0]
     return np.column_stack([np.asarray(c, dtype=np.float32) for c in cols]).astype(np.float32)
+
+
+STATUS_FEATURES = slice(2, 7)     # the columns of `features` that encode the status (plan, months left)
+
+
+def _status_block(status: np.ndarray) -> np.ndarray:
+    """(n, 5) the status columns of `features`: none, monthly, annual in term, annual term ended, months left / 11."""
+    status = np.asarray(status)
+    k = np.maximum(status - 2, 0)
+    return np.column_stack([status == 0, status == 1, status >= 3, status == 2, k / (TERM - 1)]).astype(np.float32)
+
+
+def post_decision(x: np.ndarray, actions) -> np.ndarray:
+    """The features of the post-decision state of (s, a): s's features with its status replaced by the status
+    the action leads to (the contract: none, monthly, or the annual term bought or continued), and a last
+    column 1 for a member action (tenure accrues). The next month's state depends on (s, a) only through it,
+    which is what `transitions` assumes too, so the Q and R stages regress on it: an expectation learned
+    from the plans members did choose then holds in every state, e.g. for cancelling mid-term."""
+    x = np.asarray(x, dtype=np.float32)
+    actions = np.broadcast_to(np.asarray(actions), (len(x),))
+    k = np.rint(x[:, 6] * (TERM - 1)).astype(int)
+    status = np.where(x[:, 2] > 0.5, 0, np.where(x[:, 3] > 0.5, 1, 2 + k))
+    after = np.choose(actions, [next_status(status, a) for a in range(len(ACTIONS))])
+    out = x.copy()
+    out[:, STATUS_FEATURES] = _status_block(after)
+    return np.hstack([out, (actions != ANCHOR).astype(np.float32)[:, None]])
 
 
 def attach_next(panel: pd.DataFrame) -> pd.DataFrame:

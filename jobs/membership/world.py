@@ -14,6 +14,7 @@ panel, and customer ids carry the seed, so a world of another seed is made of cu
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 import numpy as np
@@ -69,12 +70,22 @@ def true_reward(space: Space, beta: float = BETA, prices: tuple[float, float] | 
     return reward
 
 
+@functools.lru_cache(maxsize=1)
+def true_policy() -> np.ndarray:
+    """(n, 3) the true dynamic-logit policy on Space(CELLS), solved once per process (a 24,192-state soft
+    Bellman solve: seconds; every panel and test world draws from it). Read-only."""
+    space = Space(CELLS)
+    pi = soft_bellman(true_reward(space), transitions(space, dynamics()), BETA)[2]
+    pi.setflags(write=False)
+    return pi
+
+
 def panel(seed: int, customers: int, months: int, end_month: str, burn_in: int = 24) -> pd.DataFrame:
     """`months` months of choices of `customers` customers, the last in the month of end_month."""
     rng = np.random.default_rng(seed)
     space = Space(CELLS)
     dyn = dynamics()
-    _, _, pi = soft_bellman(true_reward(space), transitions(space, dyn), BETA)
+    pi = true_policy()
     segment = rng.choice(len(SEGMENTS), size=customers, p=SEGMENT_SHARES)
     cell = rng.integers(len(CELLS), size=customers)
     uses = (rng.random((customers, len(BENEFITS))) < HIGH_USE[segment]).astype(int)

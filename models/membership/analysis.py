@@ -1,7 +1,9 @@
 """From fitted estimators to answers: the identification table (what each segment values, against the
 truth) and the counterfactual shares of each scenario under each method, with the truth beside them.
 
-Methods: `pqr` (re-solved under its reward), `pqr_exact` (the same P stage, its Q and R stages solved
+Methods: `pqr` (re-solved under its reward: P and Q stages neural, the R stage's expectation under the
+estimated transitions the re-solve uses, PQR.simulator_reward), `pqr_neural_r` (the same with the R network's
+expectation: the all-neural reward, kept to show what its regression error does to a re-solve), `pqr_exact` (the same P stage, its Q and R stages solved
 exactly on the discrete state space with the estimated transitions, then re-solved), `static` (the static logit: its myopic reward, beta = 0),
 `bc` (behaviour cloning: its policy at the scenario's prices; benefit changes do not reach it). The truth
 comes in as a function (the world lives in jobs/; steps and the benchmark pass it), so everything here is
@@ -19,7 +21,7 @@ from echelon.membership_mdp import BENEFITS, SEGMENTS, Dynamics, Space, features
 from echelon.models.membership import counterfactual as cf
 from echelon.models.membership.pqr import PQR, exact_reward, log_policy, static_reward
 
-METHODS = ("pqr", "pqr_exact", "static", "bc")
+METHODS = ("pqr", "pqr_neural_r", "pqr_exact", "static", "bc")
 
 
 @dataclass
@@ -41,8 +43,10 @@ class Setting:
 def world_rewards(model: PQR, setting: Setting) -> dict[str, np.ndarray]:
     space = Space(setting.cells)
     x = features(space.frame())
-    exact = exact_reward(log_policy(model.policy, x), transitions(space, setting.dynamics), setting.beta)
-    return {"pqr": model.reward(x), "pqr_exact": exact, "static": static_reward(model, x)}
+    P = transitions(space, setting.dynamics)
+    exact = exact_reward(log_policy(model.policy, x), P, setting.beta)
+    return {"pqr": model.simulator_reward(x, P), "pqr_neural_r": model.reward(x), "pqr_exact": exact,
+            "static": static_reward(model, x)}
 
 
 def identification(model: PQR, setting: Setting, true_reward: np.ndarray | None = None,
@@ -71,7 +75,7 @@ def method_policy(name: str, model: PQR, setting: Setting, scenario: cf.Scenario
     if name == "bc":
         return np.exp(log_policy(model.policy, features(Space([scenario.prices]).frame())))
     x = features(space.frame())
-    base = {"pqr": lambda: model.reward(x), "static": lambda: static_reward(model, x),
+    base = {"pqr": lambda: model.simulator_reward(x, P), "pqr_neural_r": lambda: model.reward(x), "static": lambda: static_reward(model, x),
             "pqr_exact": lambda: exact_reward(log_policy(model.policy, x), P, setting.beta)}[name]()
     beta = setting.beta if name.startswith("pqr") else 0.0
     reward = cf.scenario_reward(base, space, scenario, setting.status_quo, ident["alpha"][name], ident["values"][name], beta)

@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 
 
+LAYOUT = 3    # 3: the P stage an ensemble; 2: Q and R networks on post-decision states; 1: on (s), (s, one-hot a)
+
+
 class MembershipModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.model = load(context.artifacts["pqr"])
@@ -22,8 +25,9 @@ class MembershipModel(mlflow.pyfunc.PythonModel):
             from echelon.membership_mdp import Space, features, soft_bellman, transitions
 
             space = Space(self.setting.cells)
-            reward = self.model.reward(features(space.frame()))
-            self._policy = soft_bellman(reward, transitions(space, self.setting.dynamics), self.setting.beta)[2]
+            P = transitions(space, self.setting.dynamics)
+            reward = self.model.simulator_reward(features(space.frame()), P)
+            self._policy = soft_bellman(reward, P, self.setting.beta)[2]
         return self._policy
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -40,7 +44,7 @@ def save(model, path, n_in: int, hidden: int) -> None:
     """The three stages' weights and what rebuilds them, in one torch file."""
     import torch
 
-    torch.save({"n_in": n_in, "hidden": hidden, "beta": model.beta, "policy": model.policy.state_dict(),
+    torch.save({"layout": LAYOUT, "n_in": n_in, "hidden": hidden, "p_members": len(model.policy.members), "beta": model.beta, "policy": model.policy.state_dict(),
                 "q_anchor": model.q_anchor.state_dict(), "expectation": model.expectation.net.state_dict(),
                 "center": model.expectation.center, "scale": model.expectation.scale}, path)
 
@@ -51,8 +55,12 @@ def load(path):
     from echelon.models.membership import pqr
 
     saved = torch.load(path, weights_only=False)
+    if saved.get("layout") != LAYOUT:
+        raise pqr.MembershipError(f"{path}: a membership model saved by an older layout than {LAYOUT}; "
+                                  f"refit it (`echelon membership fit`)")
     n, h = saved["n_in"], saved["hidden"]
-    policy, q_anchor, expectation = pqr.mlp(n, len(pqr.ACTIONS), h), pqr.mlp(n, 1, h), pqr.mlp(n + len(pqr.ACTIONS), 1, h)
+    policy = pqr.PolicyEnsemble([pqr.mlp(n, len(pqr.ACTIONS), h) for _ in range(saved["p_members"])])
+    q_anchor, expectation = pqr.mlp(n + 1, 1, h), pqr.mlp(n + 1, 1, h)
     policy.load_state_dict(saved["policy"])
     q_anchor.load_state_dict(saved["q_anchor"])
     expectation.load_state_dict(saved["expectation"])

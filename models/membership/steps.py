@@ -122,7 +122,8 @@ def fit(ds: str) -> dict:
     x_test, a_test = features(test), pqr.action_codes(test["action"])
     P = transitions(space, setting.dynamics)
     x_space = features(space.frame())
-    resolved = soft_bellman(model.reward(x_space), P, setting.beta)[2]
+    simulator = model.simulator_reward(x_space, P)
+    resolved = soft_bellman(simulator, P, setting.beta)[2]
     exact = pqr.exact_reward(model.log_policy(x_space), P, setting.beta)
     resolved_exact = soft_bellman(exact, P, setting.beta)[2]
     index = space.locate(test)
@@ -131,7 +132,7 @@ def fit(ds: str) -> dict:
                "heldout_ll_policy": pqr.log_likelihood(model.log_policy(x_test), a_test),
                "train_rows": len(train), "heldout_rows": len(test)}
     if truth is not None:
-        metrics.update(reward_recovery(model, test, space, truth, exact))
+        metrics.update(reward_recovery(model, test, space, truth, exact, simulator))
     out = report_dir(ds)
     out.mkdir(parents=True, exist_ok=True)
     with tracking.run("membership", ds, "fit", model="pqr") as run, tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +143,7 @@ def fit(ds: str) -> dict:
         mlflow.log_metrics(metrics)
         mlflow.log_figure(plots.loss_curves(model.losses), "loss_curves.png")
         if truth is not None:
-            figure = plots.reward_scatter(model.reward(features(space.frame()))[index], truth[index])
+            figure = plots.reward_scatter(simulator[index], truth[index])
             figure.savefig(out / "reward_estimated_vs_true.png")
             mlflow.log_figure(figure, "reward_estimated_vs_true.png")
         ident.to_csv(out / "benefit_values.csv", index=False)
@@ -171,15 +172,18 @@ def fit(ds: str) -> dict:
             **{k: round(float(v), 5) for k, v in metrics.items()}}
 
 
-def reward_recovery(model, rows: pd.DataFrame, space: Space, truth: np.ndarray, exact: np.ndarray) -> dict:
+def reward_recovery(model, rows: pd.DataFrame, space: Space, truth: np.ndarray, exact: np.ndarray,
+                    simulator: np.ndarray) -> dict:
     """Correlation and relative RMSE of the member actions' estimated reward against the truth, over the
-    states of `rows` (each visit once); `exact` is the exact-Q-and-R reward on every state of `space`."""
+    states of `rows` (each visit once); `exact` (the exact-Q-and-R reward) and `simulator` (the model's
+    PQR.simulator_reward) on every state of `space`."""
     from echelon.models.membership.pqr import static_reward
 
     index = space.locate(rows)
     x = features(space.frame().iloc[index])
     out = {}
-    for name, estimate in (("pqr", model.reward(x)), ("pqr_exact", exact[index]), ("static", static_reward(model, x))):
+    for name, estimate in (("pqr", simulator[index]), ("pqr_neural_r", model.reward(x)), ("pqr_exact", exact[index]),
+                           ("static", static_reward(model, x))):
         e, t = estimate[:, 1:].ravel(), truth[index][:, 1:].ravel()
         out[f"reward_corr_{name}"] = float(np.corrcoef(e, t)[0, 1])
         out[f"reward_rel_rmse_{name}"] = float(np.sqrt(np.mean((e - t) ** 2) / np.mean(t ** 2)))

@@ -12,8 +12,8 @@ import pytest
 
 from echelon.jobs.membership import world
 from echelon.jobs.membership.ingest import validate_panel
-from echelon.membership_mdp import (ACTIONS, MembershipError, Space, attach_next, features, soft_bellman,
-                                    transitions)
+from echelon.membership_mdp import (ACTIONS, MembershipError, Space, attach_next, estimate_dynamics, features,
+                                    soft_bellman, transitions)
 from echelon.models.membership import counterfactual as cf
 from echelon.models.membership import pqr
 
@@ -68,6 +68,35 @@ def test_pqr_with_known_transitions_recovers_the_true_reward_exactly():
     np.testing.assert_allclose(pqr.exact_reward(np.log(pi), P, world.BETA), truth, atol=1e-6)
 
 
+def test_the_simulator_reward_re_solves_to_the_p_stage_whatever_the_q_stage():
+    """PQR.simulator_reward's construction (the R stage's expectation under the re-solve's own transitions):
+    re-solving it gives back the policy it came from exactly, and an error in Q(s, a0) changes the reward
+    (so the check can fail) but not the re-solved policy (it enters as potential-based shaping)."""
+    space = Space([world.STATUS_QUO])
+    P = transitions(space, world.dynamics())
+    noisy = world.true_reward(space) + np.random.default_rng(0).normal(0, 0.5, (space.n, len(ACTIONS)))
+    log_pi = np.log(soft_bellman(noisy, P, world.BETA)[2])           # some policy, not the truth's
+    wrong_q0 = np.random.default_rng(1).normal(0, 3.0, space.n)
+    exact, shaped = pqr.exact_reward(log_pi, P, world.BETA), pqr.exact_reward(log_pi, P, world.BETA, q0=wrong_q0)
+    assert np.abs(shaped - exact).max() > 1.0
+    for reward in (exact, shaped):
+        np.testing.assert_allclose(soft_bellman(reward, P, world.BETA)[2], np.exp(log_pi), atol=1e-7)
+
+
+def test_post_decision_features_are_the_features_of_the_status_the_action_leads_to():
+    from echelon.membership_mdp import next_status, post_decision
+
+    space = Space([world.STATUS_QUO])
+    x, frame = features(space.frame()), space.frame()
+    for a in range(len(ACTIONS)):
+        after = next_status(space.status, a)
+        moved = frame.assign(plan=np.select([after == 0, after == 1], ["none", "monthly"], "annual"),
+                             months_left=np.maximum(after - 2, 0))
+        y = post_decision(x, a)
+        np.testing.assert_array_equal(y[:, :-1], features(moved))
+        assert (y[:, -1] == (a != 0)).all()
+
+
 def test_the_world_is_deterministic_and_every_plan_is_chosen():
     a, b = world.panel(3, 200, 6, "2026-11-30"), world.panel(3, 200, 6, "2026-11-30")
     pd.testing.assert_frame_equal(a, b)
@@ -79,8 +108,10 @@ def test_the_world_is_deterministic_and_every_plan_is_chosen():
 
 @pytest.fixture(scope="module")
 def fitted():
+    """One P-stage member (the ensemble's averaging is exercised end to end by tests/dag) at 0.6 of the steps."""
     rows = attach_next(world.panel(11, 2000, 24, "2026-11-30"))
-    return pqr.fit_pqr(rows, pqr.FitConfig(beta=world.BETA).scaled(0.6))
+    model = pqr.fit_pqr(rows, pqr.FitConfig(beta=world.BETA, p_members=1).scaled(0.6))
+    return model, estimate_dynamics(rows)
 
 
 def test_pqr_recovers_the_reward_and_the_static_logit_is_biased(fitted):
@@ -88,14 +119,16 @@ def test_pqr_recovers_the_reward_and_the_static_logit_is_biased(fitted):
     0.9 (the full-size fit of the benchmark reaches ~0.97; this fit is smaller to stay fast), while the
     static logit, reading the same choices with beta = 0, misses the future and stays far below it with a
     relative RMSE at least 0.3 worse."""
+    model, dynamics = fitted
     space = Space(world.CELLS)
     index = space.locate(world.panel(12, 800, 12, "2026-11-30"))
     x, truth = features(space.frame().iloc[index]), world.true_reward(space)[index][:, 1:].ravel()
+    simulator = model.simulator_reward(features(space.frame()), transitions(space, dynamics))[index]
     scores = {}
-    for name, estimate in (("pqr", fitted.reward(x)), ("static", pqr.static_reward(fitted, x))):
+    for name, estimate in (("pqr", model.reward(x)), ("pqr_simulator", simulator), ("static", pqr.static_reward(model, x))):
         e = estimate[:, 1:].ravel()
         scores[name] = (np.corrcoef(e, truth)[0, 1], np.sqrt(np.mean((e - truth) ** 2) / np.mean(truth ** 2)))
-    assert scores["pqr"][0] > 0.9, scores
+    assert scores["pqr"][0] > 0.9 and scores["pqr_simulator"][0] > 0.9, scores
     assert scores["static"][0] < scores["pqr"][0] - 0.1, scores
     assert scores["static"][1] > scores["pqr"][1] + 0.3, scores
 
@@ -118,7 +151,7 @@ def test_fitted_q_uses_only_anchor_transitions():
     import torch
 
     with torch.no_grad():
-        q = [net(torch.as_tensor(x)).numpy() for net in (base, other, third)]
+        q = [net(torch.as_tensor(pqr.post_decision(x, 0))).numpy() for net in (base, other, third)]
     np.testing.assert_array_equal(q[0], q[1])
     assert not np.allclose(q[0], q[2])
 
@@ -185,13 +218,67 @@ def test_bad_scenarios(tmp_path, text, message):
         cf.load_scenario(_scenario(tmp_path, text))
 
 
-def test_a_bad_scenario_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys):
+def _one_line_exit_2(argv, capsys, *needles) -> str:
     from echelon.models.membership import steps
 
-    path = _scenario(tmp_path, '{"prices": {"monthly": 14.99, "annual": 119, "family": 9}}', ".json")
-    assert steps.main(["counterfactual", "--ds", "2026-11-30", "--scenario", str(path)]) == 2
+    assert steps.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(path) in err and "family" in err, err
+    assert len(err.splitlines()) == 1 and all(n in err for n in needles), err
+    return err
+
+
+@pytest.mark.parametrize("text, suffix, needle", [
+    ('{"prices": {"monthly": 14.99, "annual": 119, "family": 9}}', ".json", "unknown plan(s) ['family']"),
+    ('{"prices": {"monthly": 14.99, "annual": "cheap"}}', ".json", "must be a non-negative number, got 'cheap'"),
+    ("prices: {monthly: -1, annual: 119}", ".yaml", "must be a non-negative number, got -1"),
+    ("prices: {monthly: 14.99}", ".yaml", "the price of plan 'annual' is missing"),
+    ("prices: {monthly: 14.99, annual: 119}\nbenefits: [{change: remove, benefit: podcasts}]", ".yaml",
+     "unknown benefit 'podcasts'"),
+    ("prices: [", ".yaml", "cannot be read as yaml"),
+])
+def test_a_bad_scenario_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys, text, suffix, needle):
+    path = _scenario(tmp_path, text, suffix)
+    _one_line_exit_2(["counterfactual", "--ds", "2026-11-30", "--scenario", str(path)], capsys, str(path), needle)
+
+
+def test_a_missing_scenario_file_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "nope.yaml"
+    _one_line_exit_2(["counterfactual", "--ds", "2026-11-30", "--scenario", str(path)], capsys, str(path), "does not exist")
+
+
+def _two_actions(panel):
+    return pd.concat([panel, panel.iloc[[5]].assign(action="none")])
+
+
+def _not_offered(panel):
+    row = panel.index[panel["action"] == "annual"][0]
+    return panel.assign(price_annual=np.where(panel.index == row, np.nan, panel["price_annual"]))
+
+
+def _month_missing(panel):
+    first = panel["customer_id"].iloc[0]
+    return panel[~((panel["customer_id"] == first) & (panel["month"] == sorted(set(panel["month"]))[1]))]
+
+
+@pytest.mark.parametrize("corrupt, needle", [(_two_actions, "more than one action"),
+                                             (_not_offered, "plan 'annual' in a month it was not offered"),
+                                             (_month_missing, "have months missing from their panel")])
+def test_a_bad_panel_on_the_command_line_is_one_line_exit_2_and_publishes_nothing(lake_dir, panel, capsys, corrupt,
+                                                                                   needle):
+    from echelon import lake
+    from echelon.catalog.membership import PANEL, RAW_PANEL
+
+    lake.publish(corrupt(panel), PANEL, "2026-11-30")
+    _one_line_exit_2(["ingest", "--ds", "2026-11-30"], capsys, f"{PANEL} ds=2026-11-30", needle)
+    assert not lake.exists(RAW_PANEL, "2026-11-30")
+
+
+def test_fit_without_an_anchor_choice_on_the_command_line_is_one_line_and_exit_2(lake_dir, panel, capsys):
+    from echelon import lake
+    from echelon.catalog.membership import TRANSITIONS
+
+    lake.publish(attach_next(panel.assign(action="monthly")), TRANSITIONS, "2026-11-30")
+    _one_line_exit_2(["fit", "--ds", "2026-11-30"], capsys, f"{TRANSITIONS} ds=2026-11-30", "not identified; not fitting")
 
 
 def test_the_shipped_scenarios_load():
