@@ -110,7 +110,7 @@ def recover(subsolve, inst: Instance, avg_usage: np.ndarray) -> dict:
 
 
 def polish(inst: Instance, best: dict, lam: np.ndarray, lower: np.ndarray, bound: float, tol: float,
-           budget_s: float, solver: str = "highs") -> tuple[dict, int]:
+           budget_s: float, solver: str = "highs", progress=None) -> tuple[dict, int]:
     """The plan `best` (parts, cost [N], usage [N, C]; capacity-feasible) with items re-solved exactly by LP
     within their own usage of every capacity, those adding most to the gap first, until the gap to `bound`
     is at most `tol` or `budget_s` seconds are spent. Returns the plan and the number of items re-solved.
@@ -162,6 +162,8 @@ def polish(inst: Instance, best: dict, lam: np.ndarray, lower: np.ndarray, bound
             use[n] = 0.0
             use[n, cols] = res["usage"][0]
             solved[0] += 1
+            if progress and solved[0] % 100 == 0:
+                progress(f"placement lagrangian: polish, {solved[0]} items re-solved, plan {cost.sum():,.2f}")
 
     fastsub.within(order, budget_s, work, first=4, most=16)
     return {**parts, "cost": cost, "usage": use}, solved[0]
@@ -540,7 +542,8 @@ def solve(inst: Instance, subsolve=None, max_iter: int = 60, tol: float = 1e-3, 
     polished = 0
     if subproblems == "fast" and (best["cost"].sum() - best_bound) / max(abs(best["cost"].sum()), 1e-9) > tol:
         budget = time_limit_s - (time.time() - began) if time_limit_s else loop_s
-        best, polished = polish(inst, best, best_lam, lower, best_bound, tol, budget, solver)
+        best, polished = polish(inst, best, best_lam, lower, best_bound, tol, budget, solver,
+                                lambda m: progress(f"{m}, {time.time() - began:.1f}s"))
         progress(f"placement lagrangian: {polished} items re-solved by LP within their shares, plan "
                  f"{best['cost'].sum():,.2f}, {time.time() - began:.1f}s")
     plan = lp.plan_from_parts(inst, best)
