@@ -72,7 +72,7 @@ bench-demand: env  ## accuracy (store-item, every frequency, MQ models), LightGB
 	$(BIN)/python benchmarks/demand_mq.py --out benchmarks/results
 	$(BIN)/python benchmarks/demand_scale.py --sizes 360 3600 36000 --out benchmarks/results
 
-PLACEMENT_SHAPES ?= 300x5x4:lm,300x10x10:lm,300x20x4:lm,1000x5x60:l,1000x50x10:l,3000x20x40:lm
+PLACEMENT_SHAPES ?= 1000x5x4:lm,1000x8x4:lm,1000x50x4:l,1000x5x60:l,1000x50x60:l,5000x20x20:l,20000x10x10:l,3000x20x40:lm
 
 bench-placement: env  ## decomposition vs monolithic: growing items, then a shape grid (items x FCs x regions); writes benchmarks/results/
 	$(BIN)/python benchmarks/placement_scaling.py --out benchmarks/results

@@ -29,7 +29,8 @@ Policies (`policies`), each a pair (FC targets [N, F], DC levels [N, D]):
 - newsvendor: each FC stocked to its own (home) regions' critical-fractile window demand, capacity ignored;
 - cheapest: each region's stock all at its cheapest FC (transfer + lane cost), at the critical fractile;
 - proportional: the optimised plan's units per item split over FCs by the demand each serves first.
-Baselines' DC levels follow the same order-up-to rule from their FCs' expected daily flow.
+Baselines' DC levels follow the same order-up-to rule from their FCs' expected daily flow. Every policy is
+then scaled into the facilities' storage (`fit_capacity`): the comparison is at equal space.
 
 Size: one simulator with two tiers, its ledger, the baselines and the replication summary.
 """
@@ -109,9 +110,23 @@ def dc_levels(inst: Instance, fc_daily_flow: np.ndarray, y: np.ndarray | None = 
     return y + rate * inst.params.review_days, y
 
 
-def policies(inst: Instance, plan: dict) -> dict:
+def fit_capacity(inst: Instance, targets: np.ndarray, levels: np.ndarray, reserved: np.ndarray):
+    """The policy scaled into the network's storage: each FC's targets (each DC's levels and reserved stock)
+    shrunk pro rata where their cube exceeds the facility's storage, as a planner must before ordering.
+    Without it a baseline that ignores capacity is stocked beyond the space it has (3.9x an FC's storage on
+    the benchmark's network) and its on-time share is bought with space the plan is not allowed to use."""
+    def shrink(units, space):
+        cube = (units * inst.cube[:, None]).sum(axis=0)
+        return units * np.minimum(1.0, space / np.maximum(cube, 1e-12))[None, :]
+    dc_factor = np.minimum(1.0, inst.dc_storage / np.maximum((levels * inst.cube[:, None]).sum(axis=0), 1e-12))
+    return shrink(targets, inst.fc_storage), levels * dc_factor[None, :], reserved * dc_factor[None, :]
+
+
+def policies(inst: Instance, plan: dict, fit: bool = True, uncapped: bool = False) -> dict:
     """The optimised plan and the baselines as {name: (FC targets [N, F], DC levels [N, D], DC reserved
-    stock [N, D])}; `plan` is a Result.plan (x, y, served) or the published targets (x, y)."""
+    stock [N, D])}; `plan` is a Result.plan (x, y, served) or the published targets (x, y). `fit`: every
+    policy scaled into the facilities' storage (`fit_capacity`; the plan's FC targets already fit);
+    `uncapped`: the newsvendor as computed, capacity ignored, added as "newsvendor_uncapped"."""
     W = inst.window_days
     # Each FC's expected daily outflow: what the plan serves from it (a published plan has only its
     # targets: then the target over the window, the order-up-to level's own rate).
@@ -125,7 +140,10 @@ def policies(inst: Instance, plan: dict) -> dict:
         flow = np.zeros_like(targets)
         np.add.at(flow.T, assign, inst.daily_mean.T)
         out[name] = (targets, *dc_levels(inst, flow))
-    return out
+    if uncapped:
+        out["newsvendor_uncapped"] = out["newsvendor"]
+    return {name: fit_capacity(inst, *policy) if fit and name != "newsvendor_uncapped" else policy
+            for name, policy in out.items()}
 
 
 def _vendor(inst: Instance):

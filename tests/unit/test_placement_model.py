@@ -365,3 +365,26 @@ def test_lp_work_within_a_budget_runs_in_measured_chunks():
     assert np.array_equal(done, np.arange(300)) and len(seen[0]) == 4     # a small first chunk, then measured
     assert max(len(c) for c in seen) <= 64
     assert len(fastsub.within(np.arange(300), 0.0, seen.append)) == 0     # no budget, no work
+
+
+def test_polish_re_solves_items_within_their_own_shares_and_never_worsens_the_plan():
+    # the large-instance path's last step: layered plans (stock kept apart per demand layer) re-solved by LP
+    # inside each item's own usage, so the plan still fits every capacity and only gets cheaper
+    from echelon.models.placement import fastsub
+    from echelon.models.placement.parallel import PLAN_KEYS
+
+    inst = generate(items=20, facilities=6, regions=12, seed=46)          # many regions: stock worth pooling
+    lam = _random_prices(inst, 4, scale=0.3)
+    fast = fastsub.solve(inst, lam)
+    best = {**{k: fast["parts"][k] for k in PLAN_KEYS}, "cost": fast["cost"], "usage": fast["usage"]}
+    exact = lp.solve_items(inst, lam=lam)["priced"]
+    assert fast["priced"].sum() > exact.sum() * (1 + 1e-4)          # the layered plans leave something
+    bound = float(fast["lower"].sum() - lam @ inst.capacity)
+    polished, solved = lagrangian.polish(inst, best, lam, fast["lower"], bound, tol=0.0, budget_s=120)
+    assert solved > 0 and polished["cost"].sum() < fast["cost"].sum()
+    assert (polished["cost"] <= fast["cost"] * (1 + 1e-9) + 1e-9).all()
+    assert (polished["usage"] <= fast["usage"] + 1e-7 * np.maximum(1.0, fast["usage"])).all()
+    cost, use = lp.cost_and_usage(inst, polished)                   # its parts are the plan it reports
+    assert np.allclose(cost, polished["cost"]) and np.allclose(use, polished["usage"])
+    # a gap already met: nothing is re-solved
+    assert lagrangian.polish(inst, best, lam, fast["lower"], bound, tol=1.0, budget_s=120)[1] == 0

@@ -79,6 +79,17 @@ def test_replications_give_intervals_and_baselines_share_the_draws():
     table = simulate.summarise(runs)
     row = table[(table["policy"] == "optimised") & (table["metric"] == "shipping_cost")].iloc[0]
     assert row["low"] <= row["mean"] <= row["high"] and row["half_width"] > 0 and row["replications"] == 3
-    # the proportional baseline holds the plan's units; the cheapest-FC baseline stocks one FC per region
-    assert np.allclose(pols["proportional"][0].sum(axis=1), plan["x"].sum(axis=1))
-    assert (pols["cheapest"][0] > 0).any(axis=0).sum() <= len(inst.region_ids)
+    # before fitting into storage, the proportional baseline holds the plan's units; the cheapest-FC
+    # baseline stocks one FC per region
+    raw = simulate.policies(inst, plan, fit=False)
+    assert np.allclose(raw["proportional"][0].sum(axis=1), plan["x"].sum(axis=1))
+    assert (raw["cheapest"][0] > 0).any(axis=0).sum() <= len(inst.region_ids)
+    # fitted (the comparison's default): every policy's FC targets and DC levels fit the storage, and a
+    # baseline that overran an FC was scaled down there, not elsewhere
+    for name, (targets, levels, _) in pols.items():
+        assert ((targets * inst.cube[:, None]).sum(axis=0) <= inst.fc_storage * (1 + 1e-9)).all(), name
+        assert ((levels * inst.cube[:, None]).sum(axis=0) <= inst.dc_storage * (1 + 1e-9)).all(), name
+    over = (raw["newsvendor"][0] * inst.cube[:, None]).sum(axis=0) > inst.fc_storage
+    assert over.any()
+    assert np.allclose(pols["newsvendor"][0][:, ~over], raw["newsvendor"][0][:, ~over])
+    assert "newsvendor_uncapped" in simulate.policies(inst, plan, uncapped=True)
