@@ -40,7 +40,7 @@ BIN = Path(sys.executable).parent
 OUT = ROOT / "benchmarks" / "results" / "reliability.md"
 SECTION = "## Fault matrix on the stack"
 KEYS = {"published/demand/forecasts": ["item_id", "location_id", "target_date"],
-        "features/demand/features": None, "raw/demand/sales": None}
+        "features/demand/sales_features": None, "raw/demand/sales": None}
 
 
 def log(message: str) -> None:
@@ -256,14 +256,14 @@ def fault_spark_worker(ctx) -> dict:
     stack._spawn("spark-worker", stack.commands["spark-worker"], mode="ab")
     code, message, seconds = step.wait(900)
     after = checksums(lake)
-    allowed = {f"features/demand/features/ds={ds}"} if code == 0 else set()
+    allowed = {f"features/demand/sales_features/ds={ds}"} if code == 0 else set()
     retry = [] if code == 0 else [run_step(ctx["env"], "features", ds, ctx["logs"])]
     return {"fault": f"Spark worker lost mid-job (`demand features`): {note}",
             "run": f"exit {code} after {seconds:.0f}s: {message}",
             "published": changed(before, after, allowed) or ("unchanged (but the step's own partition, "
                                                               "republished)" if code == 0 else "unchanged"),
             "retry": retry or "(not needed: the job finished on the restarted worker)",
-            "once": exactly_once(lake, "features/demand/features", ds)}
+            "once": exactly_once(lake, "features/demand/sales_features", ds)}
 
 
 DISK_INNER = r"""
@@ -311,7 +311,7 @@ def disk_inner(mnt: Path, ds: str, logs: Path) -> None:
 
 def fault_corrupt(ctx) -> dict:
     ds, lake = ctx["ds"], ctx["lake"]
-    part = lake / "features" / "demand" / "features" / f"ds={ds}"
+    part = lake / "features" / "demand" / "sales_features" / f"ds={ds}"
     victim = sorted(part.glob("*.parquet"), key=lambda p: p.stat().st_size)[-1]
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -323,7 +323,7 @@ def fault_corrupt(ctx) -> dict:
     return {"fault": f"one byte flipped in {victim.relative_to(lake)}; then `demand score`",
             "run": f"exit {code} after {seconds:.0f}s: {message}",
             "published": changed(before, after) or "unchanged", "retry": retry,
-            "once": f"features {exactly_once(lake, 'features/demand/features', ds)}; "
+            "once": f"features {exactly_once(lake, 'features/demand/sales_features', ds)}; "
                     f"forecasts {exactly_once(lake, 'published/demand/forecasts', ds)}"}
 
 
