@@ -89,7 +89,8 @@ def one(items, facilities, regions, method, limit, tol, memory, clock="wall", lo
     except subprocess.TimeoutExpired:
         return {"status": f"killed after {wait:.0f} s"}
     if out.returncode:
-        tail = out.stderr.strip().splitlines()[-1] if (out.stderr or "").strip() else out.returncode
+        err = out.stderr if not log else Path(log).read_text()           # (with a log, the error is its last line)
+        tail = err.strip().splitlines()[-1] if (err or "").strip() else out.returncode
         return {"status": f"failed: {tail}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
