@@ -167,9 +167,12 @@ def fit(ds: str) -> dict:
     champion = tracking.alias_version(MODEL_NAME, tracking.CHAMPION)
     champion_ll = None
     if champion is not None:
-        scored = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{tracking.CHAMPION}").predict(test)
-        logp = scored[[f"logp_{a}" for a in ACTIONS]].to_numpy()
-        champion_ll = pqr.log_likelihood(logp, a_test)
+        try:
+            scored = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{tracking.CHAMPION}").predict(test)
+        except MembershipError as error:    # a champion of an older model layout: nothing comparable to beat
+            log.warning("membership fit %s: @champion v%s not scored: %s", ds, champion.version, error)
+        else:
+            champion_ll = pqr.log_likelihood(scored[[f"logp_{a}" for a in ACTIONS]].to_numpy(), a_test)
     promoted = tracking.promote(MODEL_NAME, version, metrics["heldout_ll_pqr"], champion_ll, lower_is_better=False)
     lake.publish(ident.assign(model_version=f"{MODEL_NAME}/{version}"), BENEFIT_VALUES, ds, gate=True)
     log.info("membership fit %s: %s/%s held-out ll %.4f (champion %s) promoted=%s", ds, MODEL_NAME, version,
