@@ -40,6 +40,20 @@ class MembershipModel(mlflow.pyfunc.PythonModel):
                              **{f"logp_{a}": log_pi[:, i] for i, a in enumerate(ACTIONS)}})
 
 
+def requirements() -> list[str]:
+    """The model's pip requirements pinned to what is installed: given explicitly, MLflow skips inferring
+    them (a subprocess that loads the model: ~30 s of the fit step on the loaded machine)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    installed = {}
+    for name in ("mlflow", "numpy", "pandas", "scipy", "torch", "lightning"):
+        try:
+            installed[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return [f"{name}=={v}" for name, v in installed.items()]
+
+
 def save(model, path, n_in: int, hidden: int) -> None:
     """The three stages' weights and what rebuilds them, in one torch file."""
     import torch
