@@ -123,6 +123,8 @@ class FeatureSource:
 
     def __init__(self, data, items: list[str] | None = None, batch_rows: int = BATCH_ROWS,
                  category_columns: list[str] = ()):
+        if isinstance(data, pd.DataFrame) and items is not None:
+            data = data[data["item_id"].isin(items)]
         self.data, self.items, self.batch_rows = data, items, batch_rows
         self.category_columns = list(category_columns)
         self._keys: Keys | None = None
