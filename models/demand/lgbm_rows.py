@@ -146,8 +146,9 @@ class FeatureSource:
         import pyarrow.dataset as pads
 
         where = None if self.items is None else pads.field("item_id").isin(self.items)
+        # little readahead: each batch read ahead is decoded, all its columns, in Arrow's memory
         for batch in self.data.to_batches(columns=list(dict.fromkeys(head + wide)), filter=where,
-                                          batch_size=self.batch_rows):
+                                          batch_size=self.batch_rows, batch_readahead=1, fragment_readahead=1):
             if batch.num_rows:
                 yield (batch.select(head).to_pandas(date_as_object=False),
                        lambda mask, batch=batch: batch.filter(pa.array(mask)).select(wide).to_pandas(date_as_object=False))
