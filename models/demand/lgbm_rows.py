@@ -123,6 +123,8 @@ class FeatureSource:
 
     def __init__(self, data, items: list[str] | None = None, batch_rows: int = BATCH_ROWS,
                  category_columns: list[str] = ()):
+        if isinstance(data, pd.DataFrame) and items is not None:
+            data = data[data["item_id"].isin(items)]
         self.data, self.items, self.batch_rows = data, items, batch_rows
         self.category_columns = list(category_columns)
         self._keys: Keys | None = None
@@ -144,8 +146,9 @@ class FeatureSource:
         import pyarrow.dataset as pads
 
         where = None if self.items is None else pads.field("item_id").isin(self.items)
+        # little readahead: each batch read ahead is decoded, all its columns, in Arrow's memory
         for batch in self.data.to_batches(columns=list(dict.fromkeys(head + wide)), filter=where,
-                                          batch_size=self.batch_rows):
+                                          batch_size=self.batch_rows, batch_readahead=1, fragment_readahead=1):
             if batch.num_rows:
                 yield (batch.select(head).to_pandas(date_as_object=False),
                        lambda mask, batch=batch: batch.filter(pa.array(mask)).select(wide).to_pandas(date_as_object=False))

@@ -349,6 +349,7 @@ def test_fit_from_a_parquet_dataset_equals_fit_from_the_frame(world_features, tm
         assert got.training_rows == expected.training_rows and got.best_iterations == expected.best_iterations
         forecast = got.predict_features(dataset, origin=cutoff, items=chosen)
         pd.testing.assert_frame_equal(forecast, expected.predict_features(frame, origin=cutoff))
+        pd.testing.assert_frame_equal(forecast, got.predict_features(world_features, origin=cutoff, items=chosen))
         assert forecast[["item_id", "location_id"]].drop_duplicates().shape[0] == (6 if chosen else 24)
         # the keys scan holds 4 narrow columns a row; the row pass only the wanted keys
         keys = source.keys()
