@@ -51,3 +51,15 @@ def test_evaluation_buckets_hold_whole_items_and_cover_the_sample_once():
     sizes = [keys["item_id"].isin(b).sum() for b in buckets]
     assert all(s <= 7 for s, b in zip(sizes, buckets) if b != ["big"]) and ["big"] in buckets
     assert sizes == [9, 6, 6, 6, 3]     # "big" alone, then two 3-series items per bucket
+
+
+def test_the_nightly_lightgbm_candidate_uses_the_spark_features_and_their_settings(monkeypatch):
+    # `echelon forecast` builds LightGBM on tabular features with interactive settings; the nightly job
+    # must train on its Spark table with the settings the accuracy benchmark measures, unless overridden
+    from echelon.models.demand.lgbm import DEFAULT_PARAMS, TABULAR_PARAMS
+
+    model = train.new_candidate("lightgbm", seed=0)
+    assert model.features == "spark" and model.params["max_bin"] == DEFAULT_PARAMS["max_bin"]
+    assert model.params["learning_rate"] != TABULAR_PARAMS["learning_rate"]
+    monkeypatch.setenv("ECHELON_DEMAND_MODEL_PARAMS", '{"lightgbm": {"features": "tabular"}}')
+    assert train.new_candidate("lightgbm", seed=0).features == "tabular"
