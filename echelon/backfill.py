@@ -87,6 +87,12 @@ def dag_details(dag: str) -> dict:
     return rows[0]
 
 
+def periodic(details: dict) -> bool:
+    """Whether Airflow can backfill the DAG itself (a time-based schedule). The CLI's JSON prints every
+    value as a string ("False")."""
+    return str(details.get("timetable_periodic", True)).strip().lower() not in ("false", "0", "")
+
+
 FINISHED = {"success", "failed"}
 
 
@@ -172,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
     run_window(args.start, args.end)   # a bad range fails before Airflow is asked anything
     details = dag_details(args.dag)
     runs = active_runs(args.dag, args.max_active_runs, int(details["max_active_runs"]))
-    if not details.get("timetable_periodic", True):
+    if not periodic(details):
         return backfill_run_by_run(args)
     command = backfill_command(args.dag, args.start, args.end, runs, args.reprocess)
     if args.dry_run:

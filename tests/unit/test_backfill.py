@@ -102,6 +102,14 @@ def test_a_dag_airflow_cannot_backfill_gets_one_run_per_data_date():
         run_plan("2026-11-19", "2026-11-16", {}, "completed")
 
 
+def test_only_a_dag_airflow_calls_periodic_goes_to_airflows_backfill():
+    from echelon.backfill import periodic
+
+    # `airflow dags details -o json` prints every value as a string
+    assert not periodic({"timetable_periodic": "False"}) and not periodic({"timetable_periodic": False})
+    assert periodic({"timetable_periodic": "True"}) and periodic({})
+
+
 def test_a_backfill_run_is_recognised_by_its_run_type():
     from types import SimpleNamespace
 
