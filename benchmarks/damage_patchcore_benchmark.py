@@ -118,12 +118,12 @@ def run(seed: int, steps: int, out: Path, bank_size: int, maps: int, pool: int, 
     for old in maps_dir.glob("*.png") if maps_dir.exists() else []:
         old.unlink()
     picks = list(test.nsmallest(maps, "_rank").index) + list(test[test["label"] == 0].nlargest(1, best).index)
-    vmax = float(np.quantile([float(banks[best].patch_distances(f).max()) for f, _ in features[best]], 0.95))
     for i in dict.fromkeys(picks):
         f, shape = features[best][i]
         row = test.loc[i]
-        plots.save_overlay(row["file"], pc.anomaly_map(banks[best], f, shape), maps_dir / f"{row['kind']}_{Path(row['file']).stem}.png",
-                        vmax=vmax, title=f"{row['kind']} z={row[best]:.1f}")
+        bank = banks[best]
+        plots.save_overlay(row["file"], plots.pristine_z(pc.anomaly_map(bank, f, shape), bank.mu, bank.sd),
+                           maps_dir / f"{row['kind']}_{Path(row['file']).stem}.png", title=f"{row['kind']} z={row[best]:.1f}")
     meta = {"pool": pool, "edge": edge, "gallery": len(files["gallery"]), "test_free": len(files["test_free"]), "test_defect": len(parts["test_def"]),
             "bank_size": bank_size, "side": pc.SIDE, "maps": sorted(p.name for p in maps_dir.glob("*.png")), **timing}
     return {"table": table, "meta": meta}

@@ -75,16 +75,47 @@ def contact_sheet(scores: pd.DataFrame, files: dict[str, str], path: Path, top: 
     return path
 
 
-def save_overlay(image_path, amap: np.ndarray, target: Path, vmax: float | None = None, title: str = "") -> Path:
-    """The image (greyscale) with the anomaly map as a red-yellow heat overlay, written as a PNG."""
+Z_RANGE = (0.0, 6.0)   # overlay colour range in z: 0 = as far as the worst patches of a pristine image, 6 = far beyond
+
+
+def pristine_z(amap: np.ndarray, mu: float, sd: float) -> np.ndarray:
+    """A map of patch distances in the units of the image score: z = (d - mu) / sd with the product's pristine
+    scale (gallery.Gallery / patchcore.Bank mu, sd: the worst-patch distance of held-out pristine images). A
+    cell at z <= 0 is no farther from the gallery than the worst patches of a typical pristine image."""
+    return (np.asarray(amap, dtype=np.float32) - mu) / max(sd, 1e-9)
+
+
+def save_overlay(image_path, amap: np.ndarray, target: Path, vmax: float | None = None, title: str = "",
+                 vmin: float | None = None, label: str = "patch anomaly, z vs pristine gallery") -> Path:
+    """The photo beside the same photo with its anomaly map as a heat overlay and a colour bar, one PNG.
+
+    `amap` is best given in pristine z units (`pristine_z`) with the default range `Z_RANGE`: the colour then
+    means the same on every image of every product, and cells no farther than a pristine image's worst
+    patches (z <= 0) carry no heat at all, so the photo stays readable and the hot spot is the defect. The
+    heat's opacity grows with it. Raw distances (the older call) are scaled to [vmin or 0, vmax or max]."""
     with Image.open(image_path) as image:
-        grey = image.convert("L")
-    heat = amap / (vmax or float(amap.max()) or 1.0)
-    heat = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize(grey.size, Image.BILINEAR)
-    colour = (matplotlib.colormaps["inferno"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
-    blended = Image.blend(grey.convert("RGB"), Image.fromarray(colour), 0.45)
-    if title:
-        ImageDraw.Draw(blended).text((4, 4), title, fill=(255, 255, 255))
+        grey = np.asarray(image.convert("L"))
+    low, high = (Z_RANGE if vmax is None and vmin is None else
+                 (vmin if vmin is not None else 0.0, vmax if vmax is not None else float(np.max(amap)) or 1.0))
+    high = max(high, low + 1e-9)
+    resized = Image.fromarray(np.asarray(amap, dtype=np.float32), mode="F").resize(grey.shape[::-1], Image.BILINEAR)
+    heat = np.clip((np.asarray(resized) - low) / (high - low), 0, 1)
+    colour = matplotlib.colormaps["jet"](heat)
+    colour[..., 3] = np.where(heat > 0, 0.25 + 0.5 * heat, 0.0)
+    height, width = grey.shape
+    figure, axes = plt.subplots(1, 2, figsize=(2 * 3.2 * width / max(height, width) + 1.0, 3.4 * height / max(height, width) + 0.6),
+                                dpi=110, gridspec_kw={"wspace": 0.05})
+    for ax in axes:
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = axes[1].imshow(colour)
+    shown.set_cmap("jet")
+    shown.set_clim(low, high)
+    figure.colorbar(shown, ax=axes, fraction=0.04, pad=0.02).set_label(label, fontsize=7)
+    axes[0].set_title("photo", fontsize=8)
+    axes[1].set_title(title or "anomaly map", fontsize=8)
     target.parent.mkdir(parents=True, exist_ok=True)
-    blended.save(target)
+    figure.savefig(target, bbox_inches="tight")
+    plt.close(figure)
     return target

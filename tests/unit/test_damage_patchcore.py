@@ -59,8 +59,28 @@ def test_the_anomaly_map_peaks_where_a_defect_was_pasted(tmp_path):
     assert 150 // 8 - 2 <= row <= 166 // 8 + 1 and 60 // 8 - 2 <= col <= 76 // 8 + 1, (row, col)
     clean_features, _ = pc.image_patches(extractor, save(surface(98), tmp_path / "c.png"))
     assert bank.z(features) > bank.z(clean_features) + 3
-    overlay = plots.save_overlay(tmp_path / "d.png", amap, tmp_path / "maps" / "d.png", title="z 9.9")
-    assert Image.open(overlay).size == (224, 224)
+    overlay = plots.save_overlay(tmp_path / "d.png", plots.pristine_z(amap, bank.mu, bank.sd), tmp_path / "maps" / "d.png",
+                                 title="z 9.9")
+    width, height = Image.open(overlay).size
+    assert width > 1.8 * height                                      # the photo beside its overlay, and a colour bar
+
+
+def _coloured(path) -> int:
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 40).sum())
+
+
+def test_an_overlay_in_pristine_units_leaves_pristine_looking_cells_without_heat(tmp_path):
+    photo = save(surface(5), tmp_path / "p.png")
+    pristine = np.full((28, 28), -0.5, dtype=np.float32)            # every cell no farther than a pristine image's worst
+    hot = pristine.copy()
+    hot[10:14, 10:14] = 5.0                                          # one far region
+    cold_png = plots.save_overlay(photo, pristine, tmp_path / "cold.png")
+    hot_png = plots.save_overlay(photo, hot, tmp_path / "hot.png")
+    # the colour bar is coloured in both; only the hot map adds heat over the photo, and only a little of it
+    assert _coloured(hot_png) > _coloured(cold_png) + 200
+    assert _coloured(hot_png) - _coloured(cold_png) < 0.2 * np.prod(Image.open(hot_png).size)
+    assert np.allclose(plots.pristine_z(np.array([2.0, 4.0]), mu=2.0, sd=2.0), [0.0, 1.0])
 
 
 def test_an_elongated_photograph_is_cut_into_overlapping_tiles_that_cover_it(tmp_path):
@@ -77,3 +97,21 @@ def test_a_gallery_smaller_than_the_bank_needs_is_refused_by_product():
     features = [torch.randn(50, 8) for _ in range(3)]
     with pytest.raises(ValueError, match=r"gallery of product 'P7' has 3 images; the memory bank needs at least 4"):
         pc.build_bank("P7", features)
+
+
+def test_sidelined_rows_get_a_map_in_their_products_pristine_units(tmp_path):
+    import pandas as pd
+
+    from echelon.models.damage import gallery as gl
+    from echelon.models.damage import images as im
+    from echelon.models.damage import maps
+
+    paths = [save(surface(s, size=(64, 64)), tmp_path / f"g{s}.png") for s in range(4)]
+    stained = surface(9, size=(64, 64))
+    stained[20:32, 20:32] = 1.0
+    paths.append(save(stained, tmp_path / "s.png"))
+    gallery = gl.build("tile", im.load_many(paths[:4], 64), ["a", "b", "c", "d"])
+    scores = pd.DataFrame({"image_id": ["s", "p"], "item_id": ["tile", "tile"], "score": [0.9, 0.1],
+                           "decision": ["sideline", "pass"], "damage_type": ["stain", "none"]})
+    written = maps.write_maps(scores, {"s": paths[4], "p": paths[0]}, {"tile": gallery}, 64, tmp_path / "maps")
+    assert list(written["image_id"]) == ["s"] and (tmp_path / "maps" / "s.png").exists()
