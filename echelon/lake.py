@@ -28,8 +28,9 @@ old copies; an error inside the transaction swaps them back, and a killed publis
 by the next publish on this host (or by `recover`).
 
 Reads verify: the manifest lists every part file with its size, rows and SHA-256 (written at publish);
-`read` and `read_spark` check them (sizes and parquet footers always, hashes of what pandas reads) and
-raise LakeError naming the table and partition on a missing, extra, truncated or altered file. Staged
+`read` and `read_spark` check them before reading (sizes and parquet footers always, SHA-256 up to
+HASH_ON_READ_MAX_BYTES a partition) and raise LakeError naming the table and partition on a missing, extra,
+truncated, swapped or altered file. Staged
 files and folders are fsynced before the swap, and the parent folder after it.
 
 Size: the lake's whole contract (layout, publish with segments and carried files, transactions, verified
@@ -131,11 +132,12 @@ def read(table: Table, ds: str, columns: list[str] | None = None) -> pd.DataFram
 
 
 def read_spark(spark, table: Table, ds: str):
-    """Read one published partition as a Spark DataFrame, with its `ds` column (files verified first:
-    sizes and parquet footers on the driver; the hashes are `read`'s, the executors read the bytes)."""
+    """Read one published partition as a Spark DataFrame, with its `ds` column. Its files are verified on
+    the driver first, as `read` does (sizes, footer rows, SHA-256): a file swapped, truncated or altered
+    after publish is a LakeError here, not a Spark traceback or wrong rows at the first action."""
     from pyspark.sql import functions as F
 
-    found = verified(table, ds, hashes=False)
+    found = verified(table, ds, hashes=True)
     return spark.read.parquet(str(found)).withColumn("ds", F.lit(parse_ds(ds)))
 
 

@@ -107,6 +107,11 @@ def part_file(table):
     return next(table.partition(DS).glob("*.parquet"))
 
 
+def both_readers(spark):
+    """The two read paths: pandas (`read`) and Spark (`read_spark`, counted so that the executors read)."""
+    return {"read": lambda: lake.read(SALES, DS), "read_spark": lambda: lake.read_spark(spark, SALES, DS).count()}
+
+
 def test_the_manifest_lists_each_file_with_size_rows_and_hash(lake_dir):
     manifest = lake.publish(frame(), SALES, DS)
     (name, entry), = manifest["files"].items()
@@ -114,21 +119,37 @@ def test_the_manifest_lists_each_file_with_size_rows_and_hash(lake_dir):
     assert entry["bytes"] == part_file(SALES).stat().st_size and len(entry["sha256"]) == 64
 
 
-def test_a_file_swapped_for_another_with_fewer_rows_is_refused(lake_dir):
+def test_a_file_swapped_for_another_with_fewer_rows_is_refused(lake_dir, spark):
     lake.publish(frame(240), SALES, DS)
     frame(236).to_parquet(part_file(SALES), index=False)
-    with pytest.raises(lake.LakeError, match=r"raw/test/sales ds=2026-11-20: part-00000.parquet has \d+ bytes"):
-        lake.read(SALES, DS)
+    for reader in both_readers(spark).values():
+        with pytest.raises(lake.LakeError, match=r"raw/test/sales ds=2026-11-20: part-00000.parquet has \d+ bytes"):
+            reader()
 
 
-def test_an_altered_file_of_the_same_size_and_rows_is_refused(lake_dir):
+def test_a_file_swapped_for_one_of_the_same_size_and_rows_is_refused_by_both_readers(lake_dir, spark):
+    """Sizes and footers agree (another partition's file of the same shape): only the hash tells."""
+    lake.publish(frame(240), SALES, DS)
+    other = lake.Table("raw", "test", "other")
+    lake.publish(frame(240).assign(item_id=lambda f: f["item_id"].str.replace("i", "j")), other, DS)
+    entry = lake.read_manifest(SALES, DS)["files"]["part-00000.parquet"]
+    assert lake.read_manifest(other, DS)["files"]["part-00000.parquet"]["bytes"] == entry["bytes"]
+    part_file(SALES).write_bytes(part_file(other).read_bytes())
+    for reader in both_readers(spark).values():
+        with pytest.raises(lake.LakeError, match="raw/test/sales ds=2026-11-20: part-00000.parquet does not match "
+                                                 "its checksum"):
+            reader()
+
+
+def test_an_altered_file_of_the_same_size_and_rows_is_refused(lake_dir, spark):
     lake.publish(frame(), SALES, DS)
     path = part_file(SALES)
     data = bytearray(path.read_bytes())
     data[len(data) // 3] ^= 0xFF                     # one flipped byte in a data page: same size, same footer
     path.write_bytes(bytes(data))
-    with pytest.raises(lake.LakeError, match="part-00000.parquet does not match its checksum"):
-        lake.read(SALES, DS)
+    for reader in both_readers(spark).values():
+        with pytest.raises(lake.LakeError, match="part-00000.parquet does not match its checksum"):
+            reader()
 
 
 def test_a_truncated_file_is_a_lake_error_not_an_arrow_traceback(lake_dir, spark):
@@ -136,7 +157,7 @@ def test_a_truncated_file_is_a_lake_error_not_an_arrow_traceback(lake_dir, spark
     path = part_file(SALES)
     entry = lake.read_manifest(SALES, DS)["files"]["part-00000.parquet"]
     path.write_bytes(path.read_bytes()[: entry["bytes"] // 2])
-    for reader in (lambda: lake.read(SALES, DS), lambda: lake.read_spark(spark, SALES, DS)):
+    for reader in both_readers(spark).values():
         with pytest.raises(lake.LakeError, match="raw/test/sales ds=2026-11-20: part-00000.parquet has"):
             reader()
 
