@@ -76,7 +76,8 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frame = simulate(("uniform", "flat_ts", "meta_ts", "contextual"), args.impressions, 50, seed=42)
+    frame = simulate(make_world(42, days=50, launch_every=4), ("uniform", "flat_ts", "meta_ts", "contextual"),
+                     args.impressions, 50, seed=42)
     frame.to_csv(out / "callouts_regret.csv", index=False)
     regret_plot(frame, out / "callouts_regret.png")
     table = summary(frame).round(4)

@@ -1,6 +1,6 @@
 """Several views per item (models/damage/items.py): the fused decision (worst view) against one view alone.
 
-On the tiny synthetic world (models/damage/demo.py), each damaged validation image becomes an item seen by
+On the tiny synthetic world (`tiny` in models/damage/steps.py), each damaged validation image becomes an item seen by
 two cameras: the damaged image and a pristine image of the same product (the other camera does not see the
 damage); each pristine item is two pristine images of its product. Scored with the tiny model's per-view
 threshold: recall and pristine-item sideline rate when the decision reads one view picked at random (a
@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echelon.models.damage import demo
 from echelon.models.damage import images as im
 from echelon.models.damage import items
 from echelon.models.damage import model as md
+from echelon.models.damage import steps
 from echelon.models.damage import supervised as sv
 
 
 def measure(work: Path, seed: int = 0) -> dict:
-    world_dir, model_dir = demo.tiny(work)
+    world_dir, model_dir = steps.tiny(work)
     model = md.DamageModel.load(model_dir)
     rows, _ = im.validate(im.read_manifest(world_dir / "valid.csv", labelled=True), known_items=set(model.galleries))
     scored = rows.assign(score=model.score_files(rows)["score"].to_numpy(), label=rows["label"].astype(int))

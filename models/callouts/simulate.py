@@ -9,6 +9,9 @@ callout shown; "new-callout regret" is the part spent on callouts launched less 
 
 CLI: echelon callouts simulate --impressions 100000 --days 50 --policies flat_ts,meta_ts,contextual
      --seed 42 --output DIR   (writes regret.csv, summary.json and regret.png)
+This module is model code: it takes the world as an argument (anything with the shopper world's `start`,
+`segment_weight`, `affinity`, `active(day)` and `rates(day)`); the tool's front in the callouts steps module
+builds it (jobs/callouts/world.py) and hands it to `main`.
 Each simulation is also an MLflow run `simulate` in the experiment `echelon-callouts` (tag stage=simulate,
 ds = the world's first day; --no-mlflow skips it): the world's knobs as parameters, per policy the final
 cumulative regret, new-callout regret and click rates as metrics, the regret and click-rate curves as metric
@@ -26,21 +29,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from echelon.catalog.callouts import WINDOW_DAYS
 from echelon.models.callouts import bandits
 from echelon.models.callouts.contextual import ContextualTS
-from echelon.jobs.callouts.world import FAMILIES, SEGMENTS, WINDOW_DAYS, World, make_world
 
 log = logging.getLogger(__name__)
 POLICIES = ("uniform", "flat_ts", "meta_ts", "contextual")
 
 
-def fit_policy(name: str, counts: pd.DataFrame, arms: pd.DataFrame, seed: int = 0):
+def fit_policy(name: str, counts: pd.DataFrame, arms: pd.DataFrame, segments: list[str], families: list[str],
+               seed: int = 0):
     """Return a sampler: (segment codes of impressions, rng) -> chosen arm index into `arms`.
 
     counts: matured (segment, callout_id, impressions, clicks); arms: today's (segment, callout_id,
-    family, value) rows, every live callout for every segment."""
+    family, value) rows, every live callout for every segment; segments (in the order of the codes) and
+    families: the world's."""
     full = arms.merge(counts, on=["segment", "callout_id"], how="left").fillna({"impressions": 0, "clicks": 0})
-    by_segment = [np.flatnonzero(full["segment"].to_numpy() == s) for s in SEGMENTS]
+    by_segment = [np.flatnonzero(full["segment"].to_numpy() == s) for s in segments]
     if name == "uniform":
         def draw(seg, rng):
             return np.array([rng.choice(by_segment[s]) for s in seg])
@@ -60,7 +65,7 @@ def fit_policy(name: str, counts: pd.DataFrame, arms: pd.DataFrame, seed: int = 
         return draw
     if name == "contextual":
         seen = full[full["impressions"] > 0]
-        model = ContextualTS(SEGMENTS, FAMILIES).fit(seen) if len(seen) else None
+        model = ContextualTS(segments, families).fit(seen) if len(seen) else None
 
         def draw(seg, rng):
             out = np.empty(len(seg), int)
@@ -78,11 +83,13 @@ def fit_policy(name: str, counts: pd.DataFrame, arms: pd.DataFrame, seed: int = 
     raise ValueError(f"unknown policy {name!r}; choose from {POLICIES}")
 
 
-def run_policy(world: World, name: str, days: int, per_day: int, seed: int = 0, new_days: int = 14) -> pd.DataFrame:
-    """Day-by-day results of one policy: impressions, clicks, expected regret, new-callout regret."""
+def run_policy(world, name: str, days: int, per_day: int, seed: int = 0, new_days: int = 14) -> pd.DataFrame:
+    """Day-by-day results of one policy on `world` (jobs/callouts/world.World): impressions, clicks, expected
+    regret, new-callout regret."""
     rng = np.random.default_rng([seed, POLICIES.index(name) if name in POLICIES else 99])
     traffic = np.random.default_rng([seed, 7])     # the same shoppers for every policy
-    weights = np.array([world.segment_weight[s] for s in SEGMENTS])
+    segments, families = list(world.segment_weight), list(world.affinity.columns)
+    weights = np.array([world.segment_weight[s] for s in segments])
     pending: list[tuple[int, pd.DataFrame]] = []    # (day shown, per-impression outcomes)
     matured = pd.DataFrame({"segment": pd.Series(dtype=str), "callout_id": pd.Series(dtype=str),
                             "impressions": pd.Series(dtype=int), "clicks": pd.Series(dtype=int)})
@@ -92,8 +99,9 @@ def run_policy(world: World, name: str, days: int, per_day: int, seed: int = 0, 
         live = world.active(day)
         rates = world.rates(day)
         arms = rates.merge(live[["callout_id", "family", "value", "launched_on"]], on="callout_id")
-        draw = fit_policy(name, matured, arms[["segment", "callout_id", "family", "value"]], seed + k)
-        seg = traffic.choice(len(SEGMENTS), size=per_day, p=weights)
+        draw = fit_policy(name, matured, arms[["segment", "callout_id", "family", "value"]], segments, families,
+                          seed + k)
+        seg = traffic.choice(len(segments), size=per_day, p=weights)
         chosen = arms.iloc[draw(seg, rng)].reset_index(drop=True)
         best = rates.groupby("segment")["rate"].max()
         regret = best.loc[chosen["segment"]].to_numpy() - chosen["rate"].to_numpy()
@@ -119,9 +127,9 @@ def run_policy(world: World, name: str, days: int, per_day: int, seed: int = 0, 
     return frame
 
 
-def simulate(policies=("flat_ts", "meta_ts", "contextual"), impressions: int = 100_000, days: int = 50,
-             seed: int = 42, launch_every: int = 4) -> pd.DataFrame:
-    world = make_world(seed, days=days, launch_every=launch_every)
+def simulate(world, policies=("flat_ts", "meta_ts", "contextual"), impressions: int = 100_000, days: int = 50,
+             seed: int = 42) -> pd.DataFrame:
+    """Every policy over `days` days of `world` (the same shoppers for each), `impressions` in all per policy."""
     per_day = max(1, impressions // days)
     frames = []
     for name in policies:
@@ -156,11 +164,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the simulation to MLflow")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, world) -> int:
+    """The tool on a world built from the same arguments (`make_world(args.seed, days=args.days,
+    launch_every=args.launch_every)`, by the callouts steps module)."""
     from echelon.models.callouts.plots import regret_plot
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    frame = simulate(policies, args.impressions, args.days, args.seed, args.launch_every)
+    frame = simulate(world, policies, args.impressions, args.days, args.seed)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "regret.csv", index=False)

@@ -63,10 +63,22 @@ def serve(ds: str, seed: int | None = None) -> dict:
     return {"ds": ds, "method": method, "model_version": f"{MODEL_NAME}/{version}", "rows": manifest["rows"]}
 
 
+def simulate_tool(args: argparse.Namespace) -> int:
+    """`echelon callouts simulate`: the shopper world (jobs/callouts/world.py) built from the tool's arguments
+    and handed to the policies' simulation (models/callouts/simulate.py)."""
+    from echelon.jobs.callouts.world import make_world
+    from echelon.models.callouts import simulate as sim
+
+    return sim.main(args, make_world(args.seed, days=args.days, launch_every=args.launch_every))
+
+
 STEPS = {"ingest": ingest, "feedback": feedback, "train": train, "evaluate_and_promote": evaluate_and_promote,
          "serve": serve}
+# tool -> the module with its arguments (add_arguments) and its main; RUNNERS: a tool whose main needs what
+# only this module may join (the synthetic world of jobs/ for model code) runs through its runner here
 TOOLS = {"simulate": "echelon.models.callouts.simulate", "ope": "echelon.models.callouts.ope_cli",
          "obd": "echelon.jobs.callouts.obd"}
+RUNNERS = {"simulate": simulate_tool}
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +88,7 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(TOOLS[argv[0]])
         parser = argparse.ArgumentParser(prog=f"echelon callouts {argv[0]}", description=module.__doc__.splitlines()[0])
         module.add_arguments(parser)
-        return int(module.main(parser.parse_args(argv[1:])) or 0)
+        return int(RUNNERS.get(argv[0], module.main)(parser.parse_args(argv[1:])) or 0)
     parser = argparse.ArgumentParser(prog="echelon callouts", description=__doc__.splitlines()[0],
                                      epilog=f"tools: {', '.join(TOOLS)} (echelon callouts TOOL --help)")
     parser.add_argument("step", choices=list(STEPS))

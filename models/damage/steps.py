@@ -6,6 +6,7 @@ in cohesive modules it re-exports for the DAGs:
     damage_batches (a batch lands): gate_manifest -> score (Spark) -> log_batch   (batches.py, score here)
     the gallery overrides store (refreshed galleries, held drifts)        (overrides.py)
     `echelon damage train|score` on files, without the lake or MLflow    (tools.py)
+    a tiny world and model for tests and a quick look                   (`tiny` here)
 
 A batch is described by {"batch_id", "manifest", "ds"}: the manifest CSV lives in the batch folder and
 `ds` is the landing date, i.e. the `damage_scores` partition. A partition holds every batch of its day;
@@ -105,6 +106,51 @@ def score(batch: dict, use_spark: bool = True) -> dict:
     log.info("batch %s: %s", batch["batch_id"], outcome)
     return outcome
 
+
+# ------------------------------------------------------------------------- the tiny world and model
+# For tests, the DAG test and a quick look by hand: the training pipeline in miniature (world -> train ->
+# save), so it joins the two layers here, as the steps do.
+
+TINY = dict(products=8, new_products=2, gallery=6, train=240, calib=150, valid=300, batch=120)
+
+
+def tiny(root: Path, seed: int = 7, epochs: int = 3) -> tuple[Path, Path]:
+    """(world folder, model folder) under `root`: a small synthetic world (jobs/damage/world.py) and a model
+    trained on it for a few epochs, each created when missing; a lock lets several test modules (and
+    processes) share one build per folder."""
+    import fcntl
+
+    from echelon.jobs.damage import world as gen
+    from echelon.models.damage import images as im
+    from echelon.models.damage import model as md
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    world_dir, model_dir = root / "world", root / "model"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (world_dir / "batch.csv").exists():
+            gen.generate(world_dir, seed=seed, **TINY)
+        if not (model_dir / "model.json").exists():
+            model, _ = md.train(im.read_manifest(world_dir / "train.csv", labelled=True),
+                                im.read_manifest(world_dir / "gallery.csv"),
+                                im.read_manifest(world_dir / "valid.csv", labelled=True), epochs=epochs, seed=seed)
+            model.save(model_dir)
+    return world_dir, model_dir
+
+
+def tiny_one_thread(base: Path):
+    """A generator for a test fixture: the tiny world and model under `base`/damage-tiny (shared by the test
+    modules of one session), with torch on one thread meanwhile (the project's setting, ECHELON_TORCH_THREADS:
+    more threads spin-wait on two shared cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield tiny(Path(base) / "damage-tiny")
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------- CLI

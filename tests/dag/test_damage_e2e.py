@@ -1,4 +1,4 @@
-"""damage_batches end to end on the session's tiny damage world (models/damage/demo.py, built once per test
+"""damage_batches end to end on the session's tiny damage world (`tiny` in models/damage/steps.py, built once per test
 session and shared with the model and quarantine tests), and the batch-level bad inputs at the level of the
 lake on the partition that run published.
 
@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 
 from echelon import lake
-from echelon.models.damage import demo
 
 pytestmark = pytest.mark.slow   # Spark + one Airflow run with its GX gates
 DS = "2026-11-20"
@@ -38,7 +37,7 @@ def champion(tmp_path_factory, spark):
     from echelon.models.damage import steps
 
     threads = torch.get_num_threads()
-    world_dir, _ = demo.tiny(tmp_path_factory.getbasetemp() / "damage-tiny")
+    world_dir, _ = steps.tiny(tmp_path_factory.getbasetemp() / "damage-tiny")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ECHELON_TASK_RETRIES", "0")
         patch.setenv("ECHELON_DAMAGE_EPOCHS", "1")   # what training learns: tests/model/test_damage_model.py

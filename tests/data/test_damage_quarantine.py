@@ -1,5 +1,5 @@
 """Bad input: every broken image is quarantined with its reason while the rest of the batch is scored
-(the session's tiny model, models/damage/demo.py); a manifest without the needed columns fails the gate
+(the session's tiny model, `tiny` in models/damage/steps.py); a manifest without the needed columns fails the gate
 clearly. At the level of the lake (a re-scored batch replaces its rows and keeps the other batches of its
 day, a failed publish loses nothing already published): tests/dag/test_damage_e2e.py, on the partition
 its DAG run published."""
@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from echelon.models.damage import demo
 from echelon.models.damage import images as im
 from echelon.models.damage import model as md
 from echelon.models.damage import steps
@@ -19,7 +18,7 @@ from echelon.models.damage import steps
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    yield from demo.tiny_one_thread(tmp_path_factory.getbasetemp())
+    yield from steps.tiny_one_thread(tmp_path_factory.getbasetemp())
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from echelon.cli import main as echelon
-from echelon.models.damage import demo
 from echelon.models.damage import images as im
 from echelon.models.damage import model as md
 from echelon.jobs.damage import world
@@ -75,7 +74,7 @@ def test_artwork_and_redesigns_are_not_sidelined_above_the_target_rate(tiny, tmp
     world_dir, model_dir = tiny
     model = md.DamageModel.load(model_dir)
     assert model.operating.rule == "bounded" and model.operating.target_fpr == 0.001
-    catalog = world.make_products(10, seed=7)          # the tiny world's products (demo.TINY, seed 7)
+    catalog = world.make_products(10, seed=7)          # the tiny world's products (steps.TINY, seed 7)
     hazards = [p for p in catalog if p.hazard != "none"]
     assert hazards
     world.write_set(tmp_path, "art", hazards, 0, 0.0, seed=99, per_product=8)

@@ -5,7 +5,6 @@ Cost: 4 days of 100 shoppers for two policies (seconds) and one MLflow run; impo
 matplotlib and creating the session's SQLite store (shared with every other test that logs) dominate on a
 loaded machine."""
 
-import argparse
 import json
 
 import pytest
@@ -15,13 +14,11 @@ def test_simulate_writes_its_tables_and_logs_the_run_to_mlflow(tmp_path):
     import mlflow
 
     from echelon import tracking
-    from echelon.models.callouts import simulate
+    from echelon.models.callouts import steps
 
-    parser = argparse.ArgumentParser()
-    simulate.add_arguments(parser)
-    args = parser.parse_args(["--impressions", "400", "--days", "4", "--policies", "flat_ts,meta_ts",
-                              "--launch-every", "2", "--seed", "3", "--output", str(tmp_path)])
-    assert simulate.main(args) == 0
+    argv = ["simulate", "--impressions", "400", "--days", "4", "--policies", "flat_ts,meta_ts",
+            "--launch-every", "2", "--seed", "3", "--output", str(tmp_path)]
+    assert steps.main(argv) == 0
     summary = {row["policy"]: row for row in json.loads((tmp_path / "summary.json").read_text())}
     assert set(summary) == {"flat_ts", "meta_ts"} and (tmp_path / "regret.png").exists()
 
