@@ -51,8 +51,9 @@ def home_fc(inst: Instance) -> np.ndarray:
 
 
 def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
-    """[N, F] each FC covers the window demand of the regions `assign` [R] gives it, at the critical
-    fractile (underage: lost sale less shipping; overage: holding); capacities ignored."""
+    """[N, F] each FC covers the demand of the regions `assign` [R] gives it over its own replenishment
+    cycle (the window scaled by `Instance.fc_cycle`, as the plan does), at the critical fractile (underage:
+    lost sale less shipping; overage: holding); capacities ignored."""
     N, F, D, R, K = inst.shape
     mean = inst.daily_mean * inst.window_days
     var = (inst.daily_sd ** 2) * inst.window_days
@@ -60,9 +61,10 @@ def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
     under = np.maximum(inst.lost_penalty - ship, 1e-9)
     z = norm.ppf(under / (under + inst.hold_fc))
     out = np.zeros((N, F))
+    cover = 1.0 + inst.fc_cycle          # the FC's own replenishment cycle in windows (the plan's, too)
     for f in range(F):
         regions = assign == f
-        m, v = mean[:, regions].sum(axis=1), var[:, regions].sum(axis=1)
+        m, v = mean[:, regions].sum(axis=1) * cover[f], var[:, regions].sum(axis=1) * cover[f]
         out[:, f] = np.maximum(0.0, m + z * np.sqrt(v))
     return out
 
