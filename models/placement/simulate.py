@@ -28,7 +28,10 @@ Policies (`policies`), each a pair (FC targets [N, F], DC levels [N, D]):
   plus a review period of its refill flow (order-up-to: rate x (review + lead) + safety);
 - newsvendor: each FC stocked to its own (home) regions' critical-fractile window demand, capacity ignored;
 - cheapest: each region's stock all at its cheapest FC (transfer + lane cost), at the critical fractile;
-- proportional: the optimised plan's units per item split over FCs by the demand each serves first.
+- proportional: the optimised plan's units per item split over FCs by the demand each serves first (not
+  independent of the optimiser: it inherits which items the plan holds in the scarce space);
+- proportional_pooled: a planner's own split: each item's pooled network demand at the critical fractile,
+  split the same way (`pooled_proportional_targets`).
 Baselines' DC levels follow the same order-up-to rule from their FCs' expected daily flow. Every policy is
 then scaled into the facilities' storage (`fit_capacity`): the comparison is at equal space.
 
@@ -94,6 +97,19 @@ def proportional_targets(inst: Instance, total_units: np.ndarray) -> np.ndarray:
     return total_units[:, None] * share
 
 
+def pooled_proportional_targets(inst: Instance) -> np.ndarray:
+    """[N, F] a planner's proportional split, independent of the optimiser: each item's network-wide
+    stock is its pooled window demand (regions independent) at the critical fractile, split over FCs by the
+    demand each serves first, each FC's share scaled to its own replenishment cycle (`fc_cycle`)."""
+    mean = (inst.daily_mean * inst.window_days).sum(axis=1)
+    sd = np.sqrt(((inst.daily_sd ** 2) * inst.window_days).sum(axis=1))
+    home = home_fc(inst)
+    ship = float(inst.ship_cost[home, np.arange(len(home))].mean())
+    under = np.maximum(inst.lost_penalty - ship, 1e-9)
+    total = np.maximum(0.0, mean + norm.ppf(under / (under + inst.hold_fc)) * sd)
+    return proportional_targets(inst, total) * (1.0 + inst.fc_cycle)[None, :]
+
+
 def source_dc(inst: Instance) -> np.ndarray:
     """[F] the DC that refills each FC: the cheapest transfer lane."""
     return inst.transfer_cost.argmin(axis=0)
@@ -137,7 +153,8 @@ def policies(inst: Instance, plan: dict, fit: bool = True, uncapped: bool = Fals
     out = {"optimised": optimised}
     home = home_fc(inst)
     for name, targets in (("newsvendor", newsvendor_targets(inst)), ("cheapest", cheapest_targets(inst)),
-                          ("proportional", proportional_targets(inst, plan["x"].sum(axis=1)))):
+                          ("proportional", proportional_targets(inst, plan["x"].sum(axis=1))),
+                          ("proportional_pooled", pooled_proportional_targets(inst))):
         assign = home if name != "cheapest" else cheapest_fc(inst)
         flow = np.zeros_like(targets)
         np.add.at(flow.T, assign, inst.daily_mean.T)
@@ -269,7 +286,7 @@ def simulate(inst: Instance, targets: np.ndarray, levels: np.ndarray | None = No
                         break
                     take = np.minimum(need, stock[:, f])
                     asked = take.sum()
-                    if asked > flow_left[f]:
+                    if asked > max(flow_left[f], 0.0) and asked > 0:
                         take = np.minimum(take, down(take * (max(flow_left[f], 0.0) / asked)))
                     units = float(take.sum())
                     stock[:, f] -= take

@@ -71,9 +71,9 @@ def test_replications_give_intervals_and_baselines_share_the_draws():
     inst = generate(items=40, facilities=5, regions=3, seed=5)
     plan = lagrangian.solve(inst, max_iter=40, tol=1e-3).plan
     pols = simulate.policies(inst, plan)
-    assert set(pols) == {"optimised", "newsvendor", "cheapest", "proportional"}
+    assert set(pols) == {"optimised", "newsvendor", "cheapest", "proportional", "proportional_pooled"}
     runs = simulate.replicate(inst, pols, days=21, replications=3, seed=1)
-    assert len(runs) == 12
+    assert len(runs) == 15
     # common random numbers: every policy saw the same demand in a replication
     assert runs.groupby("replication")["demand_units"].nunique().eq(1).all()
     table = simulate.summarise(runs)
@@ -83,6 +83,11 @@ def test_replications_give_intervals_and_baselines_share_the_draws():
     # baseline stocks one FC per region
     raw = simulate.policies(inst, plan, fit=False)
     assert np.allclose(raw["proportional"][0].sum(axis=1), plan["x"].sum(axis=1))
+    # the planner's own proportional split does not depend on the plan, and pools the regions' risk
+    other = simulate.policies(inst, {**plan, "x": 2 * plan["x"]}, fit=False)
+    assert np.allclose(other["proportional_pooled"][0], raw["proportional_pooled"][0])
+    assert not np.allclose(other["proportional"][0], raw["proportional"][0])
+    assert (raw["proportional_pooled"][0].sum(axis=1) <= raw["newsvendor"][0].sum(axis=1) * 1.2).all()
     assert (raw["cheapest"][0] > 0).any(axis=0).sum() <= len(inst.region_ids)
     # fitted (the comparison's default): every policy's FC targets and DC levels fit the storage, and a
     # baseline that overran an FC was scaled down there, not elsewhere
