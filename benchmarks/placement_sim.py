@@ -136,8 +136,8 @@ def main(argv=None):
         "",
         "Against each baseline (target: shipping cost >= 10% lower at an equal or higher on-time share):",
         "",
-        *[f"- {b}: shipping {1 - best['optimised'] / best[b]:+.1%} lower in total, "
-          f"{1 - per_unit['optimised'] / per_unit[b]:+.1%} per unit; on-time {on_time['optimised']:.3f} vs "
+        *[f"- {b}: the plan's shipping cost {1 - best['optimised'] / best[b]:.1%} lower in total, "
+          f"{1 - per_unit['optimised'] / per_unit[b]:.1%} lower per unit; on-time {on_time['optimised']:.3f} vs "
           f"{on_time[b]:.3f}: " + ("met" if best['optimised'] <= 0.9 * best[b] and on_time['optimised'] >= on_time[b]
                                    else "not met") for b in baselines],
         "",
