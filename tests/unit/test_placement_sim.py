@@ -77,6 +77,13 @@ def test_replications_give_intervals_and_baselines_share_the_draws():
     # common random numbers: every policy saw the same demand in a replication
     assert runs.groupby("replication")["demand_units"].nunique().eq(1).all()
     table = simulate.summarise(runs)
+    # paired differences (same draws): the difference of the means, zero against itself
+    diff = simulate.paired(runs, "optimised", "proportional", ["shipping_cost", "lost_units"]).set_index("metric")
+    means = runs.groupby("policy")["shipping_cost"].mean()
+    assert diff.loc["shipping_cost", "difference"] == pytest.approx(means["optimised"] - means["proportional"])
+    assert diff.loc["shipping_cost", "relative"] == pytest.approx(means["optimised"] / means["proportional"] - 1)
+    same = simulate.paired(runs, "optimised", "optimised", ["shipping_cost"]).iloc[0]
+    assert same["difference"] == 0 and same["half_width"] == 0
     row = table[(table["policy"] == "optimised") & (table["metric"] == "shipping_cost")].iloc[0]
     assert row["low"] <= row["mean"] <= row["high"] and row["half_width"] > 0 and row["replications"] == 3
     # before fitting into storage, the proportional baseline holds the plan's units; the cheapest-FC
