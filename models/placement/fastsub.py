@@ -59,10 +59,11 @@ def reduced_costs(inst: Instance, lam):
                + (inst.dc_cover[None, :] * (inst.hold_dc[:, None] + lSd[None, :] * inst.cube[:, None]))[:, :, None])
     dstar = dc_unit.argmin(axis=1)                                     # [N, F]
     g = np.take_along_axis(dc_unit, dstar[:, None, :], axis=1)[:, 0, :]
-    # Lead-time safety stock beta_f per unit of expected outflow, held (and priced) like any FC stock:
+    # Lane cycle and lead-time safety stock beta_f (Instance.fc_extra, negative on short lanes) per unit of
+    # expected outflow, held (and priced) like any FC stock:
     # min a_f x_f with x_f >= max_k sum z_k + beta_f sum_k p_k sum z_k is the same problem with a_f beta_f
     # added to every unit's cost out of f (and beta_f x outflow added to x afterwards, in _parts).
-    g = g + inst.fc_safety[None, :] * a
+    g = g + inst.fc_extra[None, :] * a
     lane = inst.ship_cost[:, :, None] + np.asarray(inst.params.late_penalty)[None, None, :] * ~inst.meets
     return a, g, dstar, lane, lane + (lQf / W)[:, None, None]
 
@@ -227,7 +228,7 @@ def _parts(inst: Instance, x, served, zcost, lost_units, dstar) -> dict:
     dc_out = np.zeros((N, D))
     np.add.at(dc_out, (np.repeat(np.arange(N), F), dstar.ravel()), outflow.ravel())
     transfer = outflow * inst.transfer_cost[dstar, np.arange(F)[None, :]]
-    x = x + inst.fc_safety[None, :] * outflow
+    x = x + inst.fc_extra[None, :] * outflow
     return {"x": x, "y": inst.dc_cover[None, :] * dc_out, "dc_out": dc_out, "transfer": transfer,
             "served": served, "zcost": zcost, "lost_units": lost_units, "lost_cost": inst.lost_penalty * lost_units}
 

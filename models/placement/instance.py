@@ -52,6 +52,7 @@ class Params:
     dc_hold_share: float = 0.6           # DC holding relative to FC holding
     dc_safety_z: float = 1.28            # DC covers vendor lead time mean + z * sd of its refill flow
     fc_safety_z: float = 1.28            # FC holds z * sd(its refill lane's lead time) days of its outflow
+    lane_cycle: bool = True              # FC covers review + its own lane's lead - 1 days (the simulator's cycle)
 
     def with_overrides(self, **kw) -> "Params":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -110,6 +111,25 @@ class Instance:
         src = self.transfer_cost.argmin(axis=0)
         sd = np.asarray(self.transfer_lead_sd, float)[src, np.arange(len(self.fc_ids))]
         return self.params.fc_safety_z * sd / self.window_days
+
+    @property
+    def fc_cycle(self) -> np.ndarray:
+        """[F] stock per unit of window outflow that each FC's order-up-to level covers beyond the window:
+        (review + L_f - 1) / W - 1, L_f its refill lane's mean lead time (>= 1 day). A refill ordered at a
+        review's close lands L_f days later, at the start of that day, so the level covers the days up to the
+        next refill's arrival: review + L_f - 1 of them (the simulator's timing), not the network-wide W.
+        Negative on short lanes (less stock), positive on long ones. Zero when `Params.lane_cycle` is off."""
+        if self.transfer_lead is None or not self.params.lane_cycle:
+            return np.zeros(len(self.fc_ids))
+        src = self.transfer_cost.argmin(axis=0)
+        lead = np.maximum(1.0, np.asarray(self.transfer_lead, float)[src, np.arange(len(self.fc_ids))])
+        return (self.params.review_days + lead - 1.0) / self.window_days - 1.0
+
+    @property
+    def fc_extra(self) -> np.ndarray:
+        """[F] FC stock per unit of expected window outflow on top of its scenarios' demand: the lane's
+        cycle (`fc_cycle`) plus the lead-time safety (`fc_safety`); what the stock rows add (lp, fastsub)."""
+        return self.fc_safety + self.fc_cycle
 
     @property
     def lost_penalty(self) -> np.ndarray:

@@ -14,6 +14,7 @@ Per item n (indices: FC f, DC d, region r, speed s, scenario k with probability 
 
   demand     sum_f z_frsk + u_rsk = m_s D_nrk                (every r, s, k: the dynamic fulfillment)
   stock      sum_rs z_frsk <= x_f                            (every f, k: one pool serves every speed)
+             (+ beta_f sum_d w_df on the left: the FC's lane cycle and lead-time safety, Instance.fc_extra)
   refill     sum_d w_df = sum_k p_k sum_rs z_frsk            (every f: DCs replace what FC f sells)
   DC cover   cover_d sum_f w_df <= y_d                       (every d: vendor lead time + safety)
 
@@ -96,7 +97,7 @@ def _template(lay: Layout, prob: tuple, cover: tuple, window: int, safety: tuple
     cols += [zcol, lay.ox + np.repeat(np.arange(F), K)]
     coefs += [np.ones(zcol.size), -np.ones(F * K)]
     if any(safety):
-        # lead-time safety stock: + beta_f sum_d w_df (the FC's expected refill flow) in every stock row
+        # lane cycle + lead-time safety stock: + beta_f sum_d w_df (the FC's expected refill flow) in every stock row
         sd_, sf_, sk_ = (a.ravel() for a in np.meshgrid(np.arange(D), np.arange(F), np.arange(K), indexing="ij"))
         rows += [base + sf_ * K + sk_]
         cols += [lay.ow + sd_ * F + sf_]
@@ -130,7 +131,7 @@ def _template(lay: Layout, prob: tuple, cover: tuple, window: int, safety: tuple
 
 def templates(inst: Instance):
     return _template(layout_of(inst), tuple(inst.prob), tuple(inst.dc_cover), inst.window_days,
-                     tuple(inst.fc_safety))
+                     tuple(inst.fc_extra))
 
 
 def costs(inst: Instance) -> np.ndarray:

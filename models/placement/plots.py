@@ -93,7 +93,8 @@ def simulation(comparison, path: Path) -> Path:
         else:
             ax.bar(policies, comparison[key], color=colours[:len(policies)])
         ax.set_title(label, fontsize=9)
-        ax.tick_params(axis="x", rotation=25, labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -28,7 +28,10 @@ Policies (`policies`), each a pair (FC targets [N, F], DC levels [N, D]):
   plus a review period of its refill flow (order-up-to: rate x (review + lead) + safety);
 - newsvendor: each FC stocked to its own (home) regions' critical-fractile window demand, capacity ignored;
 - cheapest: each region's stock all at its cheapest FC (transfer + lane cost), at the critical fractile;
-- proportional: the optimised plan's units per item split over FCs by the demand each serves first.
+- proportional: the optimised plan's units per item split over FCs by the demand each serves first (not
+  independent of the optimiser: it inherits which items the plan holds in the scarce space);
+- proportional_pooled: a planner's own split: each item's pooled network demand at the critical fractile,
+  split the same way (`pooled_proportional_targets`).
 Baselines' DC levels follow the same order-up-to rule from their FCs' expected daily flow. Every policy is
 then scaled into the facilities' storage (`fit_capacity`): the comparison is at equal space.
 
@@ -51,8 +54,9 @@ def home_fc(inst: Instance) -> np.ndarray:
 
 
 def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
-    """[N, F] each FC covers the window demand of the regions `assign` [R] gives it, at the critical
-    fractile (underage: lost sale less shipping; overage: holding); capacities ignored."""
+    """[N, F] each FC covers the demand of the regions `assign` [R] gives it over its own replenishment
+    cycle (the window scaled by `Instance.fc_cycle`, as the plan does), at the critical fractile (underage:
+    lost sale less shipping; overage: holding); capacities ignored."""
     N, F, D, R, K = inst.shape
     mean = inst.daily_mean * inst.window_days
     var = (inst.daily_sd ** 2) * inst.window_days
@@ -60,9 +64,10 @@ def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
     under = np.maximum(inst.lost_penalty - ship, 1e-9)
     z = norm.ppf(under / (under + inst.hold_fc))
     out = np.zeros((N, F))
+    cover = 1.0 + inst.fc_cycle          # the FC's own replenishment cycle in windows (the plan's, too)
     for f in range(F):
         regions = assign == f
-        m, v = mean[:, regions].sum(axis=1), var[:, regions].sum(axis=1)
+        m, v = mean[:, regions].sum(axis=1) * cover[f], var[:, regions].sum(axis=1) * cover[f]
         out[:, f] = np.maximum(0.0, m + z * np.sqrt(v))
     return out
 
@@ -90,6 +95,19 @@ def proportional_targets(inst: Instance, total_units: np.ndarray) -> np.ndarray:
     np.add.at(served.T, home, inst.daily_mean.T)
     share = served / np.maximum(served.sum(axis=1, keepdims=True), 1e-12)
     return total_units[:, None] * share
+
+
+def pooled_proportional_targets(inst: Instance) -> np.ndarray:
+    """[N, F] a planner's proportional split, independent of the optimiser: each item's network-wide
+    stock is its pooled window demand (regions independent) at the critical fractile, split over FCs by the
+    demand each serves first, each FC's share scaled to its own replenishment cycle (`fc_cycle`)."""
+    mean = (inst.daily_mean * inst.window_days).sum(axis=1)
+    sd = np.sqrt(((inst.daily_sd ** 2) * inst.window_days).sum(axis=1))
+    home = home_fc(inst)
+    ship = float(inst.ship_cost[home, np.arange(len(home))].mean())
+    under = np.maximum(inst.lost_penalty - ship, 1e-9)
+    total = np.maximum(0.0, mean + norm.ppf(under / (under + inst.hold_fc)) * sd)
+    return proportional_targets(inst, total) * (1.0 + inst.fc_cycle)[None, :]
 
 
 def source_dc(inst: Instance) -> np.ndarray:
@@ -135,7 +153,8 @@ def policies(inst: Instance, plan: dict, fit: bool = True, uncapped: bool = Fals
     out = {"optimised": optimised}
     home = home_fc(inst)
     for name, targets in (("newsvendor", newsvendor_targets(inst)), ("cheapest", cheapest_targets(inst)),
-                          ("proportional", proportional_targets(inst, plan["x"].sum(axis=1)))):
+                          ("proportional", proportional_targets(inst, plan["x"].sum(axis=1))),
+                          ("proportional_pooled", pooled_proportional_targets(inst))):
         assign = home if name != "cheapest" else cheapest_fc(inst)
         flow = np.zeros_like(targets)
         np.add.at(flow.T, assign, inst.daily_mean.T)
@@ -267,7 +286,7 @@ def simulate(inst: Instance, targets: np.ndarray, levels: np.ndarray | None = No
                         break
                     take = np.minimum(need, stock[:, f])
                     asked = take.sum()
-                    if asked > flow_left[f]:
+                    if asked > max(flow_left[f], 0.0) and asked > 0:
                         take = np.minimum(take, down(take * (max(flow_left[f], 0.0) / asked)))
                     units = float(take.sum())
                     stock[:, f] -= take
@@ -380,6 +399,21 @@ def summarise(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
             rows.append({"policy": policy, "metric": m, "mean": float(values.mean()), "half_width": half,
                          "low": float(values.mean()) - half, "high": float(values.mean()) + half,
                          "replications": n})
+    return pd.DataFrame(rows)
+
+
+def paired(runs: pd.DataFrame, a: str, b: str, metrics, level: float = 0.95) -> pd.DataFrame:
+    """Policy `a` less policy `b`, replication by replication (both saw the same draws): per metric the mean
+    difference, its `level` t-interval half-width, and the mean relative difference (a / b - 1). Common random
+    numbers make these intervals much narrower than the two policies' own intervals."""
+    wide = runs.pivot(index="replication", columns="policy")
+    rows = []
+    for m in metrics:
+        diff = (wide[(m, a)] - wide[(m, b)]).astype(float)
+        n = len(diff)
+        half = float(student_t.ppf(0.5 + level / 2, max(n - 1, 1)) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append({"metric": m, "a": a, "b": b, "difference": float(diff.mean()), "half_width": half,
+                     "relative": float(wide[(m, a)].mean() / wide[(m, b)].mean() - 1), "replications": n})
     return pd.DataFrame(rows)
 
 
