@@ -38,6 +38,9 @@ MQ-Transformer (Eisenach et al. 2020), the same trunk plus
               would need a sequential pass), and only J past FCTs are seen (the paper: all within the
               horizon). That head is trained too (median loss, half weight).
 Both mask what a FCT must not see: targets after t never enter its inputs (checked by the tests).
+
+Size: the two networks share one trunk and the module that trains them; split apart, the MQ-Transformer
+would import MQ-CNN's private pieces from a second file.
 """
 from __future__ import annotations
 
