@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--epochs", type=int, default=None, help="cap on epochs (early stopping may stop sooner)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra MQ forecaster parameter (JSON value, e.g. year_over_year=true); repeatable")
     parser.add_argument("--vol-origins", type=int, default=8)
     parser.add_argument("--name", default="demand_mq", help="stem of the results files in --out")
     args = parser.parse_args()
@@ -77,6 +79,11 @@ def main() -> None:
     data = load_store_item()
     load_before = os.getloadavg()
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = json.loads(value)
     factories = {name: (lambda k=MODELS[name]: Kept(k() if k is SeasonalNaiveForecaster else k(seed=SEED, **overrides)))
                  for name in args.models.split(",")}
     started = time.time()
@@ -120,7 +127,8 @@ def main() -> None:
         "Models as they ran: " + "; ".join(f"`{res.params['model']}`" for res in results.values()),
         "",
         f"Reproduce: `python benchmarks/demand_mq.py --out benchmarks/results --models {args.models} "
-        f"--name {args.name}" + (f" --epochs {args.epochs}`." if args.epochs else "`."),
+        f"--name {args.name}" + (f" --epochs {args.epochs}" if args.epochs else "")
+        + "".join(f" --set {item}" for item in args.set) + "`.",
         "",
     ]
     (args.out / f"{args.name}.md").write_text("\n".join(lines))

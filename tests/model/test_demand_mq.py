@@ -89,14 +89,17 @@ def test_learns_the_pattern_and_beats_seasonal_naive(daily, fitted, name):
 
 
 @pytest.mark.parametrize("klass", MODELS)
-def test_a_forecast_never_sees_targets_after_its_creation_time(daily, klass):
+@pytest.mark.parametrize("lag,yoy", [(7, False), (10, True)])
+def test_a_forecast_never_sees_targets_after_its_creation_time(daily, klass, lag, yoy):
     """Change every target after step t0: the outputs of every FCT <= t0 (both decoder passes of the
     MQ-Transformer) stay the same, those after t0 change. A non-causal convolution, an unmasked
     attention, a scale computed over the whole series or a seasonal lag shorter than the horizon
-    would fail this (the lag here is the horizon itself, the shortest allowed)."""
+    would fail this (the lag 7 is the horizon itself, the shortest allowed; with lag 10 the
+    year-over-year input smooths last year's values over 7 steps, the newest 3 steps before the FCT
+    for the last horizon step: a window one step wider would leak)."""
     torch.manual_seed(0)
-    model = klass(seed=0, **FAST)
-    model.horizon, model.freq, model.covariates, model.lag = 7, "D", ["price", "promo"], 7
+    model = klass(seed=0, year_over_year=yoy, **FAST)
+    model.horizon, model.freq, model.covariates, model.lag = 7, "D", ["price", "promo"], lag
     model.vocab = _Vocab.from_history(daily, ["item_id", "category"])
     n_known = calendar_features(pd.DatetimeIndex([]), "D").shape[1] + len(model.covariates)
     module = MQModule(model.kind, QUANTILES, **model._network_args(n_known)).eval()
@@ -107,7 +110,7 @@ def test_a_forecast_never_sees_targets_after_its_creation_time(daily, klass):
 
     def outputs(frame):
         panel = prepare(frame, "D", horizon=7, covariates=model.covariates, vocab=model.vocab, span=14,
-                        max_history=1000, pad=0, lag=7)
+                        max_history=1000, pad=0, lag=lag)
         length = panel.target.shape[1]
         batch = {k: torch.from_numpy(v) for k, v in crop(panel, np.arange(len(panel.keys)),
                                                            np.zeros(len(panel.keys), dtype=int), length).items()}
@@ -131,6 +134,16 @@ def test_the_seasonal_lag_is_the_target_one_season_earlier_through_the_horizon(d
     np.testing.assert_array_equal(full.lagged[:, 7:], history)
     assert np.isnan(full.lagged[:, :7]).all()
     np.testing.assert_array_equal(cut.lagged[:, 3:], full.lagged[:, -47:])
+    # the year-over-year input: last year's value averaged over min(3, lag - horizon) steps either side
+    # (here none: lag = horizon), and the causal scale one lag earlier (NaN before the series starts)
+    np.testing.assert_allclose(full.lag_smooth, full.lagged)
+    np.testing.assert_array_equal(full.lag_scale[:, 7:], full.scale[:, :-7])
+    assert np.isnan(full.lag_scale[:, :7]).all()
+    wide = prepare(daily, "D", horizon=7, covariates=[], vocab=vocab, span=14, max_history=1000, pad=0,
+                   future=7, lag=10)
+    y = full.target[:, :-7]
+    np.testing.assert_allclose(wide.lag_smooth[:, 20], y[:, 7:14].mean(axis=1), rtol=1e-6)   # steps 7..13
+    np.testing.assert_allclose(wide.lag_smooth[:, -1], y[:, -7:].mean(axis=1), rtol=1e-6)   # 3 before the end
     assert seasonal_lag("D", 28) == 364 and seasonal_lag("h", 24) == 168 and seasonal_lag("W-SUN", 13) == 52
     assert seasonal_lag("MS", 18) == 0          # a horizon past the lag: its value is not known yet
 

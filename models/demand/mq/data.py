@@ -15,6 +15,11 @@ padded on the left (target NaN, covariates 0) so that all rows have the same len
   NaN where unknown: for a step after the FCT t it is a past value as long as the horizon is at most the
   lag, so the decoder may read it. It carries what smooth calendar harmonics cannot: last year's peaks,
   holiday bumps and drops, the way LightGBM's year-ago lags do.
+- for the year-over-year input (networks.py, `year_over_year`): the target one seasonal lag earlier
+  smoothed over 2k+1 steps centred on it (`lag_smooth`, k = min(3, lag - horizon), so its newest value
+  is still at most t for every step t+h the decoder reads it at) and the causal scale one lag earlier
+  (`lag_scale`). Their ratio smooth[t+h-P] / s[t-P] is last year's path from the FCT's level to the
+  target step, in the units the network forecasts in (y / s_t): LightGBM's `t_year_over_year`.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from echelon.models.demand.gluon import _Vocab, future_grid, series_grid
 
 KNOWN_COLUMNS = ("price", "promo")
 STATIC_COLUMNS = ("item_id", "location_id", "category")
+SMOOTH_HALF_WIDTH = 3     # year-over-year input: last year's value averaged over 7 steps (a week of days)
 
 
 def _harmonics(position: np.ndarray, period: float, count: int) -> list[np.ndarray]:
@@ -91,6 +97,8 @@ class Panel:
     known: np.ndarray                  # (S, T, F) float32
     static: np.ndarray                 # (S, n_static) int64
     lagged: np.ndarray                 # (S, T) float32: target `lag` steps earlier, NaN = unknown
+    lag_smooth: np.ndarray             # (S, T) float32: centred mean of the target around `lag` steps earlier
+    lag_scale: np.ndarray              # (S, T) float32: causal scale `lag` steps earlier, NaN = unknown
     stamps: list[pd.DatetimeIndex]     # per row: the timestamps of its last `future` steps
     future: int                        # steps after each series' last observation
 
@@ -114,14 +122,22 @@ def prepare(history: pd.DataFrame, freq: str, *, horizon: int, covariates: Seque
     known = np.zeros((S, total, F), dtype=np.float32)
     static = np.zeros((S, len(vocab.values)), dtype=np.int64)
     lagged = np.full((S, total), np.nan, dtype=np.float32)
+    lag_smooth = np.full((S, total), np.nan, dtype=np.float32)
+    lag_scale = np.full((S, total), np.nan, dtype=np.float32)
+    half = max(min(SMOOTH_HALF_WIDTH, lag - horizon), 0)
     keys, stamps = [], []
     for row, ((item, loc), hist) in enumerate(groups):
         grid = series_grid(hist["timestamp"].iloc[0], hist["timestamp"].iloc[-1], freq)
         y = hist.set_index("timestamp")["target"].astype(float).reindex(grid).to_numpy()
         s = causal_scale(y, span)
         if lag:      # from the whole grid (before max_history cuts it), through the `future` steps
-            lagged[row, total - lengths[row] - future:] = \
-                np.concatenate([np.full(lag, np.nan), y])[: len(y) + future][-lengths[row] - future:]
+            def back(values: np.ndarray) -> np.ndarray:
+                return np.concatenate([np.full(lag, np.nan), values])[: len(y) + future][-lengths[row] - future:]
+            smooth = pd.Series(y).rolling(2 * half + 1, center=True, min_periods=1).mean().to_numpy()
+            known_y = pd.Series(np.isfinite(y)).cumsum().to_numpy() > 0
+            lagged[row, total - lengths[row] - future:] = back(y)
+            lag_smooth[row, total - lengths[row] - future:] = back(smooth)
+            lag_scale[row, total - lengths[row] - future:] = back(np.where(known_y, s, np.nan))
         grid, y, s, n = grid[-lengths[row]:], y[-lengths[row]:], s[-lengths[row]:], lengths[row]
         ahead = future_grid(grid[-1], future, freq) if future else grid[:0]
         full = grid.append(ahead)
@@ -138,7 +154,7 @@ def prepare(history: pd.DataFrame, freq: str, *, horizon: int, covariates: Seque
         static[row] = vocab.encode(hist.iloc[-1].to_dict())
         keys.append((item, loc))
         stamps.append(ahead)
-    return Panel(keys, target, scale, known, static, lagged, stamps, future)
+    return Panel(keys, target, scale, known, static, lagged, lag_smooth, lag_scale, stamps, future)
 
 
 def _covariate(hist: pd.DataFrame, grid: pd.DatetimeIndex, fut: pd.DataFrame | None,
@@ -166,4 +182,5 @@ def crop(panel: Panel, rows: np.ndarray, starts: np.ndarray, length: int) -> dic
     idx = starts[:, None] + np.arange(length)[None, :]
     r = rows[:, None]
     return {"target": panel.target[r, idx], "scale": panel.scale[r, idx],
-            "known": panel.known[r, idx], "static": panel.static[rows], "lagged": panel.lagged[r, idx]}
+            "known": panel.known[r, idx], "static": panel.static[rows], "lagged": panel.lagged[r, idx],
+            "lag_smooth": panel.lag_smooth[r, idx], "lag_scale": panel.lag_scale[r, idx]}

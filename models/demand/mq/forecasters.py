@@ -109,7 +109,7 @@ class MQForecaster:
         args = dict(horizon=self.horizon, n_known=n_known, cardinalities=self.vocab.cardinalities,
                     channels=p["channels"], dilations=p["dilations"], embed_dim=p["embed_dim"],
                     context_dim=p["context_dim"], agnostic_dim=p["context_dim"], hidden=p["hidden"],
-                    seasonal=self.lag > 0)
+                    seasonal=self.lag > 0, year_over_year=self.lag > 0 and bool(p.get("year_over_year", False)))
         extra = {k: v for k, v in p.items() if k in ("position_dim", "attention_dim", "attention_window",
                                                      "feedback_window")}
         return {**args, **extra}

@@ -15,6 +15,9 @@ MQ-CNN (Wen et al. 2017, the convolutional encoder variant)
               the quantiles are a base plus non-negative increments, so they never cross.
     seasonal  (not in the paper, an input like LightGBM's year-ago lags) the decoder's covariates of step
               t+h include y_{t+h-P} / s_t and its known flag: a past value when H <= P (data.seasonal_lag).
+    yoy       (not in the paper, optional: `year_over_year`) also last year's smoothed path from the FCT's
+              level to step t+h, smooth(y)_{t+h-P} / s_{t-P} (data.py), and its known flag: LightGBM's
+              year-over-year projection, without the single day's noise of y_{t+h-P}.
 
 MQ-Transformer (Eisenach et al. 2020), the same trunk plus
     position  a learned, context-dependent position encoding: a (non-causal) convolution over the known
@@ -35,6 +38,9 @@ MQ-Transformer (Eisenach et al. 2020), the same trunk plus
               would need a sequential pass), and only J past FCTs are seen (the paper: all within the
               horizon). That head is trained too (median loss, half weight).
 Both mask what a FCT must not see: targets after t never enter its inputs (checked by the tests).
+
+Size: the two networks share one trunk and the module that trains them; split apart, the MQ-Transformer
+would import MQ-CNN's private pieces from a second file.
 """
 from __future__ import annotations
 
@@ -72,13 +78,14 @@ class MQCNN(nn.Module):
     def __init__(self, *, horizon: int, n_known: int, n_quantiles: int, cardinalities: Sequence[int],
                  channels: int = 32, dilations: Sequence[int] = (1, 2, 4, 8, 16, 32), embed_dim: int = 8,
                  context_dim: int = 16, agnostic_dim: int = 16, hidden: int = 64, position_dim: int = 0,
-                 seasonal: bool = False):
+                 seasonal: bool = False, year_over_year: bool = False):
         super().__init__()
         self.horizon, self.n_quantiles, self.context_dim = horizon, n_quantiles, context_dim
-        self.seasonal = seasonal
+        self.seasonal, self.year_over_year = seasonal, seasonal and year_over_year
         self.embeddings = nn.ModuleList(nn.Embedding(c, embed_dim) for c in cardinalities)
         static = embed_dim * len(cardinalities)
-        lag = 2 if seasonal else 0                         # y_{.-P} / s_t and its known flag
+        # y_{.-P} / s_t and its known flag (+ the year-over-year ratio and its flag)
+        lag = (2 if seasonal else 0) + (2 if self.year_over_year else 0)
         step = n_known + position_dim + lag                # what each future step brings to the decoder
         self.encoder = CausalConvEncoder(3 + step + static, channels, dilations)
         self.global_mlp = _mlp(channels + static + horizon * step, hidden,
@@ -120,6 +127,18 @@ class MQCNN(nn.Module):
             # step t+h's lagged value over the FCT's own scale s_t
             ahead = value[:, 1:].unfold(1, H, 1) / scale[:, :W, None]                       # (B, W, H)
             lag_future = [ahead[..., None], known_lag[:, 1:].unfold(1, H, 1)[..., None].float()]
+        if self.year_over_year:
+            # last year's smoothed value at step t+h over last year's scale at t (data.py): units of y / s_t
+            smooth, base = batch["lag_smooth"], batch["lag_scale"][:, :W]
+            ok_base = torch.isfinite(base) & (base > 0)
+            base = torch.where(ok_base, base, 1.0)
+            ok_now = ok_base & torch.isfinite(smooth[:, :W])
+            now = torch.where(ok_now, torch.nan_to_num(smooth[:, :W]) / base, 0.0).clamp(0, 10)
+            ok_ahead = ok_base[..., None] & torch.isfinite(smooth[:, 1:]).unfold(1, H, 1)
+            ratio = torch.where(ok_ahead, torch.nan_to_num(smooth[:, 1:]).unfold(1, H, 1) / base[..., None],
+                                0.0).clamp(0, 10)                                       # (B, W, H)
+            lag_now += [now[..., None], ok_now[..., None].float()]
+            lag_future += [ratio[..., None], ok_ahead[..., None].float()]
         enc_in = torch.cat([y[..., None], observed[..., None].float(), torch.log1p(scale[:, :W])[..., None] * 0.2,
                             steps[:, :W], *lag_now, static[:, None, :].expand(B, W, -1)], -1)
         h = self.encoder(enc_in)                                            # (B, W, C)
