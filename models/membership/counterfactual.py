@@ -10,7 +10,9 @@ A scenario file (JSON or YAML):
       - {change: remove, benefit: music, segment: rural_digital}               # its value is lost
 
 The estimated reward answers a scenario structurally: reward is linear in money with a price sensitivity
-alpha_g per segment (estimated from the reward's response across the price cells the panel saw), so
+alpha_g per segment (Deep PQR's: the alpha that best explains the choices in the price cells the panel saw
+when its status-quo reward is moved there this same way, `calibrate_price_sensitivity`; the static logit's:
+its reward's slope across those cells, `price_sensitivity`), so
 r_scn = r(status-quo prices) - alpha_g * (money at the scenario prices - money at the status quo) +
 alpha_g * (dollars the scenario's benefits add); the policy is then re-solved exactly (soft Bellman) with
 the transitions estimated from the panel. The static logit answers with beta = 0 (no re-solve: softmax
