@@ -89,7 +89,7 @@ def test_alpha_calibrated_on_the_choices_is_immune_to_the_unobserved_anchor_at_a
     P network did: 0.31 per $20 against the truth's 0.51) and shift its level in an otherwise true policy: the reward the Q and R
     stages give back reads alpha off its slope too high in every segment, while the calibration on the
     choices across the price cells (which that guess does not touch) gives the truth back."""
-    cells = [(14.99, 99.0), (14.99, 119.0), (14.99, 139.0)]
+    cells = [(14.99, 119.0), (14.99, 139.0)]
     space = Space(cells)
     P = transitions(space, world.dynamics())
     pi = soft_bellman(world.true_reward(space), P, world.BETA)[2]
@@ -100,7 +100,7 @@ def test_alpha_calibrated_on_the_choices_is_immune_to_the_unobserved_anchor_at_a
     slope = cf.price_sensitivity(reward, space, world.BETA)
     assert (slope > world.ALPHA * 1.03).all(), slope
     choices = pi * 100.0                                           # the true policy's choices, 100 a state
-    calibrated = cf.calibrate_price_sensitivity(reward[space.cell == 1], cells, (14.99, 119.0), world.BETA, P,
+    calibrated = cf.calibrate_price_sensitivity(reward[space.cell == 0], cells, (14.99, 119.0), world.BETA, P,
                                                 choices, slope)
     np.testing.assert_allclose(calibrated, world.ALPHA, rtol=0.01)
 
