@@ -76,7 +76,11 @@ def identification(model: PQR, setting: Setting, true_reward: np.ndarray | None 
     for name, reward in rewards.items():
         beta = setting.beta if name.startswith("pqr") else 0.0
         alphas[name] = cf.price_sensitivity(reward, space, beta, setting.visits + 1.0)
-        if name.startswith("pqr"):
+        if name == "pqr_exact" and "pqr" in alphas:
+            # its reward is pqr's plus potential-based shaping (the exact Q stage for the neural one): the same
+            # re-solved policy at every alpha, so the same calibrated alpha (benchmark: equal to 3 decimals)
+            alphas[name] = alphas["pqr"]
+        elif name.startswith("pqr"):
             alphas[name] = cf.calibrate_price_sensitivity(reward[at_status_quo], setting.cells, setting.status_quo,
                                                           setting.beta, P, setting.choices, alphas[name])
         values[name] = cf.benefit_values(reward, space, alphas[name], setting.visits + 1.0)
