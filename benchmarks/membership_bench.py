@@ -79,9 +79,9 @@ def main() -> None:
         e, t = estimate[:, 1:].ravel(), truth[index][:, 1:].ravel()
         recovery[name] = (float(np.corrcoef(e, t)[0, 1]), float(np.sqrt(np.mean((e - t) ** 2) / np.mean(t ** 2))))
 
-    visits = np.bincount(space.locate(train_panel), minlength=space.n).astype(float)
     last = held[held["month"] == held["month"].max()].reset_index(drop=True)
-    setting = analysis.Setting(world.CELLS, world.STATUS_QUO, world.BETA, dynamics, last, visits)
+    setting = analysis.Setting(world.CELLS, world.STATUS_QUO, world.BETA, dynamics, last,
+                               analysis.panel_choices(space, train_panel))
     ident, info = analysis.identification(model, setting, truth, world.VALUE)
 
     def true_policy(s):

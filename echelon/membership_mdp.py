@@ -173,12 +173,13 @@ def cash(space: Space, prices: tuple[float, float] | None = None) -> np.ndarray:
     return out
 
 
-def soft_bellman(reward: np.ndarray, P: list, beta: float, tol: float = 1e-10, max_iter: int = 5000):
-    """Exact solve of V(s) = log sum_a exp(r(s,a) + beta E[V(s')|s,a]) by value iteration (a beta-contraction).
-    Returns V (n,), Q (n, A), pi (n, A)."""
+def soft_bellman(reward: np.ndarray, P: list, beta: float, tol: float = 1e-10, max_iter: int = 5000,
+                 V0: np.ndarray | None = None):
+    """Exact solve of V(s) = log sum_a exp(r(s,a) + beta E[V(s')|s,a]) by value iteration (a beta-contraction),
+    from V0 (zero by default; a nearby problem's V saves iterations). Returns V (n,), Q (n, A), pi (n, A)."""
     if not 0 <= beta < 1:
         raise MembershipError(f"beta must be in [0, 1), got {beta}")
-    V = np.zeros(reward.shape[0])
+    V = np.zeros(reward.shape[0]) if V0 is None else np.asarray(V0, dtype=float).copy()
     for _ in range(max_iter):
         Q = reward + beta * np.column_stack([p @ V for p in P])
         top = Q.max(axis=1)

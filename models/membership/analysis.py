@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from echelon.membership_mdp import BENEFITS, SEGMENTS, Dynamics, Space, features, transitions
+from echelon.membership_mdp import ACTIONS, BENEFITS, SEGMENTS, Dynamics, Space, features, transitions
 from echelon.models.membership import counterfactual as cf
 from echelon.models.membership.pqr import PQR, exact_reward, log_policy, static_reward
 
@@ -33,17 +33,29 @@ class Setting:
     beta: float
     dynamics: Dynamics
     start: pd.DataFrame          # state columns of each customer's last panel month
-    visits: np.ndarray           # visits of each state of Space(cells) in the panel (weights)
+    choices: np.ndarray          # (n, 3) the panel's choices of each action in each state of Space(cells)
+
+    @property
+    def visits(self) -> np.ndarray:
+        """Visits of each state of Space(cells) in the panel (weights)."""
+        return self.choices.sum(axis=1)
 
     @property
     def customers(self) -> pd.Series:
         return self.start["segment"].value_counts()
 
 
-def world_rewards(model: PQR, setting: Setting) -> dict[str, np.ndarray]:
+def panel_choices(space: Space, rows: pd.DataFrame) -> np.ndarray:
+    """(n, 3) how often each action was chosen in each state of `space` in panel rows."""
+    out = np.zeros((space.n, len(ACTIONS)))
+    np.add.at(out, (space.locate(rows), pd.Categorical(rows["action"], categories=ACTIONS).codes), 1.0)
+    return out
+
+
+def world_rewards(model: PQR, setting: Setting, P: list | None = None) -> dict[str, np.ndarray]:
     space = Space(setting.cells)
     x = features(space.frame())
-    P = transitions(space, setting.dynamics)
+    P = transitions(space, setting.dynamics) if P is None else P
     exact = exact_reward(log_policy(model.policy, x), P, setting.beta)
     return {"pqr": model.simulator_reward(x, P), "pqr_neural_r": model.reward(x), "pqr_exact": exact,
             "static": static_reward(model, x)}
@@ -52,13 +64,25 @@ def world_rewards(model: PQR, setting: Setting) -> dict[str, np.ndarray]:
 def identification(model: PQR, setting: Setting, true_reward: np.ndarray | None = None,
                    true_values: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
     """segment, benefit, value_pqr, value_static, value_true ($ a member-month of high use) and the price
-    sensitivities alpha per method."""
+    sensitivities alpha per method: the static logit's read off its reward's slope across the price cells
+    (`cf.price_sensitivity`, beta = 0), Deep PQR's calibrated on the panel's choices across the cells from
+    its status-quo reward (`cf.calibrate_price_sensitivity`, which says why), the slope reading its start;
+    its benefit values are read with that alpha."""
     space = Space(setting.cells)
-    rewards = world_rewards(model, setting)
+    P = transitions(space, setting.dynamics)
+    rewards = world_rewards(model, setting, P)
+    at_status_quo = space.cell == space.cells.index(tuple(map(float, setting.status_quo)))
     alphas, values = {}, {}
     for name, reward in rewards.items():
         beta = setting.beta if name.startswith("pqr") else 0.0
         alphas[name] = cf.price_sensitivity(reward, space, beta, setting.visits + 1.0)
+        if name == "pqr_exact" and "pqr" in alphas:
+            # its reward is pqr's plus potential-based shaping (the exact Q stage for the neural one): the same
+            # re-solved policy at every alpha, so the same calibrated alpha (benchmark: equal to 3 decimals)
+            alphas[name] = alphas["pqr"]
+        elif name.startswith("pqr"):
+            alphas[name] = cf.calibrate_price_sensitivity(reward[at_status_quo], setting.cells, setting.status_quo,
+                                                          setting.beta, P, setting.choices, alphas[name])
         values[name] = cf.benefit_values(reward, space, alphas[name], setting.visits + 1.0)
     if true_reward is not None:
         alphas["true"] = cf.price_sensitivity(true_reward, space, setting.beta, setting.visits + 1.0)

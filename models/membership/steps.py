@@ -62,14 +62,14 @@ def world_truth(ds: str):
 
 def _setting(rows: pd.DataFrame):
     from echelon.jobs.membership import world
-    from echelon.models.membership.analysis import Setting
+    from echelon.models.membership.analysis import Setting, panel_choices
 
     cells = sorted({(float(m), float(a)) for m, a in zip(rows["price_monthly"], rows["price_annual"])})
     space = Space(cells)
     status_quo = world.STATUS_QUO if world.STATUS_QUO in cells else cells[len(cells) // 2]
     last = rows[rows["month"] == rows["month"].max()]
-    visits = np.bincount(space.locate(rows), minlength=space.n).astype(float)
-    return Setting(cells, status_quo, world.BETA, estimate_dynamics(rows), last.reset_index(drop=True), visits)
+    return Setting(cells, status_quo, world.BETA, estimate_dynamics(rows), last.reset_index(drop=True),
+                   panel_choices(space, rows))
 
 
 # ---- steps ----------------------------------------------------------------------------------------

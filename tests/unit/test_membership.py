@@ -83,6 +83,28 @@ def test_the_simulator_reward_re_solves_to_the_p_stage_whatever_the_q_stage():
         np.testing.assert_allclose(soft_bellman(reward, P, world.BETA)[2], np.exp(log_pi), atol=1e-7)
 
 
+def test_alpha_calibrated_on_the_choices_is_immune_to_the_unobserved_anchor_at_a_new_term():
+    """The benchmark's finding in miniature: nobody cancels in the first month of a new annual term, so how
+    log pi(a0|s) moves with the annual price there is the P stage's guess. Flatten that slope (as the
+    P network did: 0.31 per $20 against the truth's 0.51) and shift its level in an otherwise true policy: the reward the Q and R
+    stages give back reads alpha off its slope too high in every segment, while the calibration on the
+    choices across the price cells (which that guess does not touch) gives the truth back."""
+    cells = [(14.99, 119.0), (14.99, 139.0)]
+    space = Space(cells)
+    P = transitions(space, world.dynamics())
+    pi = soft_bellman(world.true_reward(space), P, world.BETA)[2]
+    log_pi = np.log(pi)
+    new_term = space.status == 13                                  # annual, 11 months left
+    log_pi[new_term, 0] -= 1.0 + 0.2 * (space.price_annual[new_term] - 119.0) / 20.0    # its level too
+    reward = pqr.exact_reward(log_pi, P, world.BETA)
+    slope = cf.price_sensitivity(reward, space, world.BETA)
+    assert (slope > world.ALPHA * 1.03).all(), slope
+    choices = pi * 100.0                                           # the true policy's choices, 100 a state
+    calibrated = cf.calibrate_price_sensitivity(reward[space.cell == 0], cells, (14.99, 119.0), world.BETA, P,
+                                                choices, slope)
+    np.testing.assert_allclose(calibrated, world.ALPHA, rtol=0.01)
+
+
 def test_post_decision_features_are_the_features_of_the_status_the_action_leads_to():
     from echelon.membership_mdp import next_status, post_decision
 
