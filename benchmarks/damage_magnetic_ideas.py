@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from echelon.models.damage import fusion as fz
 from echelon.models.damage import gallery as gl
 from echelon.models.damage import images as im
+from echelon.models.damage import plots
 from echelon.models.damage import supervised as sv
 
 from damage_benchmark import conditions  # noqa: E402
-from damage_patchcore_benchmark import rates, split  # noqa: E402
+from damage_patchcore_benchmark import rates, split, with_reading  # noqa: E402
 
 log = logging.getLogger("damage_magnetic_ideas")
 POSITION = gl.POSITION
@@ -88,7 +89,7 @@ def thinned(bank: torch.Tensor, cap: int | None, seed: int = 0) -> torch.Tensor:
 
 
 def flexible(gallery_files, sets: dict, size: int, per_setup: bool, edge: int, top: int, eq: bool, cache: dict,
-             folds: int = 5, cap: int | None = None) -> dict:
+             folds: int = 5, cap: int | None = None, maps: dict | None = None) -> dict:
     """The gallery score with a foreground mask (`edge` >= 0; -1: every patch), top-k and equalisation; z per
     bank from `folds`-fold scores of the bank's own photos (each fold against the others)."""
     def prepared(files):
@@ -132,6 +133,13 @@ def flexible(gallery_files, sets: dict, size: int, per_setup: bool, edge: int, t
             bank, mu, sd = banks[key]
             z[where] = (masked_scores(bank, qf[where], qv[where], top) - mu) / sd
         out[name] = z
+        if maps is not None and name in maps:     # {set: z -> [(index, png path, title)]}: heat maps of those photos
+            for i, target, title in maps[name](z):
+                bank, mu, sd = banks[items[i]]
+                near = torch.cdist(qf[i], bank).min(dim=1).values
+                amap = plots.pristine_z(torch.where(qv[i], near, torch.full_like(near, mu)).numpy(), mu, sd)
+                side = int(round(len(amap) ** 0.5))
+                plots.save_overlay(files[i], amap.reshape(side, side), target, title=title)
     return out
 
 
@@ -158,6 +166,17 @@ def anomaly(gallery_files, sets: dict, size: int, per_setup: bool, cache: dict) 
     return out
 
 
+def map_picks(z, labels, kinds, files, folder: Path, idea: str, count: int = 3) -> list:
+    """The `count` highest-scored defect-free and defective test photos: (index, png path, title)."""
+    picks = []
+    for label in (0, 1):
+        where = np.flatnonzero(np.asarray(labels) == label)
+        for i in where[np.argsort(-z[where])[:count]]:
+            kind = kinds[i]
+            picks.append((i, folder / f"{idea}_{kind}_{Path(files[i]).stem}.png", f"{idea} {kind} z={z[i]:.1f}"))
+    return picks
+
+
 def report(out: Path) -> str:
     """damage_magnetic_ideas.md from every damage_magnetic_ideas*.csv/.json run file in `out` (one run per file
     pair, its load stated), plus the hand-written damage_magnetic_ideas_reading.md."""
@@ -171,7 +190,7 @@ def report(out: Path) -> str:
         meta = json.loads(meta_file.read_text())
         table = pd.read_csv(meta_file.with_suffix(".csv"))
         lines += [f"## `{meta['command']}`", "", f"seed {meta['seed']}, {meta['seconds']} s, load {meta['load_before']} -> "
-                  f"{meta['load_after']} on {meta['cores']} cores.", ""]
+                  f"{meta['load_after']} on {meta['cores']} cores." + (f" Note: {meta['note']}." if "note" in meta else ""), ""]
         wide = table.pivot_table(index="idea", columns=["subset", "signal", "metric"], values="value", sort=False)
         rows = []
         for idea in dict.fromkeys(table["idea"]):
@@ -183,10 +202,7 @@ def report(out: Path) -> str:
                         for kind in sorted(set(table["subset"]) - {"all"})})
             rows.append(row)
         lines += [pd.DataFrame(rows).round(3).to_markdown(index=False), ""]
-    reading = out / "damage_magnetic_ideas_reading.md"
-    if reading.exists():
-        lines += [reading.read_text()]
-    return "\n".join(lines)
+    return with_reading(lines, out / "damage_magnetic_ideas_reading.md")
 
 
 def main() -> int:
@@ -195,6 +211,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--name", default="", help="suffix of this run's result files (one pair per run)")
     parser.add_argument("--report", action="store_true", help="only rebuild damage_magnetic_ideas.md")
+    parser.add_argument("--maps", default="", help="ideas (flexible ones) whose top-scored test photos get heat maps")
     parser.add_argument("--cache", type=Path, default=None, help="folder keeping the CNN's scores between runs")
     parser.add_argument("--ideas", default="base,per_setup,base+train,per_setup+train,per_setup+train@128,base@128")
     args = parser.parse_args()
@@ -239,9 +256,11 @@ def main() -> int:
         tokens = dict(re.findall(r"(mask|top|eq|pos|cap)(\d*)", name))
         gl.POSITION = int(tokens["pos"]) / 10 if tokens.get("pos") else POSITION
         if tokens:
+            maps = {"test": lambda z, idea=idea: map_picks(z, labels["test"], kinds["test"], sets["test"], args.out / "damage_maps_ideas", idea)} \
+                if idea in args.maps.split(",") else None
             z = flexible(gallery, sets, size, name.startswith("per_setup"), int(tokens.get("mask") or -1),
                          int(tokens.get("top") or gl.TOP), "eq" in tokens, cache,
-                         cap=int(tokens["cap"]) * 1000 if tokens.get("cap") else None)
+                         cap=int(tokens["cap"]) * 1000 if tokens.get("cap") else None, maps=maps)
         else:
             z = anomaly(gallery, sets, size, name.startswith("per_setup"), cache)
         fusion = fz.fit_fusion(supervised["calib"], z["calib"], np.full(len(z["calib"]), reference), labels["calib"])
