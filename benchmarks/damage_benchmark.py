@@ -161,8 +161,12 @@ def magnetic_tile(seed: int, size: int = 64, side: int = tx.SIDE) -> tuple[pd.Da
                  np.r_[np.zeros(len(train_free)), np.ones(len(train_def))], ["none"] * len(train_free) + ["hole"] * len(train_def),
                  epochs=12, seed=seed)
     gallery_images = load(gallery_files)
-    reference = float(np.median(fz.logit(sv.predict(net, gallery_images)[0])))
-    gallery = gl.build("tile", gallery_images, [f.name for f in gallery_files], reference)
+    reference = float(np.median(fz.logit(sv.predict(net, gallery_images)[0])))   # on photos the CNN never saw
+    # the anomaly bank holds every defect-free photo outside calibration and test (the natural gallery, as a user
+    # builds it): coverage of the tiles' looks is what the score lacked (damage_magnetic_ideas.md: anomaly AUROC
+    # 0.743 with the 150 gallery photos, 0.862 with these 450); the texture score keeps the 150 (its cost)
+    bank_files = gallery_files + train_free
+    gallery = gl.build("tile", load(bank_files), [f.name for f in bank_files], reference)
     model = md.DamageModel(net, {"tile": gallery}, fz.Fusion([0, 0, 0], 0), None, size)
     started = time.perf_counter()
     texture = tx.build(tx.features_of(gallery_files, side), seed=seed)
@@ -190,7 +194,7 @@ def magnetic_tile(seed: int, size: int = 64, side: int = tx.SIDE) -> tuple[pd.Da
         subset = test[test["kind"].isin(["free", kind])]
         rows += [{"subset": kind, "signal": s, "metric": m, "value": v}
                  for (s, m), v in rates(subset, signals=TILE_SIGNALS).items()]
-    meta = {"gallery": len(gallery_files), "test_free": len(test_free), "test_defect": len(test_def)}
+    meta = {"gallery": len(bank_files), "test_free": len(test_free), "test_defect": len(test_def)}
     return pd.DataFrame(rows).assign(**meta), {**meta, **timing, "side": side, "size": size}
 
 
@@ -305,7 +309,7 @@ def report(out: Path) -> str:
         run = json.loads((out / "damage_magnetic_tile.json").read_text())
         lines += [f"`{run['command']}`, seed {run['seed']}, {run['seconds']} s, load {run['load_before']} -> "
                   f"{run['load_after']} on {run['cores']} cores. Gallery {int(tiles['gallery'].iloc[0])} defect-free "
-                  f"images; test {int(tiles['test_free'].iloc[0])} defect-free + {int(tiles['test_defect'].iloc[0])} defective "
+                  f"images{' (150 photos kept out of the CNN training + the 300 defect-free CNN training photos; the CNN reference and the texture bank use the 150)' if int(tiles['gallery'].iloc[0]) == 450 else ''}; test {int(tiles['test_free'].iloc[0])} defect-free + {int(tiles['test_defect'].iloc[0])} defective "
                   f"(so recall@0.001 is recall at zero false positives: 0.1% of {int(tiles['test_free'].iloc[0])} is "
                   f"under one image). `supervised`, `anomaly` and `fusion`: photos resized to {run.get('size', 64)} px "
                   f"squares (the synthetic path); `anomaly_256`: texture patch score (models/damage/texture.py) at "

@@ -145,10 +145,12 @@ def report(out: Path) -> str:
              json.dumps({k: v for k, v in meta.items() if k not in ("command", "maps")}, indent=2), "```", "",
              "Anomaly maps of the top-scored test photos (and the top-scored defect-free one): "
              + ", ".join(f"[{m}](damage_maps/{m})" for m in meta["maps"]), ""]
-    reading = out / "damage_patchcore_reading.md"
-    if reading.exists():
-        lines += [reading.read_text()]
-    return "\n".join(lines)
+    return with_reading(lines, out / "damage_patchcore_reading.md")
+
+
+def with_reading(lines: list[str], reading: Path) -> str:
+    """A results page: the generated lines, then the hand-written reading file when there is one."""
+    return "\n".join(lines + ([reading.read_text()] if reading.exists() else []))
 
 
 def main() -> int:
