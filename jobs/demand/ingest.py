@@ -36,6 +36,9 @@ the whole history) makes it a full write. The source extract is cumulative, so t
 (the fingerprint) to know that nothing before prev changed. The manifest's `build` says "full" or
 "incremental" and `build_reason` why.
 
+Size: the source ingest (window, plan, the carried monthly files of an incremental night) and a user's
+file share the window grid, the raw layout and the gates; one module keeps those rules in one place.
+
 CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--window-step 91] [--input FILE.csv]
 """
 from __future__ import annotations
