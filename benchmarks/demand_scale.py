@@ -13,9 +13,10 @@ tree (Python + the Spark JVM, sampled with psutil every 0.2 s). The table gives,
 of log(seconds) against log(series) between consecutive sizes (1 = linear).
 
 Ingest keeps the whole history (history_days = the world's days). Its window start moves on a 91-day
-grid (jobs/demand/ingest.py), so the raw partition of ds extends that of ds - 1 by one day and the
-feature step of ds is incremental (it carries yesterday's rows, anchors and fingerprint: see
-jobs/demand/features.py).
+grid (jobs/demand/ingest.py), so the raw partition of ds extends that of ds - 1 by one day: the timed
+ingest of ds carries yesterday's monthly raw files and writes only the new day (the untimed ingest of
+ds - 1 before it is the full write), and the feature step of ds is incremental (it carries yesterday's
+rows, anchors and fingerprint and reads only the raw months of its lookback: see jobs/demand/features.py).
 
 `--history-days` adds, at `--history-size` (default the smallest size), the feature steps over shorter raw
 histories ending at the same ds, on the same world (its source tables hard-linked, not regenerated): the
@@ -107,8 +108,8 @@ def _world_args(series: int, locations: int) -> list[str]:
             "--end", DS.isoformat(), "--seed", "42"]
 
 
-def _manifest(var: Path, ds: dt.date) -> dict:
-    return json.loads((var / "lake" / "features" / "demand" / "sales_features" / f"ds={ds}" / "_manifest.json").read_text())
+def _manifest(var: Path, ds: dt.date, table: str = "features/demand/sales_features") -> dict:
+    return json.loads((var / "lake" / table / f"ds={ds}" / "_manifest.json").read_text())
 
 
 def run_size(series: int, locations: int, steps: list[str], workdir: Path, env: dict,
@@ -138,9 +139,10 @@ def run_size(series: int, locations: int, steps: list[str], workdir: Path, env: 
         seconds, peak = _measure(plan[step], env, logfile)
         row = {"series": series, "history_days": history_days, "step": step, "seconds": round(seconds, 1),
                "peak_gib": round(peak, 2), "load_1m": round(os.getloadavg()[0], 1)}
-        if step.startswith("features"):
-            manifest = _manifest(var, PREV if step == "features_full_prev" else DS)
-            row.update(build=manifest["build"], rows=manifest["rows"], checksum=manifest["checksum"][:12])
+        if step.startswith("features") or step == "ingest":
+            manifest = (_manifest(var, DS, "raw/demand/sales") if step == "ingest"
+                        else _manifest(var, PREV if step == "features_full_prev" else DS))
+            row.update(build=manifest.get("build", "full"), rows=manifest["rows"], checksum=manifest["checksum"][:12])
         rows.append(row)
         on_step(row)
         log.info("series=%s%s: %s in %.1f s, peak %.2f GiB (load %.1f)", f"{series:,}", tag, step, seconds,
@@ -179,8 +181,10 @@ def write(out: Path, rows: list[dict], history_rows: list[dict], runs: list[dict
              "for ds on top of it, `features_full` the same ds rebuilt from the whole history; equal `checksum`s "
              "mean the same content bit for bit. The incremental night computes windows over 400 days + the new "
              "day per series, carries yesterday's rows as hard links (with their hash sums), its anchors and the "
-             "raw fingerprint, and writes, gates and hashes only the new rows; it still reads the raw partition "
-             "with a date filter (the late-rows check and the 400-day window).", "",
+             "raw fingerprint, reads only the raw files of the months its 400-day lookback needs, and writes, gates "
+             "and hashes only the new rows. `ingest` is the night of ds after a full ingest of ds - 1: it reads the "
+             "cumulative source once (the per-date fingerprint), carries yesterday's monthly raw files and writes "
+             "only the new day (`build` incremental).", "",
              table.reset_index().to_markdown(index=False, floatfmt=".1f"), "",
              "Every step, one row per size:", "", frame.to_markdown(index=False), ""]
     if history_rows:
@@ -327,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                         history_rows += [r for r in run_size(series, args.locations,
                                                              steps if world else ["world", *steps], workdir, env,
                                                              history_days=days, tag=f"_h{days}", clean=not args.workdir)
-                                         if r["step"].startswith("features")]
+                                         if r["step"].startswith("features") or r["step"] == "ingest"]
                     if history_rows:
-                        history_rows += [r for r in rows if r["step"].startswith("features")]
+                        history_rows += [r for r in rows if r["step"].startswith("features") or r["step"] == "ingest"]
                 path = save()   # results so far: a run stopped at a larger size keeps what it measured
         finally:
             for proc in cluster:

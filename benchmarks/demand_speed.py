@@ -3,8 +3,9 @@
 1. Feature job throughput: the synthetic world's sales at ~1M and ~10M rows are materialised as parquet,
    then `build_features` runs on them and its output is written as parquet (rows/s of input history).
 2. One full `demand_nightly` run through Airflow (`airflow dags test`) on the default world of `make run`,
-   timed end to end, with each candidate's training time (from the run's backtest table) and the
-   scoring throughput of the champion through Spark (series/s).
+   timed end to end (the training night: no champion yet), with each candidate's training time (from the
+   run's backtest table); then the same date again (the scoring night: a champion present, no retraining
+   due), and the scoring throughput of the champion through Spark (series/s).
 
     python benchmarks/demand_speed.py --out benchmarks/results [--sizes 1000000 10000000] [--skip-dag]
 """
@@ -58,7 +59,7 @@ def feature_throughput(sizes: list[int], workdir: Path) -> list[dict]:
 
 
 def nightly_run(workdir: Path, items: int, locations: int) -> dict:
-    env = {**os.environ, "ECHELON_VAR": str(workdir / "var")}
+    env = {**os.environ, "ECHELON_VAR": str(workdir / "var"), "ECHELON_DEMAND_RETRAIN": "sunday"}
     for key in ("ECHELON_LAKE", "ECHELON_REPORTS", "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         env.pop(key, None)
 
@@ -72,23 +73,33 @@ def nightly_run(workdir: Path, items: int, locations: int) -> dict:
     echelon("airflow", "db", "migrate")
     from echelon.schedule import nightly_run_date
 
+    load = lambda: round(os.getloadavg()[0], 1)   # noqa: E731
+    load_before = load()
+    # the training night: no champion yet, so every candidate trains (ECHELON_DEMAND_RETRAIN weekly)
     dag_s = echelon("airflow", "dags", "test", "demand_nightly", nightly_run_date(DS).isoformat())
+    load_train = load()
     var = workdir / "var"
     backtest = (var / "reports" / "demand" / f"ds={DS}" / "backtest.csv").read_text()
     forecasts = json.loads((var / "lake" / "published" / "demand" / "forecasts" / f"ds={DS}" / "_manifest.json").read_text())
+    # the scoring night: the same date again, a champion present and no retraining due (ds is a Friday)
+    scoring_s = echelon("airflow", "dags", "test", "demand_nightly", nightly_run_date(DS).isoformat())
+    load_scoring = load()
     score_s = echelon("demand", "score", "--ds", DS)  # again, alone, for its throughput
     series = forecasts["rows"] // 28
     return {"items": items, "locations": locations, "series": series, "world_seconds": round(world_s, 1),
-            "dag_seconds": round(dag_s, 1), "score_seconds": round(score_s, 1),
-            "score_series_per_s": round(series / score_s, 1), "backtest_csv": backtest}
+            "dag_seconds": round(dag_s, 1), "scoring_dag_seconds": round(scoring_s, 1),
+            "score_seconds": round(score_s, 1), "score_series_per_s": round(series / score_s, 1),
+            "load_before": load_before, "load_after_training": load_train, "load_after_scoring": load_scoring,
+            "load_after": load(), "backtest_csv": backtest}
 
 
-def write(out: Path, features: list[dict], nightly: dict | None) -> Path:
+def write(out: Path, features: list[dict], nightly: dict | None, name: str = "demand_speed.md") -> Path:
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Demand pipeline speed", "",
-             f"Measured {dt.datetime.now():%Y-%m-%d %H:%M} with `python benchmarks/demand_speed.py` on 2 cores "
+             f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/demand_speed.py "
+             f"{' '.join(sys.argv[1:])}` on {os.cpu_count()} cores "
              f"(Spark `local[2]`). The machine is shared: the 1-minute load average after each step is shown.", ""]
     if features:
         lines += ["## Feature job (Spark SQL, `jobs/demand/features.py`)", "",
@@ -99,7 +110,7 @@ def write(out: Path, features: list[dict], nightly: dict | None) -> Path:
                   pd.DataFrame([nightly]).to_markdown(index=False), "",
                   "Training time per candidate in that run (fit on history up to ds-28; wQL on the last 28 days):", "",
                   backtest.to_markdown(index=False, floatfmt=".4f"), ""]
-    path = out / "demand_speed.md"
+    path = out / name
     path.write_text("\n".join(lines))
     return path
 
@@ -111,11 +122,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=120)
     parser.add_argument("--locations", type=int, default=3)
     parser.add_argument("--skip-dag", action="store_true")
+    parser.add_argument("--name", default="demand_speed.md", help="results file name under --out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-demand-") as tmp:
         features = feature_throughput(args.sizes, Path(tmp)) if args.sizes else []
         nightly = None if args.skip_dag else nightly_run(Path(tmp), args.items, args.locations)
-    print(write(args.out, features, nightly).read_text())
+    print(write(args.out, features, nightly, args.name).read_text())
 
 
 if __name__ == "__main__":

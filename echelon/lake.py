@@ -141,15 +141,37 @@ def read_spark(spark, table: Table, ds: str):
     return spark.read.parquet(str(found)).withColumn("ds", F.lit(parse_ds(ds)))
 
 
-def file_entries(staged: Path) -> dict[str, dict]:
-    """{relative path: {bytes, rows, sha256}} of every parquet file of a staged partition."""
+def file_entries(staged: Path, known: dict[str, dict] | None = None) -> dict[str, dict]:
+    """{relative path: {bytes, rows, sha256}} of every parquet file of a staged partition. known: entries
+    of carried files from their own partition's manifest, taken as they are where the size still matches
+    (a hard link of a published file: hashing it again would read the whole carried history)."""
     import pyarrow.parquet as pq
 
     entries = {}
     for path in sorted(staged.rglob("*.parquet")):
-        entries[str(path.relative_to(staged))] = {"bytes": path.stat().st_size, "sha256": _sha256(path),
-                                                  "rows": pq.read_metadata(path).num_rows}
+        name = str(path.relative_to(staged))
+        entry = (known or {}).get(name)
+        if entry and entry.get("bytes") == path.stat().st_size and "sha256" in entry and "rows" in entry:
+            entries[name] = {"bytes": entry["bytes"], "sha256": entry["sha256"], "rows": entry["rows"]}
+            continue
+        entries[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path),
+                         "rows": pq.read_metadata(path).num_rows}
     return entries
+
+
+def _carried_entries(carry: dict[str, tuple[Path, list]]) -> dict[str, dict]:
+    """The manifest entries of carried files, read from the manifests of the partitions they come from."""
+    manifests, known = {}, {}
+    for name, (source, _) in carry.items():
+        folder = Path(source).parent
+        if folder not in manifests:
+            try:
+                manifests[folder] = json.loads((folder / MANIFEST).read_text()).get("files") or {}
+            except (OSError, ValueError):
+                manifests[folder] = {}
+        if Path(source).name in manifests[folder]:
+            known[name] = manifests[folder][Path(source).name]
+    return known
 
 
 def _sha256(path: Path) -> str:
@@ -405,7 +427,7 @@ def _stage(frame, table: Table, ds: str, gate, extra: dict | None, params: dict 
             os.link(source, staging / name)
         known = {name: sums for name, (_, sums) in carry.items()}
         described = describe(staging, known=known, per_file=True)
-        files = file_entries(staging)
+        files = file_entries(staging, known=_carried_entries(carry))
         sums = described.pop("row_sums") if not (segment_by or carry) else described["row_sums"]
         for name, entry in files.items():   # each file's row-hash sum: later describes read no rows
             entry["row_sum"] = sums[Path(name).name][1]
@@ -528,9 +550,11 @@ class Transaction:
         self.manifests: dict[str, dict] = {}
 
     def publish(self, frame, table: Table, gate: Callable[[Path], None] | bool | None = None,
-                extra: dict | None = None, params: dict | None = None) -> dict:
+                extra: dict | None = None, params: dict | None = None, segment_by: str | None = None,
+                carry: dict[str, tuple[Path, list]] | None = None) -> dict:
         sweep_debris(table, self.lake)
-        staging, manifest = _stage(frame, table, self.ds, gate, extra, params, self.lake, commit=self.id)
+        staging, manifest = _stage(frame, table, self.ds, gate, extra, params, self.lake, commit=self.id,
+                                   segment_by=segment_by, carry=carry)
         target = table.partition(self.ds, self.lake)
         target.parent.mkdir(parents=True, exist_ok=True)
         had_old = (target / MANIFEST).exists()

@@ -13,7 +13,8 @@ dated <= prev (checked per date: row count and an exact sum of row hashes, the `
 ingest records in the raw manifest and each feature manifest copies), its rows dated <= prev are today's
 rows too. Only the rows after prev (the new days and the forecast horizon) are computed, from the raw rows
 of the last LOOKBACK_DAYS plus a few anchor rows per series from before them (its first sale, last known
-price, last row, largest category: the only values a row reads from further back).
+price, last row, largest category: the only values a row reads from further back). Where the ingest laid
+the raw partition out in monthly files, only the files of those months are read (`recent_history`).
 
 What a night carries from prev, so that its cost follows the new days and not the history's length:
 - the feature rows: a partition is written in two segments of files (lake.publish `segment_by`), `hist-*`
@@ -26,9 +27,9 @@ What a night carries from prev, so that its cost follows the new days and not th
 A restated or missing past day, a moved raw window (the ingest's start moves every WINDOW_STEP_DAYS), a
 null category (filled from the item's later rows), other code, or no usable prev partition: a full build,
 and the manifest says why. The late-rows check reads the raw manifest's fingerprint where the ingest
-recorded one (no scan of the history). The raw partition is still read with a date filter (Spark reads the footers of
-every file and skips nothing smaller than a row group), and a partition with many carried file sets is
-rebuilt in full (MAX_CARRIED_NIGHTS) to keep the file count bounded.
+recorded one (no scan of the history). A raw partition not laid out by month (a user's file, an older partition) is read
+whole with a date filter, and a partition with many carried file sets is rebuilt in full
+(MAX_CARRIED_NIGHTS) to keep the file count bounded.
 """
 from __future__ import annotations
 
@@ -140,6 +141,21 @@ def _start(day: str):
     return F.date_sub(F.lit(day).cast("date"), LOOKBACK_DAYS)
 
 
+def recent_history(spark, ds: str, prev: str, history, source: str):
+    """The raw rows an incremental night reads: only the files of the months after prev's lookback start
+    where the ingest laid the partition out by month (jobs/demand/ingest.py), so the read does not grow
+    with the history's length; else the whole partition (filtered by date afterwards)."""
+    from echelon.jobs.demand.ingest import files_since
+
+    since = dt.date.fromisoformat(prev) - dt.timedelta(days=LOOKBACK_DAYS - 1)
+    files = files_since(ds, since)
+    if files is None:
+        return history
+    log.info("features ds=%s: reading %d of the raw partition's files (months from %s)", ds, len(files),
+             f"{since:%Y-%m}")
+    return _normalise(spark.read.parquet(*map(str, files)), source, with_target=True)
+
+
 def run(ds: str, gate: Callable | None = None, horizon: int = DEFAULT_HORIZON, spark=None,
         incremental: bool = True) -> dict:
     """Read raw/demand/sales (+ raw/demand/plan when published) for ds, build, publish. Returns the manifest.
@@ -169,7 +185,7 @@ def run(ds: str, gate: Callable | None = None, horizon: int = DEFAULT_HORIZON, s
         # the raw rows the new rows read: the last LOOKBACK_DAYS before prev and later, and the anchors
         # of everything before (prev's state)
         before = lake.read_spark(spark, ANCHORS, prev).drop("ds").select(*RAW_COLUMNS)
-        recent = history.where(F.col("date") > _start(prev))
+        recent = recent_history(spark, ds, prev, history, source).where(F.col("date") > _start(prev))
         built = build_features(spark, recent.unionByName(before), plan, horizon=horizon, source=source)
         features = built.where(F.col("date") > F.lit(prev).cast("date")).coalesce(NEW_FILES)
         state = anchors(before.unionByName(recent.where(F.col("date") <= _start(ds))))

@@ -26,12 +26,26 @@ yesterday's rows (jobs/demand/features.py); a strictly trailing window (window_s
 oldest day every night and force a full feature build every night. Once per window_step days the start
 moves and that night's features are built in full.
 
+Incremental nights. The raw sales files hold one calendar month each (`m<yyyymm>-part-...`), so the feature
+job reads only the months its lookback needs (`files_since`). When the latest earlier raw sales partition
+(prev) has the same window start, the same schema, this layout, and its recorded fingerprint equals today's
+for every date <= prev (nothing restated, missing or dropped), its files are hard-linked into ds's partition
+with their recorded hashes, and only the rows dated after prev are written, gated and hashed (lake.publish
+`carry`); a series that resumes after a gap across prev (which the suite's day-to-day check would see only on
+the whole history) makes it a full write. The source extract is cumulative, so the night still reads it once
+(the fingerprint) to know that nothing before prev changed. The manifest's `build` says "full" or
+"incremental" and `build_reason` why.
+
+Size: the source ingest (window, plan, the carried monthly files of an incremental night) and a user's
+file share the window grid, the raw layout and the gates; one module keeps those rules in one place.
+
 CLI: python -m echelon.jobs.demand.ingest --ds 2026-11-20 [--history-days 730] [--window-step 91] [--input FILE.csv]
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,6 +62,8 @@ from echelon.lake import Table
 DEFAULT_HISTORY_DAYS = 730   # two years: yearly lags (364 days) still have a year of targets
 WINDOW_STEP_DAYS = 91        # the window's start moves a quarter at a time: one full feature build per quarter
 PLAN_DAYS = 56
+MONTH = "_month"             # segment column of raw sales (not stored): one set of files per calendar month
+MONTH_FILE = re.compile(r"m(\d{6})-part-")
 
 Gate = Callable[[Path], None]
 
@@ -168,28 +184,92 @@ def run(ds: str, history_days: int = DEFAULT_HISTORY_DAYS, gate: Gate | Mapping[
     _check_columns(plan.columns, PLAN_COLUMNS, f"{SOURCE_PLAN} ds={source_ds}")
 
     history = history_window(sales, ds, history_days, window_step)
-    span = history.agg(F.min("timestamp").alias("first"), F.max("timestamp").alias("last")).first()
-    if span["last"] is None:
+    normal = _normalise(history, f"{SOURCE_SALES} ds={source_ds}", with_target=True)
+    # per-date row hashes (one pass over the window), so this night and the feature job can tell whether
+    # yesterday's history is still today's without reading it again (jobs/demand/features.py)
+    fingerprint = raw_fingerprint(normal)
+    if not fingerprint["dates"]:
         first_source = sales.agg(F.min("timestamp")).first()[0]
         raise IngestError(f"{SOURCE_SALES} ds={source_ds} has no rows in the window ending at ds={ds} "
                           f"({history_days} days); the extract starts on {first_source}")
-    if span["last"].isoformat() != ds:
-        raise IngestError(f"{SOURCE_SALES} ds={source_ds} stops on {span['last']}, before ds={ds}: "
+    first, last = min(fingerprint["dates"]), max(fingerprint["dates"])
+    if last != ds:
+        raise IngestError(f"{SOURCE_SALES} ds={source_ds} stops on {last}, before ds={ds}: "
                           f"a cumulative extract dated {source_ds} must cover every day up to it")
+    schema = history.schema.simpleString()
     extra = {"source_ds": source_ds, "history_days": history_days, "plan_days": plan_days,
-             "window_step": window_step, "window": [span["first"].isoformat(), ds]}
-    # per-date row hashes, so the feature job can tell whether yesterday's history is still today's
-    # without reading it (jobs/demand/features.py)
-    fingerprint = raw_fingerprint(_normalise(history, f"{SOURCE_SALES} ds={source_ds}", with_target=True))
+             "window_step": window_step, "window": [first, ds]}
+    prev, reason = carry_base(ds, first, schema, fingerprint)
+    if prev is not None and resumed_series(normal, prev):
+        prev, reason = None, f"a series resumes after a gap across ds={prev}: the whole history is gated"
+    month = F.concat(F.lit("m"), F.date_format(F.col("timestamp"), "yyyyMM"))
+    if prev is None:     # one file per month (a shuffle by month: once per window move)
+        rows, carry = history.withColumn(MONTH, month).repartition(MONTH), None
+    else:
+        rows = history.where(F.col("timestamp") > F.lit(dt.date.fromisoformat(prev))).coalesce(1).withColumn(MONTH, month)
+        files = lake.read_manifest(RAW_SALES, prev)["files"]
+        carry = {name: (RAW_SALES.partition(prev) / name, [entry["rows"], entry["row_sum"]])
+                 for name, entry in files.items()}
+    log(f"ingest: {RAW_SALES} ds={ds}: {'incremental' if prev else 'full'} write: {reason}")
     with lake.transaction(ds) as tx:   # sales and plan are published together or not at all
-        sales_manifest = tx.publish(history, RAW_SALES, gate=_gate_for(gate, RAW_SALES, ds),
-                                    extra={**extra, "raw_fingerprint": fingerprint})
-        log(f"ingest: {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows, {span['first']}..{ds}")
+        sales_manifest = tx.publish(rows, RAW_SALES, gate=_gate_for(gate, RAW_SALES, ds), segment_by=MONTH,
+                                    carry=carry, extra={**extra, "raw_fingerprint": fingerprint, "spark_schema": schema,
+                                                        "build": "incremental" if prev else "full",
+                                                        "build_reason": reason})
+        log(f"ingest: {RAW_SALES} ds={ds}: {sales_manifest['rows']:,} rows, {first}..{ds} "
+            f"({sum(s[0] for _, s in (carry or {}).values()):,} carried from ds={prev})")
         plan_manifest = tx.publish(plan_window(sales, plan, ds, plan_days), RAW_PLAN,
                                    gate=_gate_for(gate, RAW_PLAN, ds), extra=extra)
     log(f"ingest: {RAW_PLAN} ds={ds}: {plan_manifest['rows']:,} rows for the {plan_days} days after ds; "
         f"done in {time.time() - began:.1f}s")
     return {"sales": sales_manifest, "plan": plan_manifest, "source_ds": source_ds}
+
+
+def carry_base(ds: str, first: str, schema: str, fingerprint: dict) -> tuple[str | None, str]:
+    """The earlier raw sales partition whose files ds's partition can carry, or None and why not."""
+    earlier = [p for p in lake.partitions(RAW_SALES) if p < ds]
+    if not earlier:
+        return None, "no earlier raw sales partition"
+    prev = max(earlier)
+    manifest = lake.read_manifest(RAW_SALES, prev)
+    if (manifest.get("window") or [None])[0] != first:
+        return None, f"the window starts on {first}, ds={prev}'s on {(manifest.get('window') or ['?'])[0]}"
+    if manifest.get("spark_schema") != schema:
+        return None, f"ds={prev} has another schema (or none recorded)"
+    files = manifest.get("files") or {}
+    if not files or not all(MONTH_FILE.match(n) and "row_sum" in e for n, e in files.items()):
+        return None, f"ds={prev}'s files are not laid out by month with recorded row sums"
+    before = (manifest.get("raw_fingerprint") or {}).get("dates")
+    now = {d: v for d, v in fingerprint["dates"].items() if d <= prev}
+    if before != now:
+        changed = sorted(d for d in set(now) | set(before or {}) if now.get(d) != (before or {}).get(d))
+        return None, (f"the history dated <= {prev} differs from ds={prev}'s on {len(changed)} day(s)"
+                      + (f", first {changed[0]}" if changed else "") + " (restated, missing or dropped)")
+    return prev, f"rows dated <= {prev} carried from ds={prev}"
+
+
+def resumed_series(normal, prev: str) -> bool:
+    """Whether a series with rows after prev has its previous row before prev (a gap the suite's check of
+    consecutive days sees only on the whole history, not on the new rows alone)."""
+    from pyspark.sql import functions as F
+
+    day = F.lit(dt.date.fromisoformat(prev))
+    spans = (normal.groupBy("item_id", "location_id")
+             .agg(F.max(F.when(F.col("date") <= day, F.col("date"))).alias("last_old"),
+                  F.min(F.when(F.col("date") > day, F.col("date"))).alias("first_new")))
+    return bool(spans.where(F.col("last_old").isNotNull() & F.col("first_new").isNotNull()
+                            & (F.datediff("first_new", "last_old") != 1)).limit(1).collect())
+
+
+def files_since(ds: str, since: dt.date) -> list[Path] | None:
+    """The files of raw sales ds that can hold rows dated >= since (their month is not earlier), or None
+    where the partition is not laid out by month (written before this layout, or from a user's file)."""
+    found = lake.folder(RAW_SALES, ds)
+    names = list((lake.read_manifest(RAW_SALES, ds).get("files") or {}))
+    months = {name: MONTH_FILE.match(name) for name in names}
+    if found is None or not names or any(m is None for m in months.values()):
+        return None
+    return [found / name for name, m in sorted(months.items()) if m.group(1) >= f"{since:%Y%m}"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -280,3 +280,54 @@ def test_a_restated_past_day_forces_a_full_build(spark, tmp_path, monkeypatch):
     _publish_raw(history[history["timestamp"] != pd.Timestamp("2024-08-01")], today)
     manifest = job.run(today, horizon=3, spark=spark)
     assert manifest["build"] == "full" and "first 2024-08-01" in manifest["build_reason"]
+
+
+@pytest.mark.slow
+def test_ingested_nights_carry_raw_files_and_features_read_only_recent_months(spark, tmp_path, monkeypatch):
+    """Through the ingest: the next night hard-links yesterday's monthly raw files and writes and gates only
+    the new day (the same rows and checksum as a full write); the feature night reads only the months its
+    lookback needs and still equals a full rebuild row for row. A series resuming after a gap across
+    yesterday is a full write (the suite's day-to-day check needs the whole history)."""
+    from echelon.jobs.demand import ingest, world
+
+    monkeypatch.setenv("ECHELON_LAKE", str(tmp_path / "lake"))
+    history, last, yesterday, today = _long_history(), *_last_two_days()
+    source = history.assign(timestamp=history["timestamp"].dt.date)[world.SALES_COLUMNS]
+
+    def publish_source(rows):
+        lake.publish(rows, world.SOURCE_SALES, today)
+        plan = rows[rows["timestamp"] == last][world.PLAN_COLUMNS].assign(timestamp=last + dt.timedelta(days=1))
+        lake.publish(plan, world.SOURCE_PLAN, today)
+
+    publish_source(source)
+    gated = []
+    kwargs = dict(history_days=LONG_DAYS, window_step=91, spark=spark, log=lambda _: None,
+                  gate={"sales": lambda staged: gated.append(len(pd.read_parquet(staged)))})
+    assert ingest.run(yesterday, **kwargs)["sales"]["build"] == "full"
+    assert job.run(yesterday, horizon=5, spark=spark)["build"] == "full"
+    night = ingest.run(today, **kwargs)["sales"]
+    assert night["build"] == "incremental", night["build_reason"]
+    assert gated[-1] == (source["timestamp"] == last).sum()          # the gate saw the new day only
+    raw_today, raw_yesterday = ingest.RAW_SALES.partition(today), ingest.RAW_SALES.partition(yesterday)
+    carried = [f for f in raw_today.glob("*.parquet") if (raw_yesterday / f.name).exists()]
+    assert len(carried) == len(list(raw_yesterday.glob("*.parquet"))) == 16   # one file per month, Jan 2024..Apr 2025
+    assert all(f.stat().st_ino == (raw_yesterday / f.name).stat().st_ino for f in carried)
+    since = dt.date.fromisoformat(yesterday) - dt.timedelta(days=job.LOOKBACK_DAYS - 1)
+    assert len(ingest.files_since(today, since)) < len(night["files"])      # old months are not read
+
+    incremental = job.run(today, horizon=5, spark=spark)
+    assert incremental["build"] == "incremental", incremental["build_reason"]
+    got = _sorted(lake.read(job.FEATURES, today))
+    full = job.run(today, horizon=5, spark=spark, incremental=False)
+    pd.testing.assert_frame_equal(got, _sorted(lake.read(job.FEATURES, today)), check_exact=True)
+    assert incremental["checksum"] == full["checksum"]
+
+    with monkeypatch.context() as patch:     # the same night written in full: the same rows
+        patch.setattr(ingest, "carry_base", lambda *args: (None, "forced"))
+        whole = ingest.run(today, **kwargs)["sales"]
+    assert whole["build"] == "full" and (whole["rows"], whole["checksum"]) == (night["rows"], night["checksum"])
+
+    resumed = source[(source["item_id"] == "A") & (source["timestamp"] == last)].assign(item_id="C", location_id="L2")
+    publish_source(pd.concat([source, resumed], ignore_index=True))  # C stopped after 30 days, sells again today
+    again = ingest.run(today, **kwargs)["sales"]
+    assert again["build"] == "full" and "resumes after a gap" in again["build_reason"]
