@@ -53,6 +53,12 @@ def home_fc(inst: Instance) -> np.ndarray:
     return best_speed_cost.argmin(axis=0)
 
 
+def _critical_z(inst: Instance, ship) -> np.ndarray:
+    """[N] the newsvendor's critical-fractile z per item (underage: lost sale less shipping; overage: holding)."""
+    under = np.maximum(inst.lost_penalty - ship, 1e-9)
+    return norm.ppf(under / (under + inst.hold_fc))
+
+
 def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
     """[N, F] each FC covers the demand of the regions `assign` [R] gives it over its own replenishment
     cycle (the window scaled by `Instance.fc_cycle`, as the plan does), at the critical fractile (underage:
@@ -60,9 +66,7 @@ def _fractile_targets(inst: Instance, assign: np.ndarray) -> np.ndarray:
     N, F, D, R, K = inst.shape
     mean = inst.daily_mean * inst.window_days
     var = (inst.daily_sd ** 2) * inst.window_days
-    ship = inst.ship_cost[assign, np.arange(R)].mean()
-    under = np.maximum(inst.lost_penalty - ship, 1e-9)
-    z = norm.ppf(under / (under + inst.hold_fc))
+    z = _critical_z(inst, inst.ship_cost[assign, np.arange(R)].mean())
     out = np.zeros((N, F))
     cover = 1.0 + inst.fc_cycle          # the FC's own replenishment cycle in windows (the plan's, too)
     for f in range(F):
@@ -104,9 +108,7 @@ def pooled_proportional_targets(inst: Instance) -> np.ndarray:
     mean = (inst.daily_mean * inst.window_days).sum(axis=1)
     sd = np.sqrt(((inst.daily_sd ** 2) * inst.window_days).sum(axis=1))
     home = home_fc(inst)
-    ship = float(inst.ship_cost[home, np.arange(len(home))].mean())
-    under = np.maximum(inst.lost_penalty - ship, 1e-9)
-    total = np.maximum(0.0, mean + norm.ppf(under / (under + inst.hold_fc)) * sd)
+    total = np.maximum(0.0, mean + _critical_z(inst, float(inst.ship_cost[home, np.arange(len(home))].mean())) * sd)
     return proportional_targets(inst, total) * (1.0 + inst.fc_cycle)[None, :]
 
 
@@ -385,6 +387,12 @@ def replicate(inst: Instance, policies: dict, days: int = 56, replications: int 
     return pd.DataFrame(rows)
 
 
+def _half_width(values: pd.Series, level: float) -> float:
+    """The `level` t-interval half-width of the mean of `values` (NaN for a single value)."""
+    n = len(values)
+    return float(student_t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
 def summarise(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Mean and a `level` t-interval half-width over replications, per policy and metric (long format:
     policy, metric, mean, half_width, low, high, replications)."""
@@ -392,10 +400,9 @@ def summarise(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     rows = []
     for policy, group in runs.groupby("policy", sort=False):
         n = len(group)
-        q = student_t.ppf(0.5 + level / 2, max(n - 1, 1))
         for m in metrics:
             values = group[m].astype(float)
-            half = float(q * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            half = _half_width(values, level)
             rows.append({"policy": policy, "metric": m, "mean": float(values.mean()), "half_width": half,
                          "low": float(values.mean()) - half, "high": float(values.mean()) + half,
                          "replications": n})
@@ -410,10 +417,8 @@ def paired(runs: pd.DataFrame, a: str, b: str, metrics, level: float = 0.95) -> 
     rows = []
     for m in metrics:
         diff = (wide[(m, a)] - wide[(m, b)]).astype(float)
-        n = len(diff)
-        half = float(student_t.ppf(0.5 + level / 2, max(n - 1, 1)) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        rows.append({"metric": m, "a": a, "b": b, "difference": float(diff.mean()), "half_width": half,
-                     "relative": float(wide[(m, a)].mean() / wide[(m, b)].mean() - 1), "replications": n})
+        rows.append({"metric": m, "a": a, "b": b, "difference": float(diff.mean()), "half_width": _half_width(diff, level),
+                     "relative": float(wide[(m, a)].mean() / wide[(m, b)].mean() - 1), "replications": len(diff)})
     return pd.DataFrame(rows)
 
 
